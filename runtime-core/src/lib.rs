@@ -1,0 +1,1 @@
+//! Prepares and enters a container root built from a squashfs image, on one node.

@@ -1,0 +1,1 @@
+//! The SPANK plugin Slurm loads through plugstack.conf.
