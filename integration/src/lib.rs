@@ -70,7 +70,7 @@ impl Testbed {
                     panic!("end-to-end tier required but the cluster is not usable: {why}");
                 }
                 eprintln!(
-                    "\n!!!! SKIPPED end-to-end test: {why}\n!!!! run `make cluster-up` and set SHIFTER_TB, or use `make test`\n"
+                    "\n!!!! SKIPPED end-to-end test: {why}\n!!!! run `make cluster-up` (or set SHIFTER_TB to a running cluster), or use `make test`\n"
                 );
                 None
             }
@@ -78,9 +78,10 @@ impl Testbed {
     }
 
     fn load() -> Result<Testbed, String> {
+        // The default matches the Makefile's, so a cluster from `make cluster-up` is found.
         let dir = std::env::var_os("SHIFTER_TB")
             .map(PathBuf::from)
-            .ok_or("SHIFTER_TB is not set")?;
+            .unwrap_or_else(|| PathBuf::from("/tmp/shifter-tb"));
         let env_file = dir.join("env");
         let text = std::fs::read_to_string(&env_file)
             .map_err(|e| format!("cannot read {}: {e}", env_file.display()))?;
@@ -115,7 +116,10 @@ impl Testbed {
 
     /// Slurm node names, e.g. `["n1", "n2"]`.
     pub fn nodes(&self) -> Vec<String> {
-        self.var("SHIFTER_NODES").split_whitespace().map(str::to_owned).collect()
+        self.var("SHIFTER_NODES")
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
     }
 
     /// `host:port` of the local registry.
@@ -198,7 +202,9 @@ impl Testbed {
     /// Loop devices whose backing file lives under `dir` (for leak checks).
     pub fn loop_devices_backed_by(dir: &Path) -> Vec<String> {
         let mut found = Vec::new();
-        let Ok(entries) = std::fs::read_dir("/sys/block") else { return found };
+        let Ok(entries) = std::fs::read_dir("/sys/block") else {
+            return found;
+        };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if !name.starts_with("loop") {

@@ -30,7 +30,11 @@ pub fn get_manifest(registry: &str, repo: &str, reference: &str) -> Result<Fetch
     let digest_header = resp.header("Docker-Content-Digest").map(str::to_owned);
     let mut body = Vec::new();
     std::io::Read::read_to_end(&mut resp.into_reader(), &mut body).map_err(|e| e.to_string())?;
-    Ok(Fetched { body, media_type, digest_header })
+    Ok(Fetched {
+        body,
+        media_type,
+        digest_header,
+    })
 }
 
 pub fn get_blob(registry: &str, repo: &str, digest: &str) -> Result<Vec<u8>, String> {

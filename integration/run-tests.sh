@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Runs the test tiers. `all` (what `make test` and CI run): lint, build, unit and
+# root tests, then the end-to-end tier on a freshly started local cluster, then
+# cluster-down with a leak check. A tier that fails fails the run.
+#   run-tests.sh [all|unit|e2e] [-- extra cargo test args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tier=${1:-all}
+shift || true
+export SHIFTER_TB=${SHIFTER_TB:-/tmp/shifter-tb}
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+banner() { printf '\n\033[1m==== %s ====\033[0m\n' "$*"; }
+t0=$SECONDS
+
+if [ "$tier" = all ]; then
+    integration/install-deps.sh
+    banner "lint: cargo fmt --check, cargo clippy -D warnings"
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+    banner "build"
+    cargo build --workspace --all-targets
+fi
+
+if [ "$tier" = all ] || [ "$tier" = unit ]; then
+    banner "unit and root tests (root: $( [ "$(id -u)" = 0 ] && echo yes || echo 'NO - root tests will skip'))"
+    cargo test --workspace --exclude shifter-integration "$@"
+fi
+
+if [ "$tier" = all ] || [ "$tier" = e2e ]; then
+    banner "end-to-end tests on the local cluster"
+    if [ -e "$SHIFTER_TB/pids" ]; then
+        echo "a cluster is already up at $SHIFTER_TB; stopping it first" >&2
+        integration/cluster/down.sh
+    fi
+    integration/cluster/up.sh
+    rc=0
+    SHIFTER_E2E_REQUIRED=1 cargo test -p shifter-integration "$@" -- --test-threads=1 || rc=$?
+    if [ $rc != 0 ]; then
+        banner "end-to-end tier FAILED; cluster logs follow"
+        for f in "$SHIFTER_TB"/log/*; do printf '\n--- %s ---\n' "$f"; tail -n 40 "$f"; done
+    fi
+    banner "cluster-down and leak check"
+    integration/cluster/down.sh || rc=$?
+    [ $rc = 0 ] || exit $rc
+fi
+banner "all requested tiers passed in $((SECONDS - t0))s"
