@@ -7,8 +7,8 @@
 //! Output layout and choices (see `docs/sqfs-writer.md`):
 //! - data blocks and fragment blocks in the order the data arrived, then the inode,
 //!   directory, fragment, export and id tables; no xattr table.
-//! - Small files and the tails of large files share fragment blocks; identical small
-//!   files share one fragment; full blocks of zeros are holes.
+//! - Small files and the tails of large files share fragment blocks; a file identical
+//!   to an earlier one shares its data; full blocks of zeros are holes.
 //! - The superblock's time is the newest mtime in the image, never the clock.
 
 mod compress;
@@ -33,7 +33,7 @@ pub use options::{Compression, Meta, Options};
 
 use pipeline::Pipeline;
 use superblock::SUPERBLOCK_SIZE;
-use tree::{Dir, FileData, FragRef, Kind, Node, Tree};
+use tree::{Dir, FileData, FragRef, Kind, Node, NodeId, Tree};
 
 /// Images are padded to this, as mksquashfs does, so block devices can read the end.
 const PAD_TO: u64 = 4096;
@@ -54,7 +54,7 @@ pub struct Stats {
     pub fragment_blocks: u32,
     /// Full blocks of zeros stored as holes.
     pub sparse_blocks: u64,
-    /// Small files found identical to an earlier one, sharing its stored data.
+    /// Files found identical to an earlier one, sharing its stored data.
     pub duplicate_files: u64,
 }
 
@@ -66,8 +66,11 @@ pub struct Writer<W: Write + Seek> {
     /// The fragment block being filled with small files and tails.
     fragment: Vec<u8>,
     fragment_jobs: Vec<u64>,
-    /// Small files already stored, by size and content hash.
-    small_files: HashMap<(u32, [u8; 32]), FragRef>,
+    /// Files already stored, by size and (truncated) SHA-256 of their content.
+    stored: HashMap<(u64, [u8; 16]), NodeId>,
+    /// The furthest byte ever written; a rewind for a duplicate file may leave stale
+    /// bytes before it that `finish` overwrites.
+    high_water: u64,
     poisoned: bool,
     stats: Stats,
 }
@@ -98,7 +101,8 @@ impl<W: Write + Seek> Writer<W> {
             pipeline,
             fragment: Vec::new(),
             fragment_jobs: Vec::new(),
-            small_files: HashMap::new(),
+            stored: HashMap::new(),
+            high_water: 0,
             poisoned: false,
             stats: Stats::default(),
         })
@@ -137,7 +141,7 @@ impl<W: Write + Seek> Writer<W> {
             nlink: 1,
         };
         let id = self.tree.insert(path, &comps, Node { meta, kind })?;
-        let stored = self.store(path, data);
+        let stored = self.store(id, path, data);
         let stored = self.poison_on_error(stored)?;
         let size = stored.size;
         if let Kind::File { data, .. } = &mut self.tree.node_mut(id).kind {
@@ -194,7 +198,10 @@ impl<W: Write + Seek> Writer<W> {
         self.out.write_all(&tables.bytes)?;
         let used = tables.superblock.bytes_used;
         let padded = used.div_ceil(PAD_TO) * PAD_TO;
-        self.out.write_all(&vec![0; (padded - used) as usize])?;
+        // Zeros also over stale blocks of a duplicate file left past the end, so the
+        // output never depends on anything but the calls made.
+        let zeros = padded.max(self.high_water) - used;
+        self.out.write_all(&vec![0; zeros as usize])?;
         self.out.seek(SeekFrom::Start(0))?;
         self.out.write_all(&tables.superblock.to_bytes())?;
         self.out.seek(SeekFrom::Start(padded))?;
@@ -231,10 +238,13 @@ impl<W: Write + Seek> Writer<W> {
     }
 
     /// Cuts `data` into full blocks for the pipeline and keeps the tail for a fragment.
-    fn store(&mut self, path: &[u8], data: &mut dyn Read) -> Result<FileData, Error> {
+    /// A file identical to one stored earlier shares that file's blocks and fragment;
+    /// its own blocks, already written, are taken back.
+    fn store(&mut self, id: NodeId, path: &[u8], data: &mut dyn Read) -> Result<FileData, Error> {
         let bs = self.opts.block_size as usize;
+        let mut hash = Sha256::new();
         let mut stored = FileData::default();
-        loop {
+        let tail = loop {
             let mut buf = self.pipeline.buffer();
             let n = data
                 .take(bs as u64)
@@ -244,11 +254,9 @@ impl<W: Write + Seek> Writer<W> {
                     source,
                 })?;
             stored.size += n as u64;
+            hash.update(&buf);
             if n < bs {
-                if n > 0 {
-                    stored.fragment = Some(self.store_tail(&buf, stored.blocks == 0)?);
-                }
-                break;
+                break buf;
             }
             let job = self.pipeline.submit(&mut self.out, buf, true)?;
             if stored.blocks == 0 {
@@ -258,17 +266,40 @@ impl<W: Write + Seek> Writer<W> {
                 .blocks
                 .checked_add(1)
                 .ok_or(Error::TooLarge("a file of more than 2^32 blocks"))?;
-            self.stats.data_blocks += 1;
+        };
+        if stored.size == 0 {
+            return Ok(stored);
         }
+        let digest: [u8; 32] = hash.finalize().into();
+        let mut key = (stored.size, [0u8; 16]);
+        key.1.copy_from_slice(&digest[..16]);
+        if let Some(&earlier) = self.stored.get(&key) {
+            if stored.blocks > 0 {
+                self.take_back(stored.first_job)?;
+            }
+            self.stats.duplicate_files += 1;
+            if let Kind::File { data, .. } = &self.tree.nodes()[earlier as usize].kind {
+                return Ok(data.clone());
+            }
+        }
+        self.stats.data_blocks += u64::from(stored.blocks);
+        if !tail.is_empty() {
+            stored.fragment = Some(self.store_tail(&tail)?);
+        }
+        self.stored.insert(key, id);
         Ok(stored)
     }
 
-    fn store_tail(&mut self, tail: &[u8], whole_file: bool) -> Result<FragRef, Error> {
-        let key = whole_file.then(|| (tail.len() as u32, Sha256::digest(tail).into()));
-        if let Some(found) = key.as_ref().and_then(|k| self.small_files.get(k)) {
-            self.stats.duplicate_files += 1;
-            return Ok(*found);
-        }
+    /// Drops the blocks from job `first` on, which belong to the file being added.
+    fn take_back(&mut self, first: u64) -> Result<(), Error> {
+        self.pipeline.flush(&mut self.out)?;
+        let (at, end) = self.pipeline.rewind(first);
+        self.high_water = self.high_water.max(end);
+        self.out.seek(SeekFrom::Start(at))?;
+        Ok(())
+    }
+
+    fn store_tail(&mut self, tail: &[u8]) -> Result<FragRef, Error> {
         if self.fragment.len() + tail.len() > self.opts.block_size as usize {
             self.flush_fragment()?;
         }
@@ -277,9 +308,6 @@ impl<W: Write + Seek> Writer<W> {
             offset: self.fragment.len() as u32,
         };
         self.fragment.extend_from_slice(tail);
-        if let Some(k) = key {
-            self.small_files.insert(k, at);
-        }
         Ok(at)
     }
 

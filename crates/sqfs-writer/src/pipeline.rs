@@ -142,6 +142,20 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Forgets job `first` and every later one, all of which must have been written
+    /// (call [`Pipeline::flush`] first); the next block goes where `first` went.
+    /// Returns that offset and the end of what had been written.
+    pub fn rewind(&mut self, first: u64) -> (u64, u64) {
+        debug_assert_eq!(self.next_write, self.next_seq);
+        let dropped = self.placed.split_off(first as usize);
+        self.sparse_blocks -= dropped.iter().filter(|p| p.word == 0).count() as u64;
+        let end = self.pos;
+        self.pos = dropped.first().map_or(end, |p| p.offset);
+        self.next_seq = first;
+        self.next_write = first;
+        (self.pos, end)
+    }
+
     /// Where each job written so far went, by job number.
     pub fn placed(&self) -> &[Placed] {
         &self.placed
