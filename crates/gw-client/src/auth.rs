@@ -1,0 +1,24 @@
+//! Where request credentials come from: munged for real use, anything else in tests.
+
+use std::path::PathBuf;
+
+use munge_sys::MungeError;
+
+/// Produces the value of the `authentication` header, fresh for every request
+/// (munged refuses a credential it has already decoded).
+pub trait Authenticator: Send + Sync {
+    fn credential(&self) -> Result<String, MungeError>;
+}
+
+/// Credentials from the local munged.
+#[derive(Debug, Clone, Default)]
+pub struct MungeAuth {
+    /// munged's socket; `None` for libmunge's default.
+    pub socket: Option<PathBuf>,
+}
+
+impl Authenticator for MungeAuth {
+    fn credential(&self) -> Result<String, MungeError> {
+        munge_sys::encode(b"", self.socket.as_deref())
+    }
+}

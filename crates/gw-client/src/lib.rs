@@ -1,0 +1,16 @@
+//! A blocking client for the image gateway's REST API (design §3), for the
+//! `shifterimg` CLI and the Slurm plugin. No threads and no async runtime, so it
+//! is safe inside slurmstepd and srun.
+//!
+//! Every request carries a fresh Munge credential in the `authentication`
+//! header. Gateways are tried in the configured order; a gateway that cannot be
+//! reached, times out or answers 5xx is skipped, and a 4xx answer is final.
+
+mod auth;
+mod client;
+mod error;
+mod transport;
+
+pub use auth::{Authenticator, MungeAuth};
+pub use client::{Client, PollOptions};
+pub use error::{ClientError, GatewayFailure};

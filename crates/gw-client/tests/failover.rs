@@ -1,0 +1,444 @@
+//! The client against tiny local HTTP servers: failover order, timeouts, 4xx
+//! passthrough and what goes on the wire. No munged needed: a fixed
+//! authenticator stands in for it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use gw_client::{Authenticator, Client, ClientError, PollOptions};
+use munge_sys::MungeError;
+use shifter_api::{ImageRef, ImageStatus, PullRequest};
+
+/// Hands out `cred-1`, `cred-2`, … so tests can see a fresh one per request.
+#[derive(Default)]
+struct Counter(AtomicUsize);
+
+impl Authenticator for Counter {
+    fn credential(&self) -> Result<String, MungeError> {
+        Ok(format!(
+            "cred-{}",
+            self.0.fetch_add(1, Ordering::SeqCst) + 1
+        ))
+    }
+}
+
+struct NoMunge;
+
+impl Authenticator for NoMunge {
+    fn credential(&self) -> Result<String, MungeError> {
+        Err(MungeError::SocketUnavailable {
+            socket: "/run/munge/munge.socket.2".into(),
+            message: "Failed to connect".into(),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    path: String,
+    auth: Option<String>,
+    body: String,
+}
+
+/// A one-thread HTTP server answering each request with the next canned
+/// `(status, body)`; the last one repeats.
+struct Server {
+    url: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Server {
+    fn start(replies: Vec<(u16, String)>) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        thread::spawn(move || {
+            for (i, stream) in listener.incoming().enumerate() {
+                let Ok(stream) = stream else { break };
+                let (status, body) = replies[i.min(replies.len() - 1)].clone();
+                if let Some(s) = handle(stream, status, &body) {
+                    log.lock().unwrap().push(s);
+                }
+            }
+        });
+        Server { url, seen }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn handle(stream: TcpStream, status: u16, body: &str) -> Option<Seen> {
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_owned();
+    let path = parts.next()?.to_owned();
+    let mut auth = None;
+    let mut len = 0usize;
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h).ok()?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (k, v) = h.split_once(':')?;
+        match k.to_ascii_lowercase().as_str() {
+            "authentication" => auth = Some(v.trim().to_owned()),
+            "content-length" => len = v.trim().parse().ok()?,
+            _ => {}
+        }
+    }
+    let mut req_body = vec![0; len];
+    reader.read_exact(&mut req_body).ok()?;
+    let mut stream = stream;
+    write!(
+        stream,
+        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    Some(Seen {
+        method,
+        path,
+        auth,
+        body: String::from_utf8_lossy(&req_body).into_owned(),
+    })
+}
+
+/// A port nothing listens on.
+fn dead_gateway() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    drop(l);
+    url
+}
+
+/// Accepts connections and never answers.
+fn silent_gateway() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in l.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    url
+}
+
+fn record(status: &str) -> String {
+    format!(
+        r#"{{"id":"{}","system":"tb","itype":"docker","tag":["127.0.0.1:5000/busybox:latest"],"status":"{status}","status_message":"","last_pull":0,"size":10,"progress":{{"bytes_downloaded":5,"bytes_total":10,"bytes_converted":0}}}}"#,
+        "ab".repeat(32)
+    )
+}
+
+fn client(gws: Vec<String>, timeout: Duration) -> Client {
+    Client::with_authenticator(gws, "tb", timeout, Box::new(Counter::default())).unwrap()
+}
+
+fn busybox() -> ImageRef {
+    ImageRef::parse("127.0.0.1:5000/busybox:latest").unwrap()
+}
+
+#[test]
+fn lookup_skips_a_dead_gateway_and_uses_the_next() {
+    let live = Server::start(vec![(200, record("READY"))]);
+    let dead = dead_gateway();
+    let c = client(vec![dead, live.url.clone()], Duration::from_secs(5));
+    let rec = c.lookup(&busybox()).unwrap();
+    assert_eq!(rec.status, ImageStatus::Ready);
+    assert_eq!(rec.id, "ab".repeat(32));
+    let seen = live.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].method, "GET");
+    assert_eq!(
+        seen[0].path,
+        "/api/lookup/tb/docker/127%2E0%2E0%2E1%3A5000%2Fbusybox%3Alatest/"
+    );
+    // The dead gateway consumed cred-1: every attempt gets its own credential.
+    assert_eq!(seen[0].auth.as_deref(), Some("cred-2"));
+}
+
+#[test]
+fn server_errors_fail_over_in_configured_order() {
+    let sick = Server::start(vec![(
+        503,
+        r#"{"error":"overloaded","message":"busy"}"#.into(),
+    )]);
+    let live = Server::start(vec![(200, r#"{"list":[]}"#.into())]);
+    let c = client(
+        vec![sick.url.clone(), live.url.clone()],
+        Duration::from_secs(5),
+    );
+    assert!(c.list().unwrap().is_empty());
+    assert_eq!(sick.seen().len(), 1);
+    assert_eq!(live.seen()[0].path, "/api/list/tb/");
+}
+
+#[test]
+fn all_gateways_down_lists_each_with_its_reason() {
+    let dead = dead_gateway();
+    let silent = silent_gateway();
+    let c = client(
+        vec![dead.clone(), silent.clone()],
+        Duration::from_millis(300),
+    );
+    let start = Instant::now();
+    let err = c.lookup(&busybox()).unwrap_err();
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "timeout not honoured"
+    );
+    let ClientError::Unavailable { tried } = &err else {
+        panic!("expected Unavailable, got {err:?}")
+    };
+    assert_eq!(tried.len(), 2);
+    assert_eq!(tried[0].gateway, dead);
+    assert_eq!(tried[0].reason, "connection refused");
+    assert_eq!(tried[1].gateway, silent);
+    assert_eq!(tried[1].reason, "timed out after 300 ms");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("{dead}: connection refused; {silent}: timed out")),
+        "{msg}"
+    );
+}
+
+#[test]
+fn not_found_is_final_and_carries_the_gateway_message() {
+    let first = Server::start(vec![(
+        404,
+        r#"{"error":"not_found","message":"no READY image for docker:127.0.0.1:5000/nope:latest"}"#
+            .into(),
+    )]);
+    let second = Server::start(vec![(200, record("READY"))]);
+    let c = client(
+        vec![first.url.clone(), second.url.clone()],
+        Duration::from_secs(5),
+    );
+    let err = c.lookup(&busybox()).unwrap_err();
+    let ClientError::NotFound { gateway, body } = &err else {
+        panic!("expected NotFound, got {err:?}")
+    };
+    assert_eq!(gateway, &first.url);
+    assert_eq!(body.error, "not_found");
+    assert!(err
+        .to_string()
+        .contains("no READY image for docker:127.0.0.1:5000/nope:latest"));
+    assert!(second.seen().is_empty(), "a 4xx answer must not fail over");
+}
+
+#[test]
+fn status_codes_map_to_typed_errors() {
+    for (status, check) in [
+        (
+            400,
+            (|e: &ClientError| matches!(e, ClientError::BadRequest { .. }))
+                as fn(&ClientError) -> bool,
+        ),
+        (401, |e| matches!(e, ClientError::Unauthorized { .. })),
+        (403, |e| matches!(e, ClientError::Forbidden { .. })),
+        (409, |e| matches!(e, ClientError::Conflict { .. })),
+    ] {
+        let s = Server::start(vec![(status, r#"{"error":"e","message":"m"}"#.into())]);
+        let err = client(vec![s.url.clone()], Duration::from_secs(5))
+            .expire(&busybox())
+            .unwrap_err();
+        assert!(check(&err), "{status}: {err:?}");
+    }
+}
+
+#[test]
+fn pull_posts_the_acl_body_and_polls_until_final() {
+    let s = Server::start(vec![
+        (200, record("PENDING")),
+        (200, record("PULLING")),
+        (200, record("READY")),
+    ]);
+    let c = client(vec![s.url.clone()], Duration::from_secs(5));
+    let req = PullRequest {
+        allowed_uids: Some("1001,1002".into()),
+        allowed_gids: None,
+    };
+    let mut statuses = Vec::new();
+    let poll = PollOptions {
+        interval: Duration::from_millis(10),
+        max_wait: None,
+    };
+    let rec = c
+        .pull_and_wait(&busybox(), &req, &poll, |r| statuses.push(r.status))
+        .unwrap();
+    assert_eq!(rec.status, ImageStatus::Ready);
+    assert_eq!(
+        statuses,
+        [
+            ImageStatus::Pending,
+            ImageStatus::Pulling,
+            ImageStatus::Ready
+        ]
+    );
+    let seen = s.seen();
+    assert!(seen
+        .iter()
+        .all(|r| r.method == "POST" && r.path.starts_with("/api/pull/tb/docker/")));
+    let body: serde_json::Value = serde_json::from_str(&seen[0].body).unwrap();
+    assert_eq!(body, serde_json::json!({"allowed_uids": "1001,1002"}));
+    let creds: Vec<_> = seen.iter().map(|r| r.auth.clone().unwrap()).collect();
+    assert_eq!(creds, ["cred-1", "cred-2", "cred-3"]);
+}
+
+#[test]
+fn pull_failure_is_returned_with_its_message() {
+    let fail = record("FAILURE").replace(
+        r#""status_message":"""#,
+        r#""status_message":"manifest unknown: 127.0.0.1:5000/busybox:nope""#,
+    );
+    let s = Server::start(vec![(200, fail)]);
+    let c = client(vec![s.url.clone()], Duration::from_secs(5));
+    let rec = c
+        .pull_and_wait(
+            &busybox(),
+            &PullRequest::default(),
+            &PollOptions::default(),
+            |_| {},
+        )
+        .unwrap();
+    assert_eq!(rec.status, ImageStatus::Failure);
+    assert!(rec.status_message.contains("manifest unknown"));
+}
+
+#[test]
+fn pull_gives_up_after_max_wait() {
+    let s = Server::start(vec![(200, record("PULLING"))]);
+    let c = client(vec![s.url.clone()], Duration::from_secs(5));
+    let poll = PollOptions {
+        interval: Duration::from_millis(20),
+        max_wait: Some(Duration::from_millis(100)),
+    };
+    let err = c
+        .pull_and_wait(&busybox(), &PullRequest::default(), &poll, |_| {})
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::PullTimedOut {
+                status: ImageStatus::Pulling,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn import_sends_the_absolute_path_as_custom_image() {
+    let s = Server::start(vec![(200, record("READY"))]);
+    let c = client(vec![s.url.clone()], Duration::from_secs(5));
+    c.import(std::path::Path::new("/scratch/site.sqfs"), "site-img")
+        .unwrap();
+    let seen = s.seen();
+    assert_eq!(seen[0].path, "/api/doimport/tb/custom/site%2Dimg/");
+    let body: serde_json::Value = serde_json::from_str(&seen[0].body).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"filepath": "/scratch/site.sqfs", "format": "squashfs"})
+    );
+    assert!(matches!(
+        c.import(std::path::Path::new("rel.sqfs"), "x"),
+        Err(ClientError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        c.import(std::path::Path::new("/a.sqfs"), "../etc"),
+        Err(ClientError::InvalidArgument(_))
+    ));
+}
+
+#[test]
+fn admin_operations_hit_their_endpoints() {
+    let s = Server::start(vec![(200, r#"{"status":"ok"}"#.into())]);
+    let c = client(vec![s.url.clone()], Duration::from_secs(5));
+    c.expire(&busybox()).unwrap();
+    c.autoexpire().unwrap();
+    let paths: Vec<_> = s.seen().into_iter().map(|r| (r.method, r.path)).collect();
+    assert_eq!(
+        paths[0].1,
+        "/api/expire/tb/docker/127%2E0%2E0%2E1%3A5000%2Fbusybox%3Alatest/"
+    );
+    assert_eq!(paths[1], ("GET".into(), "/api/autoexpire/tb/".into()));
+}
+
+#[test]
+fn munged_down_stops_before_any_request() {
+    let s = Server::start(vec![(200, record("READY"))]);
+    let c = Client::with_authenticator(
+        vec![s.url.clone()],
+        "tb",
+        Duration::from_secs(5),
+        Box::new(NoMunge),
+    )
+    .unwrap();
+    let err = c.lookup(&busybox()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Munge(MungeError::SocketUnavailable { .. })
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("is munged running"), "{err}");
+    assert!(s.seen().is_empty());
+}
+
+#[test]
+fn garbage_success_body_is_reported_not_panicked() {
+    let s = Server::start(vec![(200, "not json".into())]);
+    let c = client(vec![s.url.clone()], Duration::from_secs(5));
+    assert!(matches!(
+        c.lookup(&busybox()),
+        Err(ClientError::BadResponse { .. })
+    ));
+}
+
+#[test]
+fn real_munge_credential_on_the_wire_decodes_to_the_caller() {
+    let sock = std::path::Path::new(munge_sys::DEFAULT_SOCKET);
+    if munge_sys::encode(b"", Some(sock)).is_err() {
+        eprintln!(
+            "\n!!!! SKIPPED: munged is not running at {}\n",
+            sock.display()
+        );
+        return;
+    }
+    let s = Server::start(vec![(200, record("READY"))]);
+    let c = Client::new(
+        vec![s.url.clone()],
+        "tb",
+        Duration::from_secs(5),
+        Some(sock.into()),
+    )
+    .unwrap();
+    c.lookup(&busybox()).unwrap();
+    let cred = s.seen()[0]
+        .auth
+        .clone()
+        .expect("authentication header sent");
+    let decoded = munge_sys::decode(&cred, Some(sock)).unwrap();
+    let euid = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        .unwrap();
+    assert_eq!(decoded.uid.to_string(), euid);
+}
