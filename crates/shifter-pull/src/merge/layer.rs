@@ -1,0 +1,141 @@
+//! Opening one layer blob as a tar stream: sniff the compression from the magic
+//! bytes (media types lie, and Docker's "tar.gzip" layers are sometimes plain
+//! tar), decompress, and charge every decompressed byte against the image's budget.
+
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::error::MergeError;
+
+/// A layer blob: a verified file in the blob cache, or bytes in memory (tests).
+#[derive(Debug, Clone)]
+pub enum LayerData {
+    File(PathBuf),
+    Bytes(Arc<[u8]>),
+}
+
+/// One layer to merge; `name` (usually the digest) appears in every error.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    pub name: String,
+    pub data: LayerData,
+}
+
+impl Layer {
+    pub fn from_file(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        Layer {
+            name: name.into(),
+            data: LayerData::File(path.into()),
+        }
+    }
+
+    pub fn from_bytes(name: impl Into<String>, bytes: impl Into<Arc<[u8]>>) -> Self {
+        Layer {
+            name: name.into(),
+            data: LayerData::Bytes(bytes.into()),
+        }
+    }
+
+    fn open_raw(&self) -> io::Result<Box<dyn Read + Send>> {
+        Ok(match &self.data {
+            LayerData::File(p) => Box::new(std::fs::File::open(p)?),
+            LayerData::Bytes(b) => Box::new(io::Cursor::new(Arc::clone(b))),
+        })
+    }
+}
+
+/// Decompressed bytes and entries, shared by all layers of one image so the caps
+/// hold for the image as a whole, not per layer.
+#[derive(Debug)]
+pub struct Budget {
+    bytes: AtomicU64,
+    pub max_bytes: u64,
+    entries: AtomicU64,
+    pub max_entries: u64,
+}
+
+impl Budget {
+    pub fn new(max_bytes: u64, max_entries: u64) -> Self {
+        Budget {
+            bytes: AtomicU64::new(0),
+            max_bytes,
+            entries: AtomicU64::new(0),
+            max_entries,
+        }
+    }
+
+    pub fn bytes_exceeded(&self) -> bool {
+        self.bytes.load(Ordering::Relaxed) > self.max_bytes
+    }
+
+    pub fn take_entry(&self) -> Result<(), MergeError> {
+        if self.entries.fetch_add(1, Ordering::Relaxed) >= self.max_entries {
+            return Err(MergeError::TooManyEntries {
+                max: self.max_entries,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Fails the read as soon as the image's decompressed total passes the cap, so a
+/// bomb costs at most `max_bytes` of CPU, never memory or disk.
+struct Metered<R> {
+    inner: R,
+    budget: Option<Arc<Budget>>,
+}
+
+impl<R: Read> Read for Metered<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(b) = &self.budget {
+            let total = b.bytes.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+            if total > b.max_bytes {
+                return Err(io::Error::other("decompressed size limit exceeded"));
+            }
+        }
+        Ok(n)
+    }
+}
+
+const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
+const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
+
+/// The layer as an uncompressed tar stream. With `budget`, decompressed bytes are
+/// charged to it (the index pass); the data pass rereads the same verified bytes
+/// and passes `None`.
+pub fn open_tar(
+    layer: &Layer,
+    budget: Option<Arc<Budget>>,
+) -> Result<Box<dyn Read + Send>, MergeError> {
+    let open_err = |source| MergeError::Open {
+        layer: layer.name.clone(),
+        source,
+    };
+    let mut buffered = BufReader::with_capacity(256 * 1024, layer.open_raw().map_err(open_err)?);
+    let head = buffered.fill_buf().map_err(open_err)?;
+    let unsupported = |what| MergeError::UnsupportedCompression {
+        layer: layer.name.clone(),
+        what,
+    };
+    let tar: Box<dyn Read + Send> = if head.starts_with(GZIP_MAGIC) {
+        Box::new(flate2::bufread::MultiGzDecoder::new(buffered))
+    } else if head.starts_with(ZSTD_MAGIC) {
+        let d = zstd::stream::read::Decoder::with_buffer(buffered).map_err(|source| {
+            MergeError::Corrupt {
+                layer: layer.name.clone(),
+                source,
+            }
+        })?;
+        Box::new(d)
+    } else if head.starts_with(b"BZh") {
+        return Err(unsupported("bzip2"));
+    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        return Err(unsupported("xz"));
+    } else {
+        Box::new(buffered)
+    };
+    Ok(Box::new(Metered { inner: tar, budget }))
+}

@@ -1,0 +1,223 @@
+//! The index pass over one layer: every tar header, no file data kept. Entries are
+//! classified here (whiteout, opaque marker, device to drop…) so the merge works on
+//! plain data.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use tar::EntryType;
+use tracing::{debug, warn};
+
+use super::error::MergeError;
+use super::layer::{open_tar, Budget, Layer};
+use super::path::{join, lossy, normalize, split_parent};
+use super::sink::Meta;
+
+const WHITEOUT_PREFIX: &[u8] = b".wh.";
+const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RawKind {
+    Dir,
+    File,
+    /// Target stored verbatim: it is resolved inside the container at run time.
+    Symlink(Vec<u8>),
+    /// Normalised path of the link target.
+    Hardlink(Vec<u8>),
+    /// `path` is the whited-out path, hidden (with everything below) in older layers.
+    Whiteout,
+    /// `path` is a directory whose older contents are hidden.
+    Opaque,
+}
+
+#[derive(Debug, Clone)]
+pub struct RawEntry {
+    pub path: Vec<u8>,
+    pub kind: RawKind,
+    pub meta: Meta,
+    /// Position of the entry in the layer's tar stream, to find its data again.
+    pub ordinal: u32,
+}
+
+/// Options that shape the tree.
+#[derive(Debug, Clone, Copy)]
+pub struct MergeOptions {
+    /// Keep setuid/setgid bits on files (off by default: the runtime is safe either
+    /// way, but an image has no business carrying privilege-raising bits).
+    pub keep_setuid: bool,
+    /// Cap on the decompressed bytes of all layers together.
+    pub max_bytes: u64,
+    /// Cap on tar entries of all layers together.
+    pub max_entries: u64,
+}
+
+impl Default for MergeOptions {
+    fn default() -> Self {
+        MergeOptions {
+            keep_setuid: false,
+            max_bytes: 64 << 30,
+            max_entries: 2_000_000,
+        }
+    }
+}
+
+/// Reads every header of `layer`, checking names and charging the budget, and
+/// reads the stream to its end so gzip/zstd trailers and truncation are checked.
+pub fn scan_layer(
+    layer: &Layer,
+    budget: &Arc<Budget>,
+    opts: &MergeOptions,
+) -> Result<Vec<RawEntry>, MergeError> {
+    let corrupt = |source: std::io::Error| {
+        if budget.bytes_exceeded() {
+            MergeError::TooLarge {
+                max: budget.max_bytes,
+            }
+        } else {
+            MergeError::Corrupt {
+                layer: layer.name.clone(),
+                source,
+            }
+        }
+    };
+    let mut archive = tar::Archive::new(open_tar(layer, Some(Arc::clone(budget)))?);
+    let mut out = Vec::new();
+    for (ordinal, entry) in archive.entries().map_err(corrupt)?.enumerate() {
+        let mut entry = entry.map_err(corrupt)?;
+        budget.take_entry()?;
+        let ordinal = u32::try_from(ordinal).map_err(|_| MergeError::TooManyEntries {
+            max: budget.max_entries,
+        })?;
+        let raw_path = entry.path_bytes().into_owned();
+        let bad_path = |problem| MergeError::BadPath {
+            layer: layer.name.clone(),
+            path: lossy(&raw_path),
+            problem,
+        };
+        let path = normalize(&raw_path).map_err(bad_path)?;
+        let meta = read_meta(&mut entry).map_err(corrupt)?;
+        let et = entry.header().entry_type();
+        let (parent, name) = split_parent(&path);
+
+        if name.starts_with(WHITEOUT_PREFIX) {
+            if name == OPAQUE_MARKER {
+                out.push(RawEntry {
+                    path: parent.to_vec(),
+                    kind: RawKind::Opaque,
+                    meta,
+                    ordinal,
+                });
+            } else if name.starts_with(b".wh..wh.") {
+                // aufs bookkeeping (.wh..wh.plnk, .wh..wh.aufs): not part of the tree.
+                debug!(layer = %layer.name, path = %lossy(&path), "skipping aufs metadata");
+            } else {
+                let hidden = &name[WHITEOUT_PREFIX.len()..];
+                let hidden = normalize(hidden)
+                    .ok()
+                    .filter(|h| !h.is_empty() && !h.contains(&b'/'))
+                    .ok_or_else(|| bad_path(super::path::PathProblem::DotDot))?;
+                out.push(RawEntry {
+                    path: join(parent, &hidden),
+                    kind: RawKind::Whiteout,
+                    meta,
+                    ordinal,
+                });
+            }
+            continue;
+        }
+
+        let kind = match et {
+            EntryType::Directory => RawKind::Dir,
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => RawKind::File,
+            EntryType::Symlink => {
+                let target = entry.link_name_bytes().unwrap_or_default().into_owned();
+                RawKind::Symlink(target)
+            }
+            EntryType::Link => {
+                let raw_target = entry.link_name_bytes().unwrap_or_default().into_owned();
+                let target =
+                    normalize(&raw_target).map_err(|problem| MergeError::BadLinkTarget {
+                        layer: layer.name.clone(),
+                        path: lossy(&path),
+                        target: lossy(&raw_target),
+                        problem,
+                    })?;
+                if target.is_empty() {
+                    return Err(MergeError::BadLinkTarget {
+                        layer: layer.name.clone(),
+                        path: lossy(&path),
+                        target: lossy(&raw_target),
+                        problem: super::path::PathProblem::DotDot,
+                    });
+                }
+                RawKind::Hardlink(target)
+            }
+            EntryType::Char | EntryType::Block | EntryType::Fifo => {
+                warn!(layer = %layer.name, path = %lossy(&path), kind = ?et, "dropping device node or fifo: images cannot carry them");
+                continue;
+            }
+            EntryType::XGlobalHeader => continue,
+            other => {
+                warn!(layer = %layer.name, path = %lossy(&path), kind = ?other, "dropping tar entry of unsupported type");
+                continue;
+            }
+        };
+        if path.is_empty() && kind != RawKind::Dir {
+            warn!(layer = %layer.name, "dropping a non-directory entry for the image root");
+            continue;
+        }
+        let meta = if kind != RawKind::Dir && meta.mode & 0o6000 != 0 && !opts.keep_setuid {
+            debug!(layer = %layer.name, path = %lossy(&path), mode = format_args!("{:o}", meta.mode), "stripping setuid/setgid");
+            Meta {
+                mode: meta.mode & !0o6000,
+                ..meta
+            }
+        } else {
+            meta
+        };
+        out.push(RawEntry {
+            path,
+            kind,
+            meta,
+            ordinal,
+        });
+    }
+    // The tar end marker may come before the compressed stream's end: read on, so a
+    // truncated or corrupt gzip/zstd trailer is noticed and trailing bytes are charged.
+    std::io::copy(&mut archive.into_inner(), &mut std::io::sink()).map_err(corrupt)?;
+    Ok(out)
+}
+
+/// uid/gid/mode/mtime from the header, with PAX `mtime` honoured (the tar crate
+/// already applies PAX uid/gid). PAX `SCHILY.xattr.*` and friends are never looked at.
+fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> std::io::Result<Meta> {
+    let h = entry.header();
+    let id = |v: u64, what: &str| {
+        u32::try_from(v)
+            .map_err(|_| std::io::Error::other(format!("{what} {v} does not fit in 32 bits")))
+    };
+    let uid = id(h.uid()?, "uid")?;
+    let gid = id(h.gid()?, "gid")?;
+    let mode = (h.mode()? & 0o7777) as u16;
+    let mut mtime = h.mtime().unwrap_or(0) as i128;
+    if let Some(pax) = entry.pax_extensions()? {
+        for ext in pax.flatten() {
+            if ext.key_bytes() == b"mtime" {
+                if let Some(secs) = ext
+                    .value()
+                    .ok()
+                    .and_then(|v| v.split('.').next())
+                    .and_then(|s| s.parse::<i128>().ok())
+                {
+                    mtime = secs;
+                }
+            }
+        }
+    }
+    Ok(Meta {
+        uid,
+        gid,
+        mode,
+        mtime: mtime.clamp(0, u32::MAX as i128) as u32,
+    })
+}
