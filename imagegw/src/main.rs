@@ -1,6 +1,173 @@
-//! The image gateway service.
+//! `shifter-imagegw`: the image gateway service.
 
-fn main() {
-    eprintln!("shifter-imagegw: not implemented yet");
-    std::process::exit(2);
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use shifter_imagegw::auth::MungeDecoder;
+use shifter_imagegw::config::{self, Config, StoreUrl};
+use shifter_imagegw::engine::{NoEngine, PullEngine};
+use shifter_imagegw::state::{AppState, SystemState};
+use shifter_imagegw::store::{PostgresStore, SqliteStore, Store};
+use shifter_imagegw::{app, jobs};
+
+/// The shifter-rs image gateway.
+///
+/// Pulls Docker/OCI images from registries on behalf of users, converts them to
+/// squashfs and publishes `<id>.squashfs` + `<id>.json` into each system's
+/// image directory, where the Slurm plugin and `shifter` find them. Users talk
+/// to it with `shifterimg`; every request is authenticated with Munge.
+///
+/// Run it as a dedicated non-root account that owns the image directories.
+/// Logs go to stderr; set RUST_LOG (e.g. `RUST_LOG=shifter_imagegw=debug`)
+/// for more detail. SIGTERM stops accepting requests, lets running pulls
+/// finish for up to --grace seconds and marks the rest failed.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    /// Gateway configuration (TOML; unknown keys are errors).
+    #[arg(long, short, default_value = config::DEFAULT_PATH, env = "SHIFTER_IMAGEGW_CONFIG")]
+    config: PathBuf,
+    /// Allow running as root (not recommended: the gateway parses hostile input).
+    #[arg(long)]
+    allow_root: bool,
+    /// Check the configuration and exit.
+    #[arg(long)]
+    check: bool,
+    /// Seconds running pulls get to finish after SIGTERM.
+    #[arg(long, default_value_t = 30)]
+    grace: u64,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    log_json: bool,
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn pull_engine(_cfg: &Config) -> Arc<dyn PullEngine> {
+    Arc::new(NoEngine)
+}
+
+async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>> {
+    Ok(match StoreUrl::parse(&cfg.store)? {
+        StoreUrl::Sqlite(path) => {
+            let p = path.clone();
+            Arc::new(
+                tokio::task::spawn_blocking(move || SqliteStore::open(&p))
+                    .await?
+                    .with_context(|| format!("opening sqlite store {}", path.display()))?,
+            )
+        }
+        StoreUrl::Postgres(url) => Arc::new(
+            PostgresStore::connect(&url)
+                .await
+                .context("connecting to the postgres store (check `store` in the config)")?,
+        ),
+    })
+}
+
+fn build_systems(cfg: &Config) -> Result<Vec<SystemState>> {
+    let mut out = Vec::new();
+    for (name, sys) in &cfg.systems {
+        let md = std::fs::metadata(&sys.image_dir).with_context(|| {
+            format!(
+                "image_dir {} of system {name} (create it, owned by the gateway account, mode 0755)",
+                sys.image_dir.display()
+            )
+        })?;
+        if !md.is_dir() {
+            bail!(
+                "image_dir {} of system {name} is not a directory",
+                sys.image_dir.display()
+            );
+        }
+        out.push(SystemState {
+            name: name.clone(),
+            cfg: sys.clone(),
+            admins: config::resolve_users(&sys.admins)?,
+            import_users: config::resolve_users(&sys.import_users)?,
+            decoder: Arc::new(MungeDecoder {
+                socket: sys.munge_socket.clone(),
+            }),
+        });
+    }
+    Ok(out)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let cfg = Config::load(&cli.config)?;
+    let systems = build_systems(&cfg)?;
+    if cli.check {
+        println!("{}: ok", cli.config.display());
+        return Ok(());
+    }
+    let store = open_store(&cfg).await?;
+    let mut state = AppState::new(systems, store, pull_engine(&cfg), cfg.workers);
+    state.default_registry = cfg.default_registry.clone();
+    state.expire_after_secs =
+        i64::try_from(cfg.expire_after_days.saturating_mul(86400)).unwrap_or(i64::MAX);
+    let state = Arc::new(state);
+    jobs::recover(&state)
+        .await
+        .context("recovering interrupted pulls")?;
+
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("listening on {}", cfg.listen))?;
+    tracing::info!(listen = %cfg.listen, systems = ?state.systems.keys().collect::<Vec<_>>(), "gateway ready");
+    axum::serve(listener, app(state.clone()))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving")?;
+    jobs::drain(&state, Duration::from_secs(cli.grace)).await;
+    tracing::info!("gateway stopped");
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_json);
+    if nix::unistd::geteuid().is_root() && !cli.allow_root {
+        eprintln!(
+            "shifter-imagegw: refusing to run as root; run it as the gateway account (e.g. `runuser -u shiftergw -- shifter-imagegw`) or pass --allow-root"
+        );
+        return std::process::ExitCode::from(2);
+    }
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("shifter-imagegw: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shifter-imagegw: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,77 @@
+//! The pull pipeline as the gateway sees it: give it a reference and a staging
+//! directory inside the image directory, get back a squashfs and its metadata.
+//! The real engine is `shifter-pull`; tests use a fake.
+
+use std::path::{Path, PathBuf};
+
+use shifter_api::{DockerRef, ImageMeta, Platform};
+use thiserror::Error;
+
+/// Everything the engine needs to know about one pull.
+#[derive(Debug, Clone)]
+pub struct PullSpec {
+    pub reference: DockerRef,
+    pub platform: Platform,
+    pub keep_setuid: bool,
+    pub compression: String,
+}
+
+/// The stages the engine reports; TRANSFER (publishing) belongs to the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Pulling,
+    Conversion,
+}
+
+/// Where the engine reports progress; called from the engine's (blocking) thread.
+pub trait ProgressSink: Send + Sync {
+    fn stage(&self, stage: Stage);
+    fn bytes(&self, downloaded: u64, total: u64, converted: u64);
+}
+
+/// A finished conversion: the squashfs (inside the staging directory) and its meta.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    pub meta: ImageMeta,
+    pub squashfs: PathBuf,
+}
+
+/// Why a pull failed, sorted by whose fault it is. Messages are shown to users,
+/// so they say what happened and what to do, and never carry credentials.
+#[derive(Debug, Clone, Error)]
+pub enum EngineError {
+    /// The registry does not have this repository, tag or platform.
+    #[error("{0}")]
+    NotFound(String),
+    /// The registry failed or refused us (network, auth, 5xx).
+    #[error("{0}")]
+    Registry(String),
+    /// The image content was refused (hostile layers, bad digests, size caps).
+    #[error("{0}")]
+    Rejected(String),
+    /// Our side failed (disk full, converter bug).
+    #[error("{0}")]
+    Internal(String),
+}
+
+pub trait PullEngine: Send + Sync {
+    /// Pulls and converts `spec.reference`, writing only inside `staging`.
+    /// Blocking: the gateway calls it on a blocking thread.
+    fn pull(
+        &self,
+        spec: &PullSpec,
+        staging: &Path,
+        progress: &dyn ProgressSink,
+    ) -> Result<Pulled, EngineError>;
+}
+
+/// Used until a real engine is configured: every pull fails with a clear message.
+pub struct NoEngine;
+
+impl PullEngine for NoEngine {
+    fn pull(&self, _: &PullSpec, _: &Path, _: &dyn ProgressSink) -> Result<Pulled, EngineError> {
+        Err(EngineError::Internal(
+            "this gateway was built without a pull engine".into(),
+        ))
+    }
+}

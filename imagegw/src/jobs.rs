@@ -1,0 +1,463 @@
+//! Pull jobs: one per (system, type, tag) at a time, run by a bounded pool of
+//! workers, moving through PENDING → PULLING → CONVERSION → TRANSFER → READY
+//! or FAILURE. Concurrent pulls of the same tag join the running job. The
+//! store is updated at every transition so a restarted gateway knows what was
+//! interrupted.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use shifter_api::record::PullProgress;
+use shifter_api::{DockerRef, ImageAcl, ImageId, ImageMeta, ImageStatus};
+use tokio::sync::Semaphore;
+
+use crate::engine::{EngineError, ProgressSink, PullSpec, Stage};
+use crate::error::ApiError;
+use crate::publish;
+use crate::state::{now, AppState, SystemState};
+use crate::store::{ImageKey, StoredImage};
+
+pub const RESTART_MESSAGE: &str = "interrupted by gateway restart; pull again";
+pub const SHUTDOWN_MESSAGE: &str = "interrupted by gateway shutdown; pull again";
+/// A pull whose job finished this recently returns that job's result instead
+/// of starting another: clients poll by repeating the pull, and a job array
+/// calling `pull` from every task must not hammer the registry.
+pub const RECENT_PULL_SECS: i64 = 10;
+
+/// In-memory view of a running job.
+#[derive(Default)]
+pub struct JobState {
+    pub progress: Mutex<PullProgress>,
+    staging: Mutex<Option<PathBuf>>,
+}
+
+pub struct Jobs {
+    running: tokio::sync::Mutex<HashMap<ImageKey, Arc<JobState>>>,
+    workers: Arc<Semaphore>,
+    max_jobs: usize,
+}
+
+impl Jobs {
+    pub fn new(workers: usize) -> Jobs {
+        Jobs {
+            running: Default::default(),
+            workers: Arc::new(Semaphore::new(workers.max(1))),
+            max_jobs: workers.max(1) * 32,
+        }
+    }
+
+    pub async fn progress(&self, key: &ImageKey) -> Option<PullProgress> {
+        let running = self.running.lock().await;
+        running
+            .get(key)
+            .map(|j| *j.progress.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub async fn running_keys(&self) -> Vec<ImageKey> {
+        let mut keys: Vec<_> = self.running.lock().await.keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
+    pub async fn is_running(&self, key: &ImageKey) -> bool {
+        self.running.lock().await.contains_key(key)
+    }
+}
+
+/// Result of asking for a pull.
+pub struct Started {
+    pub record: StoredImage,
+    pub joined: bool,
+}
+
+/// Starts a pull of `reference` for `key`, or joins the one already running.
+pub async fn start_or_join(
+    state: &Arc<AppState>,
+    sys: &Arc<SystemState>,
+    key: ImageKey,
+    reference: DockerRef,
+    acl: ImageAcl,
+) -> Result<Started, ApiError> {
+    let mut running = state.jobs.running.lock().await;
+    if running.contains_key(&key) {
+        drop(running);
+        let record = state
+            .store
+            .get(&key)
+            .await?
+            .ok_or_else(|| ApiError::Internal(format!("running job {key} has no record")))?;
+        return Ok(Started {
+            record,
+            joined: true,
+        });
+    }
+    let previous = state.store.get(&key).await?;
+    if let Some(prev) = &previous {
+        // Clients poll by repeating the pull, so a job that just finished is
+        // reported rather than started again.
+        let recent = now() - prev.updated < RECENT_PULL_SECS;
+        let same_acl = prev.meta.as_ref().map(|m| &m.acl) == Some(&acl);
+        let ready = prev.status == ImageStatus::Ready && prev.is_published() && same_acl;
+        if recent && (ready || prev.status == ImageStatus::Failure) {
+            return Ok(Started {
+                record: prev.clone(),
+                joined: true,
+            });
+        }
+    }
+    if running.len() >= state.jobs.max_jobs {
+        return Err(ApiError::Overloaded(format!(
+            "the gateway already has {} pulls queued; try again in a few minutes",
+            running.len()
+        )));
+    }
+    let mut record =
+        previous.unwrap_or_else(|| StoredImage::new_job(key.clone(), acl.clone(), now()));
+    record.status = ImageStatus::Pending;
+    record.status_message = String::new();
+    record.acl = acl;
+    record.updated = now();
+    state.store.put(&record).await?;
+    let job = Arc::new(JobState::default());
+    running.insert(key.clone(), job.clone());
+    drop(running);
+    state.metrics.job_started();
+    tracing::info!(image = %key, reference = %reference.canonical(), "pull job started");
+    tokio::spawn(run(state.clone(), sys.clone(), key, reference, job));
+    Ok(Started {
+        record,
+        joined: false,
+    })
+}
+
+/// Outcome of a job, with the user-facing message for failures.
+enum Failure {
+    User(String),
+    Internal(String),
+}
+
+async fn run(
+    state: Arc<AppState>,
+    sys: Arc<SystemState>,
+    key: ImageKey,
+    reference: DockerRef,
+    job: Arc<JobState>,
+) {
+    let started = Instant::now();
+    let outcome = run_inner(&state, &sys, &key, &reference, &job).await;
+    let staging = job.staging.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(staging) = staging {
+        let _ = tokio::task::spawn_blocking(move || publish::remove_staging(&staging)).await;
+    }
+    let status = match outcome {
+        Ok(()) => ImageStatus::Ready,
+        Err(f) => {
+            let message = match f {
+                Failure::User(m) => m,
+                Failure::Internal(detail) => {
+                    tracing::error!(image = %key, error = %detail, "pull failed inside the gateway");
+                    format!(
+                        "pull of {} failed inside the gateway; the administrator can find details in its log",
+                        reference.canonical()
+                    )
+                }
+            };
+            tracing::warn!(image = %key, message = %message, "pull failed");
+            if let Err(e) = set_status(&state, &key, ImageStatus::Failure, &message).await {
+                tracing::error!(image = %key, error = %e, "cannot record pull failure");
+            }
+            ImageStatus::Failure
+        }
+    };
+    state.metrics.job_finished(status, started.elapsed());
+    state.jobs.running.lock().await.remove(&key);
+}
+
+async fn set_status(
+    state: &AppState,
+    key: &ImageKey,
+    status: ImageStatus,
+    message: &str,
+) -> Result<(), crate::store::StoreError> {
+    if let Some(mut row) = state.store.get(key).await? {
+        row.status = status;
+        row.status_message = message.to_owned();
+        row.updated = now();
+        state.store.put(&row).await?;
+    }
+    Ok(())
+}
+
+fn engine_failure(reference: &DockerRef, e: EngineError) -> Failure {
+    let what = format!(
+        "pull of {} from registry {} failed",
+        reference.canonical(),
+        reference.registry
+    );
+    match e {
+        EngineError::NotFound(m) | EngineError::Registry(m) | EngineError::Rejected(m) => {
+            Failure::User(format!("{what}: {m}"))
+        }
+        EngineError::Internal(m) => Failure::Internal(format!("{what}: {m}")),
+    }
+}
+
+struct Sink {
+    state: Arc<AppState>,
+    key: ImageKey,
+    job: Arc<JobState>,
+    handle: tokio::runtime::Handle,
+}
+
+impl ProgressSink for Sink {
+    fn stage(&self, stage: Stage) {
+        let status = match stage {
+            Stage::Pulling => ImageStatus::Pulling,
+            Stage::Conversion => ImageStatus::Conversion,
+        };
+        // Called on the engine's blocking thread, where block_on is allowed.
+        if let Err(e) = self
+            .handle
+            .block_on(set_status(&self.state, &self.key, status, ""))
+        {
+            tracing::warn!(image = %self.key, error = %e, "cannot record job status");
+        }
+    }
+
+    fn bytes(&self, downloaded: u64, total: u64, converted: u64) {
+        let mut p = self.job.progress.lock().unwrap_or_else(|p| p.into_inner());
+        if downloaded > p.bytes_downloaded {
+            self.state
+                .metrics
+                .bytes_downloaded(downloaded - p.bytes_downloaded);
+        }
+        *p = PullProgress {
+            bytes_downloaded: downloaded,
+            bytes_total: total,
+            bytes_converted: converted,
+        };
+    }
+}
+
+/// The ACL written into `<id>.json`: the same content may be published under
+/// several tags, and a public tag makes the content public anyway, so the file
+/// admits whoever any tag of it admits.
+fn merged_acl(acls: &[&ImageAcl]) -> ImageAcl {
+    if acls.iter().any(|a| a.is_public()) {
+        return ImageAcl::default();
+    }
+    let mut out = ImageAcl::default();
+    for a in acls {
+        out.uids.extend(&a.uids);
+        out.gids.extend(&a.gids);
+    }
+    out.uids.sort_unstable();
+    out.uids.dedup();
+    out.gids.sort_unstable();
+    out.gids.dedup();
+    out
+}
+
+/// What goes into `<id>.json` for `id` once `key` points at it with `acl`.
+pub(crate) async fn file_meta(
+    state: &AppState,
+    key: &ImageKey,
+    base: &ImageMeta,
+    acl: &ImageAcl,
+) -> Result<ImageMeta, crate::store::StoreError> {
+    let others: Vec<StoredImage> = state
+        .store
+        .list(&key.system)
+        .await?
+        .into_iter()
+        .filter(|r| r.key != *key && r.id == base.id && r.is_published())
+        .collect();
+    let mut acls: Vec<&ImageAcl> = others
+        .iter()
+        .filter_map(|r| r.meta.as_ref().map(|m| &m.acl))
+        .collect();
+    acls.push(acl);
+    let mut meta = base.clone();
+    meta.acl = merged_acl(&acls);
+    meta.tags = others.iter().map(|r| r.key.tag.clone()).collect();
+    meta.tags.push(key.tag.clone());
+    meta.tags.sort();
+    meta.tags.dedup();
+    Ok(meta)
+}
+
+async fn run_inner(
+    state: &Arc<AppState>,
+    sys: &Arc<SystemState>,
+    key: &ImageKey,
+    reference: &DockerRef,
+    job: &Arc<JobState>,
+) -> Result<(), Failure> {
+    let internal = |e: &dyn std::fmt::Display| Failure::Internal(e.to_string());
+    let _permit = state.workers_permit().await.map_err(|e| internal(&e))?;
+    set_status(state, key, ImageStatus::Pulling, "")
+        .await
+        .map_err(|e| internal(&e))?;
+    let image_dir = sys.cfg.image_dir.clone();
+    let dir = image_dir.clone();
+    let staging = tokio::task::spawn_blocking(move || publish::new_staging(&dir))
+        .await
+        .map_err(|e| internal(&e))?
+        .map_err(|e| internal(&e))?;
+    *job.staging.lock().unwrap_or_else(|p| p.into_inner()) = Some(staging.clone());
+
+    let spec = PullSpec {
+        reference: crate::api::registry_for(reference, &state.default_registry),
+        platform: shifter_api::Platform {
+            os: sys.cfg.os.clone(),
+            architecture: sys.cfg.arch.clone(),
+            variant: sys.cfg.variant.clone(),
+        },
+        keep_setuid: sys.cfg.keep_setuid,
+        compression: sys.cfg.compression.clone(),
+    };
+    let sink = Sink {
+        state: state.clone(),
+        key: key.clone(),
+        job: job.clone(),
+        handle: tokio::runtime::Handle::current(),
+    };
+    let engine = state.engine.clone();
+    let conv_start = Instant::now();
+    let staging2 = staging.clone();
+    let pulled = tokio::task::spawn_blocking(move || engine.pull(&spec, &staging2, &sink))
+        .await
+        .map_err(|e| internal(&e))?
+        .map_err(|e| engine_failure(reference, e))?;
+    state.metrics.conversion_finished(conv_start.elapsed());
+
+    set_status(state, key, ImageStatus::Transfer, "")
+        .await
+        .map_err(|e| internal(&e))?;
+    let row = state
+        .store
+        .get(key)
+        .await
+        .map_err(|e| internal(&e))?
+        .ok_or_else(|| Failure::Internal(format!("record of {key} vanished during the pull")))?;
+    let id = ImageId::parse(&pulled.meta.id)
+        .map_err(|_| Failure::Internal(format!("engine returned bad id {:?}", pulled.meta.id)))?;
+    let mut tag_meta = pulled.meta.clone();
+    tag_meta.acl = row.acl.clone();
+    tag_meta.tags = vec![key.tag.clone()];
+    let on_disk = file_meta(state, key, &pulled.meta, &row.acl)
+        .await
+        .map_err(|e| internal(&e))?;
+    let size = pulled.meta.size;
+    let sq = pulled.squashfs.clone();
+    tokio::task::spawn_blocking(move || publish::publish(&image_dir, &on_disk, &sq))
+        .await
+        .map_err(|e| internal(&e))?
+        .map_err(|e| internal(&e))?;
+    state.metrics.bytes_published(size);
+
+    let mut row = row;
+    row.id = id.to_string();
+    row.meta = Some(tag_meta);
+    row.status = ImageStatus::Ready;
+    row.status_message = String::new();
+    row.last_pull = now();
+    row.updated = now();
+    state.store.put(&row).await.map_err(|e| internal(&e))?;
+    tracing::info!(image = %key, id = %id, size, "image published");
+    Ok(())
+}
+
+impl AppState {
+    async fn workers_permit(
+        &self,
+    ) -> Result<tokio::sync::SemaphorePermit<'_>, tokio::sync::AcquireError> {
+        self.jobs.workers.acquire().await
+    }
+}
+
+/// After a restart: nothing is running, so every job the store still shows
+/// in flight was interrupted; and whatever this host left half-written in the
+/// image directories goes.
+pub async fn recover(state: &AppState) -> Result<(), crate::store::StoreError> {
+    let failed = state.store.fail_in_flight(RESTART_MESSAGE).await?;
+    for key in &failed {
+        tracing::warn!(image = %key, "pull interrupted by restart marked FAILURE");
+    }
+    for sys in state.systems.values() {
+        let dir = sys.cfg.image_dir.clone();
+        match tokio::task::spawn_blocking(move || publish::clean_leftovers(&dir)).await {
+            Ok(Ok(removed)) => {
+                for p in removed {
+                    tracing::warn!(path = %p.display(), "removed leftover of an interrupted pull");
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::error!(system = %sys.name, error = %e, "cannot clean image directory")
+            }
+            Err(e) => tracing::error!(error = %e, "cleanup task failed"),
+        }
+    }
+    Ok(())
+}
+
+/// On shutdown: give running jobs `grace` to finish, then mark the rest
+/// FAILURE and remove their staging directories.
+pub async fn drain(state: &AppState, grace: Duration) {
+    let deadline = Instant::now() + grace;
+    loop {
+        let left = state.jobs.running.lock().await.len();
+        if left == 0 {
+            return;
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let running: Vec<(ImageKey, Arc<JobState>)> = state
+        .jobs
+        .running
+        .lock()
+        .await
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for (key, job) in running {
+        tracing::warn!(image = %key, "pull still running at shutdown; marking it failed");
+        if let Err(e) = set_status(state, &key, ImageStatus::Failure, SHUTDOWN_MESSAGE).await {
+            tracing::error!(image = %key, error = %e, "cannot record interrupted pull");
+        }
+        let staging = job.staging.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(staging) = staging {
+            publish::remove_staging(&staging);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_acl_is_public_if_any_tag_is_public_else_the_union() {
+        let a = ImageAcl {
+            uids: vec![1],
+            gids: vec![],
+        };
+        let b = ImageAcl {
+            uids: vec![2],
+            gids: vec![7],
+        };
+        assert_eq!(
+            merged_acl(&[&a, &b]),
+            ImageAcl {
+                uids: vec![1, 2],
+                gids: vec![7]
+            }
+        );
+        assert!(merged_acl(&[&a, &ImageAcl::default()]).is_public());
+    }
+}

@@ -1,0 +1,226 @@
+//! Image records behind one trait: embedded SQLite by default, PostgreSQL for
+//! sites running several gateway replicas. A record holds the job state of the
+//! latest pull of a tag and the image currently published for it; replacing
+//! the published id is a single-row write, so tag → id changes atomically.
+
+use async_trait::async_trait;
+use shifter_api::{ImageAcl, ImageMeta, ImageStatus};
+use thiserror::Error;
+
+mod postgres;
+mod sqlite;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("sqlite store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("postgres store: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("store holds an unreadable row for {key}: {why}")]
+    Corrupt { key: String, why: String },
+    #[error("store task failed: {0}")]
+    Task(String),
+    #[error("cannot open store at {path}: {source}")]
+    Open {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// What a user names: a system, an image type and a (canonical) tag.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ImageKey {
+    pub system: String,
+    pub itype: String,
+    pub tag: String,
+}
+
+impl std::fmt::Display for ImageKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}:{}", self.system, self.itype, self.tag)
+    }
+}
+
+/// One row: the latest job for a tag and what is published for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredImage {
+    pub key: ImageKey,
+    /// Id of the published image; empty while nothing is published.
+    pub id: String,
+    /// State of the latest pull job.
+    pub status: ImageStatus,
+    pub status_message: String,
+    /// ACL requested by the latest pull (the published one is `meta.acl`).
+    pub acl: ImageAcl,
+    /// Metadata of the published image.
+    pub meta: Option<ImageMeta>,
+    /// Seconds since the epoch of the last successful pull.
+    pub last_pull: i64,
+    /// Seconds since the epoch of the last change.
+    pub updated: i64,
+}
+
+impl StoredImage {
+    pub fn new_job(key: ImageKey, acl: ImageAcl, now: i64) -> StoredImage {
+        StoredImage {
+            key,
+            id: String::new(),
+            status: ImageStatus::Pending,
+            status_message: String::new(),
+            acl,
+            meta: None,
+            last_pull: 0,
+            updated: now,
+        }
+    }
+
+    pub fn is_published(&self) -> bool {
+        self.meta.is_some() && !self.id.is_empty()
+    }
+}
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    async fn get(&self, key: &ImageKey) -> Result<Option<StoredImage>, StoreError>;
+    /// Inserts or replaces the row for `image.key`.
+    async fn put(&self, image: &StoredImage) -> Result<(), StoreError>;
+    /// Removes the row; false when there was none.
+    async fn delete(&self, key: &ImageKey) -> Result<bool, StoreError>;
+    async fn list(&self, system: &str) -> Result<Vec<StoredImage>, StoreError>;
+    /// Marks every job that is not final as FAILURE with `message` (after a
+    /// restart nothing is running any more) and returns their keys.
+    async fn fail_in_flight(&self, message: &str) -> Result<Vec<ImageKey>, StoreError>;
+}
+
+/// Column values shared by both backends.
+pub(crate) struct Row {
+    pub system: String,
+    pub itype: String,
+    pub tag: String,
+    pub id: String,
+    pub status: String,
+    pub status_message: String,
+    pub acl: String,
+    pub meta: Option<String>,
+    pub last_pull: i64,
+    pub updated: i64,
+}
+
+impl Row {
+    pub fn from_image(i: &StoredImage) -> Row {
+        Row {
+            system: i.key.system.clone(),
+            itype: i.key.itype.clone(),
+            tag: i.key.tag.clone(),
+            id: i.id.clone(),
+            status: i.status.as_str().to_owned(),
+            status_message: i.status_message.clone(),
+            acl: serde_json::to_string(&i.acl).expect("ACL serialises"),
+            meta: i
+                .meta
+                .as_ref()
+                .map(|m| serde_json::to_string(m).expect("meta serialises")),
+            last_pull: i.last_pull,
+            updated: i.updated,
+        }
+    }
+
+    pub fn into_image(self) -> Result<StoredImage, StoreError> {
+        let key = ImageKey {
+            system: self.system,
+            itype: self.itype,
+            tag: self.tag,
+        };
+        let corrupt = |why: String| StoreError::Corrupt {
+            key: key.to_string(),
+            why,
+        };
+        let status = ImageStatus::parse(&self.status)
+            .ok_or_else(|| corrupt(format!("unknown status {:?}", self.status)))?;
+        let acl = serde_json::from_str(&self.acl).map_err(|e| corrupt(format!("acl: {e}")))?;
+        let meta = match self.meta {
+            Some(m) => Some(serde_json::from_str(&m).map_err(|e| corrupt(format!("meta: {e}")))?),
+            None => None,
+        };
+        Ok(StoredImage {
+            key,
+            id: self.id,
+            status,
+            status_message: self.status_message,
+            acl,
+            meta,
+            last_pull: self.last_pull,
+            updated: self.updated,
+        })
+    }
+}
+
+pub(crate) const IN_FLIGHT: [&str; 4] = ["PENDING", "PULLING", "CONVERSION", "TRANSFER"];
+
+/// Behaviour every backend must show; run by each backend's tests.
+#[cfg(test)]
+pub(crate) mod contract {
+    use super::*;
+
+    fn key(tag: &str) -> ImageKey {
+        ImageKey {
+            system: "sys".into(),
+            itype: "docker".into(),
+            tag: tag.into(),
+        }
+    }
+
+    pub async fn check(store: &dyn Store) {
+        assert_eq!(store.get(&key("a")).await.unwrap(), None);
+
+        let mut a = StoredImage::new_job(key("a"), ImageAcl::default(), 10);
+        store.put(&a).await.unwrap();
+        assert_eq!(store.get(&key("a")).await.unwrap().as_ref(), Some(&a));
+
+        a.id = "f".repeat(64);
+        a.status = ImageStatus::Ready;
+        a.acl = ImageAcl {
+            uids: vec![1001],
+            gids: vec![],
+        };
+        a.meta = Some(ImageMeta {
+            id: a.id.clone(),
+            format: "squashfs".into(),
+            itype: "docker".into(),
+            env: vec!["PATH=/bin".into()],
+            acl: a.acl.clone(),
+            ..Default::default()
+        });
+        a.last_pull = 20;
+        store.put(&a).await.unwrap();
+        assert_eq!(
+            store.get(&key("a")).await.unwrap().as_ref(),
+            Some(&a),
+            "replaced in place"
+        );
+
+        let b = StoredImage::new_job(key("b"), ImageAcl::default(), 11);
+        store.put(&b).await.unwrap();
+        let mut other = StoredImage::new_job(key("c"), ImageAcl::default(), 12);
+        other.key.system = "elsewhere".into();
+        store.put(&other).await.unwrap();
+
+        let list = store.list("sys").await.unwrap();
+        assert_eq!(list.len(), 2, "list is per system: {list:?}");
+
+        let failed = store.fail_in_flight("interrupted").await.unwrap();
+        assert_eq!(failed.len(), 2, "b and c were in flight: {failed:?}");
+        let b_now = store.get(&key("b")).await.unwrap().unwrap();
+        assert_eq!(b_now.status, ImageStatus::Failure);
+        assert_eq!(b_now.status_message, "interrupted");
+        let a_now = store.get(&key("a")).await.unwrap().unwrap();
+        assert_eq!(a_now.status, ImageStatus::Ready, "READY rows are untouched");
+
+        assert!(store.delete(&key("b")).await.unwrap());
+        assert!(!store.delete(&key("b")).await.unwrap());
+        assert_eq!(store.get(&key("b")).await.unwrap(), None);
+    }
+}

@@ -1,0 +1,215 @@
+//! The embedded store: one SQLite file in WAL mode with full fsync, so a
+//! `kill -9` at any point leaves either the old or the new row. rusqlite is
+//! blocking, so every call runs on tokio's blocking pool.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{ImageKey, Row, StoreError, StoredImage, IN_FLIGHT};
+
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS images (
+    system TEXT NOT NULL,
+    itype TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    status_message TEXT NOT NULL,
+    acl TEXT NOT NULL,
+    meta TEXT,
+    last_pull INTEGER NOT NULL,
+    updated INTEGER NOT NULL,
+    PRIMARY KEY (system, itype, tag)
+);";
+
+const COLUMNS: &str =
+    "system, itype, tag, id, status, status_message, acl, meta, last_pull, updated";
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Open {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        Self::init(Connection::open(path)?)
+    }
+
+    pub fn in_memory() -> Result<SqliteStore, StoreError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<SqliteStore, StoreError> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock cannot leave SQLite inconsistent
+            // (it has its own transactions), so a poisoned lock is still usable.
+            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+}
+
+fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    Ok(Row {
+        system: r.get(0)?,
+        itype: r.get(1)?,
+        tag: r.get(2)?,
+        id: r.get(3)?,
+        status: r.get(4)?,
+        status_message: r.get(5)?,
+        acl: r.get(6)?,
+        meta: r.get(7)?,
+        last_pull: r.get(8)?,
+        updated: r.get(9)?,
+    })
+}
+
+#[async_trait]
+impl super::Store for SqliteStore {
+    async fn get(&self, key: &ImageKey) -> Result<Option<StoredImage>, StoreError> {
+        let key = key.clone();
+        self.with(move |c| {
+            let row = c
+                .query_row(
+                    &format!(
+                        "SELECT {COLUMNS} FROM images WHERE system=?1 AND itype=?2 AND tag=?3"
+                    ),
+                    params![key.system, key.itype, key.tag],
+                    read_row,
+                )
+                .optional()?;
+            row.map(Row::into_image).transpose()
+        })
+        .await
+    }
+
+    async fn put(&self, image: &StoredImage) -> Result<(), StoreError> {
+        let r = Row::from_image(image);
+        self.with(move |c| {
+            c.execute(
+                &format!("INSERT OR REPLACE INTO images ({COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)"),
+                params![
+                    r.system,
+                    r.itype,
+                    r.tag,
+                    r.id,
+                    r.status,
+                    r.status_message,
+                    r.acl,
+                    r.meta,
+                    r.last_pull,
+                    r.updated
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &ImageKey) -> Result<bool, StoreError> {
+        let key = key.clone();
+        self.with(move |c| {
+            let n = c.execute(
+                "DELETE FROM images WHERE system=?1 AND itype=?2 AND tag=?3",
+                params![key.system, key.itype, key.tag],
+            )?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn list(&self, system: &str) -> Result<Vec<StoredImage>, StoreError> {
+        let system = system.to_owned();
+        self.with(move |c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {COLUMNS} FROM images WHERE system=?1 ORDER BY itype, tag"
+            ))?;
+            let rows = stmt.query_map(params![system], read_row)?;
+            rows.map(|r| r.map_err(StoreError::from).and_then(Row::into_image))
+                .collect()
+        })
+        .await
+    }
+
+    async fn fail_in_flight(&self, message: &str) -> Result<Vec<ImageKey>, StoreError> {
+        let message = message.to_owned();
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            let keys = {
+                let mut stmt = tx.prepare(
+                    "SELECT system, itype, tag FROM images WHERE status IN (?1,?2,?3,?4)",
+                )?;
+                let rows = stmt.query_map(params![IN_FLIGHT[0], IN_FLIGHT[1], IN_FLIGHT[2], IN_FLIGHT[3]], |r| {
+                    Ok(ImageKey {
+                        system: r.get(0)?,
+                        itype: r.get(1)?,
+                        tag: r.get(2)?,
+                    })
+                })?;
+                rows.collect::<Result<Vec<_>, _>>()?
+            };
+            tx.execute(
+                "UPDATE images SET status='FAILURE', status_message=?5 WHERE status IN (?1,?2,?3,?4)",
+                params![IN_FLIGHT[0], IN_FLIGHT[1], IN_FLIGHT[2], IN_FLIGHT[3], message],
+            )?;
+            tx.commit()?;
+            Ok(keys)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    #[tokio::test]
+    async fn sqlite_store_keeps_the_store_contract() {
+        let store = SqliteStore::in_memory().unwrap();
+        crate::store::contract::check(&store).await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_records_survive_reopening_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/gw.sqlite");
+        let key = ImageKey {
+            system: "s".into(),
+            itype: "docker".into(),
+            tag: "t".into(),
+        };
+        {
+            let s = SqliteStore::open(&path).unwrap();
+            s.put(&StoredImage::new_job(key.clone(), Default::default(), 1))
+                .await
+                .unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        assert!(s.get(&key).await.unwrap().is_some());
+    }
+}

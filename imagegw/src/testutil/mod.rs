@@ -1,0 +1,3 @@
+//! Helpers for this crate's tests.
+
+pub mod postgres;
