@@ -22,12 +22,13 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::auth::Caller;
+use crate::engine::Credentials;
 use crate::error::ApiError;
 use crate::jobs;
 use crate::openapi::{RouteSpec, ROUTES};
 use crate::publish;
 use crate::state::{now, AppState, SystemState};
-use crate::store::{ImageKey, StoredImage};
+use crate::store::{ImageKey, RegistryLogin, StoredImage};
 
 type AppRouter = MethodRouter<Arc<AppState>>;
 
@@ -46,6 +47,7 @@ fn handler_for(spec: &RouteSpec) -> AppRouter {
         "/api/autoexpire/{system}/" => on(filter, autoexpire),
         "/api/metrics/{system}/" => on(filter, system_metrics),
         "/api/queue/{system}/" => on(filter, queue),
+        "/api/login/{system}/" => on(filter, login),
         "/healthz" => on(filter, healthz),
         "/metrics" => on(filter, prometheus),
         "/openapi.json" => on(filter, openapi),
@@ -301,7 +303,17 @@ async fn pull(
             )));
         }
     }
-    let started = jobs::start_or_join(&state, sys, key.clone(), d.clone(), acl).await?;
+    let registry = registry_for(d, &state.default_registry).registry;
+    let credentials = state
+        .store
+        .get_login(&system, caller.uid, &registry)
+        .await?
+        .map(|l| Credentials {
+            username: l.username,
+            password: l.password,
+        });
+    let started =
+        jobs::start_or_join(&state, sys, key.clone(), d.clone(), acl, credentials).await?;
     if started.joined {
         tracing::debug!(image = %key, uid = caller.uid, "pull joined");
     }
@@ -553,6 +565,56 @@ async fn queue(
         }
     }
     Ok(Json(json!({ "queue": queue })))
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginRequest {
+    #[serde(default)]
+    registry: String,
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+}
+
+async fn login(
+    caller: Caller,
+    State(state): State<Arc<AppState>>,
+    Path(system): Path<String>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    state.system(&system)?;
+    let req: LoginRequest = parse_body(&body)?;
+    let registry = req.registry.trim().to_owned();
+    let host_ok = !registry.is_empty()
+        && registry
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+    if !host_ok {
+        return Err(ApiError::BadRequest(format!(
+            "registry {registry:?} must be a host[:port] such as registry.example.org:5000"
+        )));
+    }
+    if req.username.is_empty() || req.password.is_empty() {
+        return Err(ApiError::BadRequest(
+            "username and password are both required".into(),
+        ));
+    }
+    state
+        .store
+        .put_login(&RegistryLogin {
+            system: system.clone(),
+            uid: caller.uid,
+            registry: registry.clone(),
+            username: req.username.clone(),
+            password: req.password,
+        })
+        .await?;
+    tracing::info!(uid = caller.uid, registry = %registry, username = %req.username, "registry login stored");
+    Ok(Json(
+        json!({"result": "stored", "registry": registry, "username": req.username}),
+    ))
 }
 
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {

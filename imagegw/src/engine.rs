@@ -14,6 +14,25 @@ pub struct PullSpec {
     pub platform: Platform,
     pub keep_setuid: bool,
     pub compression: String,
+    /// The requesting user's `shifterimg login` for this registry, if any.
+    pub credentials: Option<Credentials>,
+}
+
+/// Registry credentials; Debug output hides the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Credentials {{ username: {:?}, password: <hidden> }}",
+            self.username
+        )
+    }
 }
 
 /// The stages the engine reports; TRANSFER (publishing) belongs to the gateway.

@@ -13,7 +13,7 @@ use shifter_api::record::PullProgress;
 use shifter_api::{DockerRef, ImageAcl, ImageId, ImageMeta, ImageStatus};
 use tokio::sync::Semaphore;
 
-use crate::engine::{EngineError, ProgressSink, PullSpec, Stage};
+use crate::engine::{Credentials, EngineError, ProgressSink, PullSpec, Stage};
 use crate::error::ApiError;
 use crate::publish;
 use crate::state::{now, AppState, SystemState};
@@ -79,6 +79,7 @@ pub async fn start_or_join(
     key: ImageKey,
     reference: DockerRef,
     acl: ImageAcl,
+    credentials: Option<Credentials>,
 ) -> Result<Started, ApiError> {
     let mut running = state.jobs.running.lock().await;
     if running.contains_key(&key) {
@@ -125,7 +126,14 @@ pub async fn start_or_join(
     drop(running);
     state.metrics.job_started();
     tracing::info!(image = %key, reference = %reference.canonical(), "pull job started");
-    tokio::spawn(run(state.clone(), sys.clone(), key, reference, job));
+    tokio::spawn(run(
+        state.clone(),
+        sys.clone(),
+        key,
+        reference,
+        credentials,
+        job,
+    ));
     Ok(Started {
         record,
         joined: false,
@@ -143,10 +151,11 @@ async fn run(
     sys: Arc<SystemState>,
     key: ImageKey,
     reference: DockerRef,
+    credentials: Option<Credentials>,
     job: Arc<JobState>,
 ) {
     let started = Instant::now();
-    let outcome = run_inner(&state, &sys, &key, &reference, &job).await;
+    let outcome = run_inner(&state, &sys, &key, &reference, credentials, &job).await;
     let staging = job.staging.lock().unwrap_or_else(|p| p.into_inner()).take();
     if let Some(staging) = staging {
         let _ = tokio::task::spawn_blocking(move || publish::remove_staging(&staging)).await;
@@ -293,6 +302,7 @@ async fn run_inner(
     sys: &Arc<SystemState>,
     key: &ImageKey,
     reference: &DockerRef,
+    credentials: Option<Credentials>,
     job: &Arc<JobState>,
 ) -> Result<(), Failure> {
     let internal = |e: &dyn std::fmt::Display| Failure::Internal(e.to_string());
@@ -317,6 +327,7 @@ async fn run_inner(
         },
         keep_setuid: sys.cfg.keep_setuid,
         compression: sys.cfg.compression.clone(),
+        credentials,
     };
     let sink = Sink {
         state: state.clone(),

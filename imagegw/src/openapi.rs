@@ -50,6 +50,7 @@ pub const ROUTES: &[RouteSpec] = &[
     r("GET", "/api/autoexpire/{system}/", "Remove images not pulled for expire_after_days, and old failed records (administrators)", Access::Admin, None, "ExpireResult"),
     r("GET", "/api/metrics/{system}/", "Image counts and sizes by status (administrators)", Access::Admin, None, "SystemMetrics"),
     r("GET", "/api/queue/{system}/", "Pulls queued or running", Access::Public, None, "Queue"),
+    r("POST", "/api/login/{system}/", "Store the caller's credentials for a registry, used for the caller's later pulls from it", Access::User, Some("LoginRequest"), "LoginResult"),
     r("GET", "/healthz", "Liveness: the gateway and its store answer", Access::Public, None, "text"),
     r("GET", "/metrics", "Prometheus metrics", Access::Public, None, "text"),
     r("GET", "/openapi.json", "This document", Access::Public, None, "object"),
@@ -114,6 +115,11 @@ fn components() -> Value {
             "ImportRequest": {"type": "object", "required": ["filepath"], "properties": {
                 "filepath": {"type": "string"}, "format": {"type": "string", "default": "squashfs"},
                 "allowed_uids": {"type": "string"}, "allowed_gids": {"type": "string"}}},
+            "LoginRequest": {"type": "object", "required": ["registry", "username", "password"], "properties": {
+                "registry": {"type": "string", "description": "host[:port]"},
+                "username": {"type": "string"}, "password": {"type": "string", "format": "password"}}},
+            "LoginResult": {"type": "object", "properties": {"result": {"type": "string"},
+                "registry": {"type": "string"}, "username": {"type": "string"}}},
             "ExpireResult": {"type": "object", "properties": {"expired": string_list}},
             "SystemMetrics": {"type": "object"},
             "Queue": {"type": "object", "properties": {"queue": {"type": "array", "items": {"type": "object"}}}},

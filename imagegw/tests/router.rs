@@ -53,6 +53,7 @@ struct FakeEngine {
     calls: AtomicUsize,
     delay: Duration,
     fail: Mutex<Option<EngineError>>,
+    seen: Mutex<Vec<PullSpec>>,
 }
 
 fn id_for(reference: &str) -> String {
@@ -68,6 +69,7 @@ impl PullEngine for FakeEngine {
         progress: &dyn ProgressSink,
     ) -> Result<Pulled, EngineError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        self.seen.lock().unwrap().push(spec.clone());
         progress.stage(Stage::Pulling);
         progress.bytes(100, 200, 0);
         std::thread::sleep(self.delay);
@@ -667,4 +669,46 @@ async fn health_and_prometheus_metrics_are_public() {
         text.contains("shifter_imagegw_bytes_published_total 15"),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn registry_login_is_used_for_that_users_pulls_only() {
+    let gw = gateway();
+    let body = r#"{"registry":"127.0.0.1:5000","username":"alice","password":"s3cret"}"#;
+    let (st, v) = gw
+        .call(
+            "POST",
+            "/api/login/testbed/",
+            Some(&format!("{USER1}:{USER1}")),
+            body,
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert!(
+        !v.to_string().contains("s3cret"),
+        "the password is not echoed: {v}"
+    );
+    gw.pull_until_final(BUSYBOX, USER1, "").await;
+    let seen = gw.engine.seen.lock().unwrap().clone();
+    let creds = seen[0].credentials.as_ref().expect("user1's login used");
+    assert_eq!(
+        (creds.username.as_str(), creds.password.as_str()),
+        ("alice", "s3cret")
+    );
+    assert!(!format!("{creds:?}").contains("s3cret"));
+
+    let other = "docker/127.0.0.1%3A5000%2Fbusybox%3Aoci";
+    gw.pull_until_final(other, USER2, "").await;
+    let seen = gw.engine.seen.lock().unwrap().clone();
+    assert!(seen[1].credentials.is_none(), "user2 has no login");
+
+    let (st, _) = gw
+        .call(
+            "POST",
+            "/api/login/testbed/",
+            Some(&format!("{USER1}:{USER1}")),
+            r#"{"registry":"a b","username":"x","password":"y"}"#,
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
 }

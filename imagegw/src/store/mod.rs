@@ -93,6 +93,37 @@ pub trait Store: Send + Sync {
     /// Marks every job that is not final as FAILURE with `message` (after a
     /// restart nothing is running any more) and returns their keys.
     async fn fail_in_flight(&self, message: &str) -> Result<Vec<ImageKey>, StoreError>;
+    /// Stores (replaces) a user's credentials for a registry.
+    async fn put_login(&self, login: &RegistryLogin) -> Result<(), StoreError>;
+    async fn get_login(
+        &self,
+        system: &str,
+        uid: u32,
+        registry: &str,
+    ) -> Result<Option<RegistryLogin>, StoreError>;
+}
+
+/// Registry credentials a user stored with `shifterimg login`, used for that
+/// user's pulls from that registry. Debug output hides the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryLogin {
+    pub system: String,
+    pub uid: u32,
+    pub registry: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryLogin")
+            .field("system", &self.system)
+            .field("uid", &self.uid)
+            .field("registry", &self.registry)
+            .field("username", &self.username)
+            .field("password", &"<hidden>")
+            .finish()
+    }
 }
 
 /// Column values shared by both backends.
@@ -218,6 +249,32 @@ pub(crate) mod contract {
         assert_eq!(b_now.status_message, "interrupted");
         let a_now = store.get(&key("a")).await.unwrap().unwrap();
         assert_eq!(a_now.status, ImageStatus::Ready, "READY rows are untouched");
+
+        let login = RegistryLogin {
+            system: "sys".into(),
+            uid: 1001,
+            registry: "reg:5000".into(),
+            username: "alice".into(),
+            password: "s3cret".into(),
+        };
+        assert_eq!(
+            store.get_login("sys", 1001, "reg:5000").await.unwrap(),
+            None
+        );
+        store.put_login(&login).await.unwrap();
+        let mut changed = login.clone();
+        changed.password = "new".into();
+        store.put_login(&changed).await.unwrap();
+        assert_eq!(
+            store.get_login("sys", 1001, "reg:5000").await.unwrap(),
+            Some(changed)
+        );
+        assert_eq!(
+            store.get_login("sys", 1002, "reg:5000").await.unwrap(),
+            None,
+            "per user"
+        );
+        assert!(!format!("{login:?}").contains("s3cret"));
 
         assert!(store.delete(&key("b")).await.unwrap());
         assert!(!store.delete(&key("b")).await.unwrap());

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio_postgres::{Client, NoTls};
 
-use super::{ImageKey, Row, StoreError, StoredImage, IN_FLIGHT};
+use super::{ImageKey, RegistryLogin, Row, StoreError, StoredImage, IN_FLIGHT};
 
 pub struct PostgresStore {
     client: Arc<Client>,
@@ -26,6 +26,14 @@ CREATE TABLE IF NOT EXISTS images (
     last_pull BIGINT NOT NULL,
     updated BIGINT NOT NULL,
     PRIMARY KEY (system, itype, tag)
+);
+CREATE TABLE IF NOT EXISTS registry_logins (
+    system TEXT NOT NULL,
+    uid BIGINT NOT NULL,
+    registry TEXT NOT NULL,
+    username TEXT NOT NULL,
+    password TEXT NOT NULL,
+    PRIMARY KEY (system, uid, registry)
 );";
 
 const COLUMNS: &str =
@@ -145,6 +153,44 @@ impl super::Store for PostgresStore {
                 tag: r.get(2),
             })
             .collect())
+    }
+
+    async fn put_login(&self, l: &RegistryLogin) -> Result<(), StoreError> {
+        let uid = i64::from(l.uid);
+        self.client
+            .execute(
+                "INSERT INTO registry_logins (system, uid, registry, username, password)
+                 VALUES ($1,$2,$3,$4,$5)
+                 ON CONFLICT (system, uid, registry) DO UPDATE SET
+                   username=EXCLUDED.username, password=EXCLUDED.password",
+                &[&l.system, &uid, &l.registry, &l.username, &l.password],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn get_login(
+        &self,
+        system: &str,
+        uid: u32,
+        registry: &str,
+    ) -> Result<Option<RegistryLogin>, StoreError> {
+        let uid64 = i64::from(uid);
+        let row = self
+            .client
+            .query_opt(
+                "SELECT username, password FROM registry_logins
+                 WHERE system=$1 AND uid=$2 AND registry=$3",
+                &[&system, &uid64, &registry],
+            )
+            .await?;
+        Ok(row.map(|r| RegistryLogin {
+            system: system.to_owned(),
+            uid,
+            registry: registry.to_owned(),
+            username: r.get(0),
+            password: r.get(1),
+        }))
     }
 }
 

@@ -2,13 +2,14 @@
 //! `kill -9` at any point leaves either the old or the new row. rusqlite is
 //! blocking, so every call runs on tokio's blocking pool.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{ImageKey, Row, StoreError, StoredImage, IN_FLIGHT};
+use super::{ImageKey, RegistryLogin, Row, StoreError, StoredImage, IN_FLIGHT};
 
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
@@ -27,6 +28,14 @@ CREATE TABLE IF NOT EXISTS images (
     last_pull INTEGER NOT NULL,
     updated INTEGER NOT NULL,
     PRIMARY KEY (system, itype, tag)
+);
+CREATE TABLE IF NOT EXISTS registry_logins (
+    system TEXT NOT NULL,
+    uid BIGINT NOT NULL,
+    registry TEXT NOT NULL,
+    username TEXT NOT NULL,
+    password TEXT NOT NULL,
+    PRIMARY KEY (system, uid, registry)
 );";
 
 const COLUMNS: &str =
@@ -39,6 +48,19 @@ impl SqliteStore {
                 path: dir.display().to_string(),
                 source,
             })?;
+        }
+        // The store holds users' registry passwords: only the gateway reads it.
+        // SQLite gives its -wal and -shm files the database file's mode.
+        if !path.exists() {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|source| StoreError::Open {
+                    path: path.display().to_string(),
+                    source,
+                })?;
         }
         Self::init(Connection::open(path)?)
     }
@@ -181,6 +203,46 @@ impl super::Store for SqliteStore {
         })
         .await
     }
+
+    async fn put_login(&self, login: &RegistryLogin) -> Result<(), StoreError> {
+        let l = login.clone();
+        self.with(move |c| {
+            c.execute(
+                "INSERT OR REPLACE INTO registry_logins (system, uid, registry, username, password)
+                 VALUES (?1,?2,?3,?4,?5)",
+                params![l.system, l.uid, l.registry, l.username, l.password],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_login(
+        &self,
+        system: &str,
+        uid: u32,
+        registry: &str,
+    ) -> Result<Option<RegistryLogin>, StoreError> {
+        let (system, registry) = (system.to_owned(), registry.to_owned());
+        self.with(move |c| {
+            Ok(c.query_row(
+                "SELECT username, password FROM registry_logins
+                 WHERE system=?1 AND uid=?2 AND registry=?3",
+                params![system, uid, registry],
+                |r| {
+                    Ok(RegistryLogin {
+                        system: system.clone(),
+                        uid,
+                        registry: registry.clone(),
+                        username: r.get(0)?,
+                        password: r.get(1)?,
+                    })
+                },
+            )
+            .optional()?)
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -211,5 +273,8 @@ mod tests {
         }
         let s = SqliteStore::open(&path).unwrap();
         assert!(s.get(&key).await.unwrap().is_some());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the store holds passwords");
     }
 }
