@@ -1,0 +1,215 @@
+//! Every raw kernel call the runtime makes, behind one trait.
+//!
+//! [`Sys`] is implemented by [`real::RealSys`] (the only code in this crate that
+//! uses `unsafe`) and, with the `test-utils` feature, by [`fake::FakeSys`], which
+//! records each call so unit tests can assert the exact mounts, flags and order
+//! without root. The rest of the crate receives `&dyn Sys`.
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+pub use nix::mount::{MntFlags, MsFlags};
+use thiserror::Error;
+
+#[cfg(any(test, feature = "test-utils"))]
+pub mod fake;
+pub mod real;
+
+/// One failed kernel call, with the errno and the path it concerns.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[error("{op} {path}: {errno}")]
+pub struct SysError {
+    pub op: &'static str,
+    pub path: PathBuf,
+    pub errno: nix::errno::Errno,
+}
+
+impl SysError {
+    pub fn new(op: &'static str, path: impl Into<PathBuf>, errno: nix::errno::Errno) -> Self {
+        SysError {
+            op,
+            path: path.into(),
+            errno,
+        }
+    }
+}
+
+pub type SysResult<T> = Result<T, SysError>;
+
+/// What kind of inode a bind source is, so the destination is created to match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    Dir,
+    File,
+}
+
+/// An open reference to a path, usable as a mount source or target.
+///
+/// For the real implementation `path()` is `/proc/self/fd/N`, so the kernel
+/// operates on exactly the inode that was checked, not on whatever the path
+/// names by the time of the mount. `host_path()` is for messages and unmounts.
+#[derive(Debug)]
+pub struct Handle {
+    _fd: Option<OwnedFd>,
+    path: PathBuf,
+    host_path: PathBuf,
+}
+
+impl Handle {
+    pub fn new(fd: Option<OwnedFd>, path: PathBuf, host_path: PathBuf) -> Self {
+        Handle {
+            _fd: fd,
+            path,
+            host_path,
+        }
+    }
+
+    /// The path to hand to `mount(2)`.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The descriptor behind the handle (absent for the fake's handles).
+    pub fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self._fd.as_ref().map(|f| f.as_fd())
+    }
+
+    /// Where this is on the host, as far as the kernel can tell.
+    pub fn host_path(&self) -> &Path {
+        &self.host_path
+    }
+}
+
+/// An attached loop device; dropping it closes our reference so the
+/// autoclear flag can release the device once nothing is mounted from it.
+#[derive(Debug)]
+pub struct LoopDev {
+    pub path: PathBuf,
+    pub _fd: Option<OwnedFd>,
+}
+
+/// Mount attributes settable with `mount_setattr(2)`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MountAttrs {
+    pub rdonly: bool,
+    pub nosuid: bool,
+    pub nodev: bool,
+    pub noexec: bool,
+}
+
+impl MountAttrs {
+    pub const NOSUID_NODEV: MountAttrs = MountAttrs {
+        rdonly: false,
+        nosuid: true,
+        nodev: true,
+        noexec: false,
+    };
+
+    pub fn with_rdonly(mut self, ro: bool) -> Self {
+        self.rdonly = ro;
+        self
+    }
+
+    pub fn bits(self) -> u64 {
+        // Values from <linux/mount.h>.
+        (if self.rdonly { 0x1 } else { 0 })
+            | (if self.nosuid { 0x2 } else { 0 })
+            | (if self.nodev { 0x4 } else { 0 })
+            | (if self.noexec { 0x8 } else { 0 })
+    }
+}
+
+/// Credentials to act with: the target user of a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Creds {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+/// Process ids as read back from the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ids {
+    pub ruid: u32,
+    pub euid: u32,
+    pub suid: u32,
+    pub rgid: u32,
+    pub egid: u32,
+    pub sgid: u32,
+    pub groups: Vec<u32>,
+}
+
+/// The five capability sets, as in `/proc/self/status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CapSets {
+    pub inheritable: u64,
+    pub permitted: u64,
+    pub effective: u64,
+    pub bounding: u64,
+    pub ambient: u64,
+}
+
+impl CapSets {
+    pub fn all_empty(&self) -> bool {
+        *self == CapSets::default()
+    }
+}
+
+/// Every kernel call of the runtime. Implementations must not spawn threads.
+pub trait Sys {
+    /// `unshare(CLONE_NEWNS)`.
+    fn unshare_mount_ns(&self) -> SysResult<()>;
+    /// `mount(2)`.
+    fn mount(
+        &self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> SysResult<()>;
+    /// `umount2(2)`.
+    fn umount(&self, target: &Path, flags: MntFlags) -> SysResult<()>;
+    /// `mount_setattr(2)` on the mount `target` refers to; with `recursive`,
+    /// on every mount below it too (`AT_RECURSIVE`).
+    fn mount_setattr(&self, target: &Handle, set: MountAttrs, recursive: bool) -> SysResult<()>;
+    /// A free loop device attached read-only with autoclear to `image`
+    /// (`LOOP_CTL_GET_FREE` + `LOOP_CONFIGURE`, retried when another process
+    /// grabbed the same device).
+    fn attach_loop(&self, image: &Path) -> SysResult<LoopDev>;
+    /// `mkdir -p` on the host side (only ever below `mount_root`).
+    fn mkdir_all(&self, path: &Path, mode: u32) -> SysResult<()>;
+    /// Opens `path` inside `root` as if `root` were `/` (`openat2`
+    /// `RESOLVE_IN_ROOT`), creating missing components as directories and the
+    /// last one as `create` when given.
+    fn resolve_in_root(
+        &self,
+        root: &Path,
+        path: &Path,
+        create: Option<NodeKind>,
+    ) -> SysResult<Handle>;
+    /// Replaces `path` inside `root` with a new regular file (never writing
+    /// through a symlink of the image).
+    fn write_in_root(&self, root: &Path, path: &Path, contents: &[u8], mode: u32) -> SysResult<()>;
+    /// Replaces `path` inside `root` with a symlink to `target`.
+    fn symlink_in_root(&self, root: &Path, path: &Path, target: &Path) -> SysResult<()>;
+    /// Opens a bind source with the user's uid, gid and groups, so the kernel
+    /// checks the user's access. Only directories and regular files.
+    fn open_as_user(&self, path: &Path, creds: &Creds) -> SysResult<(Handle, NodeKind)>;
+    /// Opens a bind source as ourselves (site mounts, devices).
+    fn open_host(&self, path: &Path) -> SysResult<(Handle, NodeKind)>;
+    fn chroot(&self, path: &Path) -> SysResult<()>;
+    fn chdir(&self, path: &Path) -> SysResult<()>;
+    /// Drops every capability from the bounding set (`PR_CAPBSET_DROP`).
+    fn drop_bounding_set(&self) -> SysResult<()>;
+    /// Empties the inheritable and ambient sets, which survive a uid change.
+    fn clear_inheritable_and_ambient(&self) -> SysResult<()>;
+    fn set_no_new_privs(&self) -> SysResult<()>;
+    fn setgroups(&self, groups: &[u32]) -> SysResult<()>;
+    fn setresgid(&self, gid: u32) -> SysResult<()>;
+    fn setresuid(&self, uid: u32) -> SysResult<()>;
+    fn read_ids(&self) -> SysResult<Ids>;
+    fn read_caps(&self) -> SysResult<CapSets>;
+    fn no_new_privs(&self) -> SysResult<bool>;
+}

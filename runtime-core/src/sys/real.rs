@@ -1,0 +1,789 @@
+//! The real kernel calls. The only module of the crate allowed to use `unsafe`.
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{IoSlice, IoSliceMut, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Component, Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+use nix::sys::socket::{self, ControlMessage, ControlMessageOwned, MsgFlags};
+use nix::sys::stat::{Mode, SFlag};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{ForkResult, Gid, Pid, Uid};
+
+use super::{CapSets, Creds, Handle, Ids, LoopDev, MountAttrs, NodeKind, Sys, SysError, SysResult};
+
+const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
+const LO_FLAGS_READ_ONLY: u32 = 1;
+const LO_FLAGS_AUTOCLEAR: u32 = 4;
+const LOOP_MAJOR: u64 = 7;
+/// Concurrent setups on one node can be handed the same free device; the loser
+/// of the race gets EBUSY from LOOP_CONFIGURE and simply asks again.
+const LOOP_ATTEMPTS: usize = 20;
+
+/// `struct loop_info64` from <linux/loop.h>.
+#[repr(C)]
+struct LoopInfo64 {
+    lo_device: u64,
+    lo_inode: u64,
+    lo_rdevice: u64,
+    lo_offset: u64,
+    lo_sizelimit: u64,
+    lo_number: u32,
+    lo_encrypt_type: u32,
+    lo_encrypt_key_size: u32,
+    lo_flags: u32,
+    lo_file_name: [u8; 64],
+    lo_crypt_name: [u8; 64],
+    lo_encrypt_key: [u8; 32],
+    lo_init: [u64; 2],
+}
+
+/// `struct loop_config` from <linux/loop.h>.
+#[repr(C)]
+struct LoopConfig {
+    fd: u32,
+    block_size: u32,
+    info: LoopInfo64,
+    reserved: [u64; 8],
+}
+
+/// `struct mount_attr` from <linux/mount.h>.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// The kernel.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RealSys;
+
+fn cpath(op: &'static str, p: &Path) -> SysResult<CString> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| SysError::new(op, p, Errno::EINVAL))
+}
+
+fn io_errno(e: &std::io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+fn proc_fd_path(fd: RawFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{fd}"))
+}
+
+fn handle_from_fd(fd: OwnedFd) -> Handle {
+    let proc = proc_fd_path(fd.as_raw_fd());
+    let host = std::fs::read_link(&proc).unwrap_or_else(|_| proc.clone());
+    Handle::new(Some(fd), proc, host)
+}
+
+/// The normal components of a container path; `..` is refused rather than
+/// interpreted, so callers never depend on how it would resolve.
+fn components<'a>(op: &'static str, path: &'a Path) -> SysResult<Vec<&'a std::ffi::OsStr>> {
+    let mut out = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(SysError::new(op, path, Errno::EINVAL))
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn open_root(root: &Path) -> SysResult<OwnedFd> {
+    let fd = nix::fcntl::open(
+        root,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| SysError::new("open", root, e))?;
+    // SAFETY: open(2) just returned this descriptor and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn openat2_in_root(rootfd: &OwnedFd, rel: &Path, flags: OFlag) -> Result<OwnedFd, Errno> {
+    let how = OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let rel = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
+    let fd = nix::fcntl::openat2(rootfd.as_raw_fd(), rel, how)?;
+    // SAFETY: openat2(2) just returned this descriptor and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+impl RealSys {
+    /// Opens the parent of `rel` inside `root` (creating it) and returns it with the last name.
+    fn parent_in_root<'a>(
+        &self,
+        op: &'static str,
+        root: &Path,
+        rel: &'a Path,
+    ) -> SysResult<(OwnedFd, &'a std::ffi::OsStr)> {
+        let comps = components(op, rel)?;
+        let Some((name, parents)) = comps.split_last() else {
+            return Err(SysError::new(op, rel, Errno::EINVAL));
+        };
+        let parent: PathBuf = parents.iter().collect();
+        let h = self.resolve_in_root(root, &parent, Some(super::NodeKind::Dir))?;
+        let fd = nix::fcntl::open(
+            h.path(),
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| SysError::new(op, root.join(&parent), e))?;
+        // SAFETY: open(2) just returned this descriptor and nothing else owns it.
+        Ok((unsafe { OwnedFd::from_raw_fd(fd) }, name))
+    }
+
+    fn unlink_if_present(
+        op: &'static str,
+        dirfd: &OwnedFd,
+        name: &std::ffi::OsStr,
+        shown: &Path,
+    ) -> SysResult<()> {
+        match nix::unistd::unlinkat(
+            Some(dirfd.as_raw_fd()),
+            name,
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        ) {
+            Ok(()) | Err(Errno::ENOENT) => Ok(()),
+            Err(e) => Err(SysError::new(op, shown, e)),
+        }
+    }
+}
+
+impl Sys for RealSys {
+    fn unshare_mount_ns(&self) -> SysResult<()> {
+        nix::sched::unshare(CloneFlags::CLONE_NEWNS)
+            .map_err(|e| SysError::new("unshare(CLONE_NEWNS)", "", e))
+    }
+
+    fn mount(
+        &self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> SysResult<()> {
+        nix::mount::mount(source, target, fstype, flags, data)
+            .map_err(|e| SysError::new("mount", target, e))
+    }
+
+    fn umount(&self, target: &Path, flags: MntFlags) -> SysResult<()> {
+        nix::mount::umount2(target, flags).map_err(|e| SysError::new("umount", target, e))
+    }
+
+    fn mount_setattr(&self, target: &Handle, set: MountAttrs, recursive: bool) -> SysResult<()> {
+        let fd = target
+            .fd()
+            .ok_or_else(|| SysError::new("mount_setattr", target.host_path(), Errno::EBADF))?;
+        let attr = MountAttr {
+            attr_set: set.bits(),
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        let mut flags = libc::AT_EMPTY_PATH;
+        if recursive {
+            flags |= libc::AT_RECURSIVE;
+        }
+        // SAFETY: the path is a valid empty C string, `attr` is a live
+        // `struct mount_attr` of the size we pass, and `fd` is open.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                fd.as_raw_fd(),
+                c"".as_ptr(),
+                flags as libc::c_uint,
+                &attr as *const MountAttr,
+                std::mem::size_of::<MountAttr>(),
+            )
+        };
+        if rc < 0 {
+            return Err(SysError::new(
+                "mount_setattr",
+                target.host_path(),
+                Errno::last(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn attach_loop(&self, image: &Path) -> SysResult<LoopDev> {
+        let backing = File::open(image).map_err(|e| SysError::new("open", image, io_errno(&e)))?;
+        let control = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/loop-control")
+            .map_err(|e| SysError::new("open", "/dev/loop-control", io_errno(&e)))?;
+        let mut last = Errno::EBUSY;
+        for _ in 0..LOOP_ATTEMPTS {
+            // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number.
+            let n = unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE as _) };
+            if n < 0 {
+                return Err(SysError::new(
+                    "LOOP_CTL_GET_FREE",
+                    "/dev/loop-control",
+                    Errno::last(),
+                ));
+            }
+            let dev = PathBuf::from(format!("/dev/loop{n}"));
+            // Without udev (containers, test nodes) the node of a freshly
+            // allocated device may be missing; create it ourselves.
+            if std::fs::symlink_metadata(&dev).is_err() {
+                let rdev = nix::sys::stat::makedev(LOOP_MAJOR, n as u64);
+                match nix::sys::stat::mknod(
+                    &dev,
+                    SFlag::S_IFBLK,
+                    Mode::from_bits_truncate(0o660),
+                    rdev,
+                ) {
+                    Ok(()) | Err(Errno::EEXIST) => {}
+                    Err(e) => return Err(SysError::new("mknod", &dev, e)),
+                }
+            }
+            let devf = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&dev)
+                .map_err(|e| SysError::new("open", &dev, io_errno(&e)))?;
+            // SAFETY: all-zero is a valid loop_config (no offset, no key, no name).
+            let mut cfg: LoopConfig = unsafe { std::mem::zeroed() };
+            cfg.fd = backing.as_raw_fd() as u32;
+            cfg.info.lo_flags = LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR;
+            let name = image.as_os_str().as_bytes();
+            let len = name.len().min(63);
+            cfg.info.lo_file_name[..len].copy_from_slice(&name[..len]);
+            // SAFETY: `cfg` is a live `struct loop_config`, both fds are open.
+            let rc = unsafe {
+                libc::ioctl(
+                    devf.as_raw_fd(),
+                    LOOP_CONFIGURE as _,
+                    &cfg as *const LoopConfig,
+                )
+            };
+            if rc == 0 {
+                return Ok(LoopDev {
+                    path: dev,
+                    _fd: Some(devf.into()),
+                });
+            }
+            last = Errno::last();
+            if last != Errno::EBUSY {
+                return Err(SysError::new("LOOP_CONFIGURE", &dev, last));
+            }
+            tracing::debug!(device = %dev.display(), "loop device taken by a concurrent setup, retrying");
+        }
+        Err(SysError::new("LOOP_CONFIGURE", image, last))
+    }
+
+    fn mkdir_all(&self, path: &Path, mode: u32) -> SysResult<()> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(mode)
+            .create(path)
+            .map_err(|e| SysError::new("mkdir", path, io_errno(&e)))
+    }
+
+    fn resolve_in_root(
+        &self,
+        root: &Path,
+        path: &Path,
+        create: Option<NodeKind>,
+    ) -> SysResult<Handle> {
+        let shown = root.join(path.strip_prefix("/").unwrap_or(path));
+        let comps = components("resolve", path)?;
+        let rootfd = open_root(root)?;
+        let rel: PathBuf = comps.iter().collect();
+        match openat2_in_root(&rootfd, &rel, OFlag::O_PATH) {
+            Ok(fd) => return Ok(handle_from_fd(fd)),
+            Err(Errno::ENOENT) if create.is_some() => {}
+            Err(e) => return Err(SysError::new("openat2", &shown, e)),
+        }
+        // Create what is missing one component at a time, each time resolving
+        // the parent inside the root again, so a symlink can never redirect
+        // the creation outside it.
+        let mut parent =
+            openat2_in_root(&rootfd, Path::new(""), OFlag::O_PATH | OFlag::O_DIRECTORY)
+                .map_err(|e| SysError::new("openat2", root, e))?;
+        let mut sofar = PathBuf::new();
+        for (i, name) in comps.iter().enumerate() {
+            sofar.push(name);
+            let last = i + 1 == comps.len();
+            match openat2_in_root(&rootfd, &sofar, OFlag::O_PATH) {
+                Ok(fd) => {
+                    parent = fd;
+                    continue;
+                }
+                Err(Errno::ENOENT) => {}
+                Err(e) => return Err(SysError::new("openat2", &shown, e)),
+            }
+            if last && create == Some(NodeKind::File) {
+                let fd = nix::fcntl::openat(
+                    Some(parent.as_raw_fd()),
+                    *name,
+                    OFlag::O_CREAT
+                        | OFlag::O_EXCL
+                        | OFlag::O_WRONLY
+                        | OFlag::O_NOFOLLOW
+                        | OFlag::O_CLOEXEC,
+                    Mode::from_bits_truncate(0o644),
+                )
+                .map_err(|e| SysError::new("create", &shown, e))?;
+                let _ = nix::unistd::close(fd);
+            } else {
+                match nix::sys::stat::mkdirat(
+                    Some(parent.as_raw_fd()),
+                    *name,
+                    Mode::from_bits_truncate(0o755),
+                ) {
+                    Ok(()) | Err(Errno::EEXIST) => {}
+                    Err(e) => return Err(SysError::new("mkdir", root.join(&sofar), e)),
+                }
+            }
+            parent = openat2_in_root(&rootfd, &sofar, OFlag::O_PATH)
+                .map_err(|e| SysError::new("openat2", &shown, e))?;
+        }
+        Ok(handle_from_fd(parent))
+    }
+
+    fn write_in_root(&self, root: &Path, path: &Path, contents: &[u8], mode: u32) -> SysResult<()> {
+        let shown = root.join(path.strip_prefix("/").unwrap_or(path));
+        let (dirfd, name) = self.parent_in_root("write", root, path)?;
+        Self::unlink_if_present("unlink", &dirfd, name, &shown)?;
+        let fd = nix::fcntl::openat(
+            Some(dirfd.as_raw_fd()),
+            name,
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(mode),
+        )
+        .map_err(|e| SysError::new("create", &shown, e))?;
+        // SAFETY: openat(2) just returned this descriptor and nothing else owns it.
+        let mut f = unsafe { File::from_raw_fd(fd) };
+        f.write_all(contents)
+            .map_err(|e| SysError::new("write", &shown, io_errno(&e)))?;
+        nix::sys::stat::fchmod(f.as_raw_fd(), Mode::from_bits_truncate(mode))
+            .map_err(|e| SysError::new("chmod", &shown, e))
+    }
+
+    fn symlink_in_root(&self, root: &Path, path: &Path, target: &Path) -> SysResult<()> {
+        let shown = root.join(path.strip_prefix("/").unwrap_or(path));
+        let (dirfd, name) = self.parent_in_root("symlink", root, path)?;
+        Self::unlink_if_present("unlink", &dirfd, name, &shown)?;
+        nix::unistd::symlinkat(target, Some(dirfd.as_raw_fd()), name)
+            .map_err(|e| SysError::new("symlink", &shown, e))
+    }
+
+    fn open_as_user(&self, path: &Path, creds: &Creds) -> SysResult<(Handle, NodeKind)> {
+        open_as_user(path, creds)
+    }
+
+    fn open_host(&self, path: &Path) -> SysResult<(Handle, NodeKind)> {
+        let fd = nix::fcntl::open(path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(|e| SysError::new("open", path, e))?;
+        // SAFETY: open(2) just returned this descriptor and nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let st =
+            nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|e| SysError::new("stat", path, e))?;
+        let kind = if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
+            NodeKind::Dir
+        } else {
+            NodeKind::File
+        };
+        Ok((handle_from_fd(fd), kind))
+    }
+
+    fn chroot(&self, path: &Path) -> SysResult<()> {
+        nix::unistd::chroot(path).map_err(|e| SysError::new("chroot", path, e))
+    }
+
+    fn chdir(&self, path: &Path) -> SysResult<()> {
+        nix::unistd::chdir(path).map_err(|e| SysError::new("chdir", path, e))
+    }
+
+    fn drop_bounding_set(&self) -> SysResult<()> {
+        let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(63);
+        for cap in 0..=last {
+            // SAFETY: PR_CAPBSET_DROP takes a capability number; no pointers.
+            let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+            if rc < 0 && Errno::last() != Errno::EINVAL {
+                return Err(SysError::new(
+                    "prctl(PR_CAPBSET_DROP)",
+                    format!("cap {cap}"),
+                    Errno::last(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn clear_inheritable_and_ambient(&self) -> SysResult<()> {
+        // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes no pointers.
+        let rc = unsafe {
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+                0,
+                0,
+                0,
+            )
+        };
+        if rc < 0 {
+            return Err(SysError::new(
+                "prctl(PR_CAP_AMBIENT_CLEAR_ALL)",
+                "",
+                Errno::last(),
+            ));
+        }
+        caps::clear(None, caps::CapSet::Inheritable)
+            .map_err(|_| SysError::new("capset(inheritable)", "", Errno::EPERM))
+    }
+
+    fn set_no_new_privs(&self) -> SysResult<()> {
+        // SAFETY: PR_SET_NO_NEW_PRIVS takes integer arguments only.
+        let rc = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+        if rc < 0 {
+            return Err(SysError::new(
+                "prctl(PR_SET_NO_NEW_PRIVS)",
+                "",
+                Errno::last(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn setgroups(&self, groups: &[u32]) -> SysResult<()> {
+        let gids: Vec<Gid> = groups.iter().map(|g| Gid::from_raw(*g)).collect();
+        nix::unistd::setgroups(&gids).map_err(|e| SysError::new("setgroups", "", e))
+    }
+
+    fn setresgid(&self, gid: u32) -> SysResult<()> {
+        let g = Gid::from_raw(gid);
+        nix::unistd::setresgid(g, g, g)
+            .map_err(|e| SysError::new("setresgid", format!("gid {gid}"), e))
+    }
+
+    fn setresuid(&self, uid: u32) -> SysResult<()> {
+        let u = Uid::from_raw(uid);
+        nix::unistd::setresuid(u, u, u)
+            .map_err(|e| SysError::new("setresuid", format!("uid {uid}"), e))
+    }
+
+    fn read_ids(&self) -> SysResult<Ids> {
+        let u = nix::unistd::getresuid().map_err(|e| SysError::new("getresuid", "", e))?;
+        let g = nix::unistd::getresgid().map_err(|e| SysError::new("getresgid", "", e))?;
+        let groups = nix::unistd::getgroups().map_err(|e| SysError::new("getgroups", "", e))?;
+        Ok(Ids {
+            ruid: u.real.as_raw(),
+            euid: u.effective.as_raw(),
+            suid: u.saved.as_raw(),
+            rgid: g.real.as_raw(),
+            egid: g.effective.as_raw(),
+            sgid: g.saved.as_raw(),
+            groups: groups.into_iter().map(|g| g.as_raw()).collect(),
+        })
+    }
+
+    fn read_caps(&self) -> SysResult<CapSets> {
+        let path = "/proc/thread-self/status";
+        let text =
+            std::fs::read_to_string(path).map_err(|e| SysError::new("read", path, io_errno(&e)))?;
+        parse_cap_sets(&text).ok_or_else(|| SysError::new("parse", path, Errno::EINVAL))
+    }
+
+    fn no_new_privs(&self) -> SysResult<bool> {
+        // SAFETY: PR_GET_NO_NEW_PRIVS takes no pointers.
+        let rc = unsafe { libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) };
+        if rc < 0 {
+            return Err(SysError::new(
+                "prctl(PR_GET_NO_NEW_PRIVS)",
+                "",
+                Errno::last(),
+            ));
+        }
+        Ok(rc == 1)
+    }
+}
+
+/// `CapInh`/`CapPrm`/`CapEff`/`CapBnd`/`CapAmb` from a `/proc/*/status` text.
+pub fn parse_cap_sets(status: &str) -> Option<CapSets> {
+    let get = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    };
+    Some(CapSets {
+        inheritable: get("CapInh:")?,
+        permitted: get("CapPrm:")?,
+        effective: get("CapEff:")?,
+        bounding: get("CapBnd:")?,
+        ambient: get("CapAmb:")?,
+    })
+}
+
+/// Opens `path` in a forked child that has become the user, and receives the
+/// descriptor over a socketpair (`SCM_RIGHTS`). The kernel thus checks the
+/// user's own permissions on every component, including ACLs and root-squashed
+/// network filesystems, which no stat-based check reproduces.
+fn open_as_user(path: &Path, creds: &Creds) -> SysResult<(Handle, NodeKind)> {
+    let op = "open as user";
+    let cpath = cpath(op, path)?;
+    let gids: Vec<Gid> = creds.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    let (ours, theirs) = socket::socketpair(
+        socket::AddressFamily::Unix,
+        socket::SockType::SeqPacket,
+        None,
+        socket::SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| SysError::new("socketpair", path, e))?;
+    // SAFETY: the child only makes raw syscalls on data prepared before the
+    // fork (no allocation, no locks) and leaves with _exit.
+    match unsafe { nix::unistd::fork() }.map_err(|e| SysError::new("fork", path, e))? {
+        ForkResult::Child => {
+            drop(ours);
+            let result: Result<(RawFd, u8), Errno> = (|| {
+                nix::unistd::setgroups(&gids)?;
+                let g = Gid::from_raw(creds.gid);
+                nix::unistd::setresgid(g, g, g)?;
+                let u = Uid::from_raw(creds.uid);
+                nix::unistd::setresuid(u, u, u)?;
+                // O_NONBLOCK so a fifo cannot hang us; O_RDONLY (not O_PATH)
+                // so read permission on the source itself is required.
+                let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
+                // SAFETY: `cpath` is a valid NUL-terminated string.
+                let fd = unsafe { libc::open(cpath.as_ptr(), flags) };
+                if fd < 0 {
+                    return Err(Errno::last());
+                }
+                let st = nix::sys::stat::fstat(fd)?;
+                let kind = match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
+                    SFlag::S_IFDIR => b'd',
+                    SFlag::S_IFREG => b'f',
+                    _ => return Err(Errno::EPERM),
+                };
+                Ok((fd, kind))
+            })();
+            let code = match result {
+                Ok((fd, kind)) => {
+                    let fds = [fd];
+                    let cmsg = [ControlMessage::ScmRights(&fds)];
+                    let buf = [kind, 0, 0, 0, 0];
+                    let ok = socket::sendmsg::<()>(
+                        theirs.as_raw_fd(),
+                        &[IoSlice::new(&buf)],
+                        &cmsg,
+                        MsgFlags::empty(),
+                        None,
+                    );
+                    i32::from(ok.is_err())
+                }
+                Err(e) => {
+                    let mut buf = [b'e', 0, 0, 0, 0];
+                    buf[1..].copy_from_slice(&(e as i32).to_le_bytes());
+                    let _ = socket::send(theirs.as_raw_fd(), &buf, MsgFlags::empty());
+                    0
+                }
+            };
+            // SAFETY: _exit is async-signal-safe and skips the parent's atexit handlers.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => {
+            drop(theirs);
+            let received = receive_fd(&ours, path);
+            let _ = waitpid(child, None);
+            received
+        }
+    }
+}
+
+fn receive_fd(sock: &OwnedFd, path: &Path) -> SysResult<(Handle, NodeKind)> {
+    let op = "open as user";
+    let mut buf = [0u8; 5];
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = loop {
+        match socket::recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Err(Errno::EINTR) => continue,
+            other => break other.map_err(|e| SysError::new("recvmsg", path, e))?,
+        }
+    };
+    let mut fd = None;
+    for c in msg.cmsgs().map_err(|e| SysError::new("recvmsg", path, e))? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            for f in fds {
+                // SAFETY: the kernel just installed this descriptor for us.
+                let owned = unsafe { OwnedFd::from_raw_fd(f) };
+                if fd.is_none() {
+                    fd = Some(owned);
+                }
+            }
+        }
+    }
+    let n = msg.bytes;
+    match (buf[0], fd) {
+        (b'd', Some(fd)) if n >= 1 => Ok((handle_from_fd(fd), NodeKind::Dir)),
+        (b'f', Some(fd)) if n >= 1 => Ok((handle_from_fd(fd), NodeKind::File)),
+        (b'e', _) => {
+            let raw = i32::from_le_bytes([buf[1], buf[2], buf[3], buf[4]]);
+            Err(SysError::new(op, path, Errno::from_raw(raw)))
+        }
+        _ => Err(SysError::new(op, path, Errno::EIO)),
+    }
+}
+
+/// Runs `f` in a forked child and returns its exit code (128+signal when
+/// killed). For tests and tools that must not change the caller's process
+/// state; the caller should have no other threads doing allocation-heavy work.
+pub fn run_in_child(f: impl FnOnce() -> i32) -> SysResult<i32> {
+    // SAFETY: the child runs `f` and leaves with _exit; it never returns into
+    // the caller's stack frames.
+    match unsafe { nix::unistd::fork() }.map_err(|e| SysError::new("fork", "", e))? {
+        ForkResult::Child => {
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(101);
+            // SAFETY: _exit is async-signal-safe and skips the parent's atexit handlers.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => wait_for(child),
+    }
+}
+
+/// Waits for `child`, mapping a signal death to 128+signal like a shell does.
+pub fn wait_for(child: Pid) -> SysResult<i32> {
+    loop {
+        match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+            Ok(_) => continue,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(SysError::new("waitpid", format!("pid {child}"), e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cap_sets_are_read_from_a_status_text() {
+        let text = "Name:\tx\nCapInh:\t0000000000000000\nCapPrm:\t000001ffffffffff\nCapEff:\t0000000000000000\nCapBnd:\t000001ffffffffff\nCapAmb:\t0000000000000000\nNoNewPrivs:\t1\n";
+        let c = parse_cap_sets(text).unwrap();
+        assert_eq!(c.permitted, 0x1ff_ffff_ffff);
+        assert_eq!(c.bounding, 0x1ff_ffff_ffff);
+        assert!(!c.all_empty());
+        assert!(parse_cap_sets("Name:\tx\n").is_none());
+    }
+
+    #[test]
+    fn relative_escapes_are_refused_before_any_call() {
+        assert!(components("x", Path::new("/a/../b")).is_err());
+        assert_eq!(components("x", Path::new("/a/./b")).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn unreadable_file_cannot_be_opened_as_another_user() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("!!!! SKIPPED unreadable_file_cannot_be_opened_as_another_user: needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "x").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let nobody = Creds {
+            uid: 65534,
+            gid: 65534,
+            groups: vec![],
+        };
+        let err = RealSys.open_as_user(&secret, &nobody).unwrap_err();
+        assert_eq!(err.errno, Errno::EACCES, "{err}");
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (h, kind) = RealSys.open_as_user(&secret, &nobody).unwrap();
+        assert_eq!(kind, NodeKind::File);
+        assert_eq!(h.host_path(), std::fs::canonicalize(&secret).unwrap());
+        let (_, kind) = RealSys.open_as_user(dir.path(), &nobody).unwrap();
+        assert_eq!(kind, NodeKind::Dir);
+    }
+
+    #[test]
+    fn symlink_to_slash_resolves_inside_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::os::unix::fs::symlink("/", root.join("escape")).unwrap();
+        std::os::unix::fs::symlink("../../../../etc", root.join("up")).unwrap();
+        std::os::unix::fs::symlink("/nowhere/at/all", root.join("dangling")).unwrap();
+        // A dangling link is refused rather than guessed at; nothing is created.
+        let err = RealSys
+            .resolve_in_root(root, Path::new("/dangling/x"), Some(NodeKind::Dir))
+            .unwrap_err();
+        assert_eq!(err.errno, Errno::ENOENT);
+        assert!(!root.join("nowhere").exists());
+        std::fs::create_dir(root.join("etc")).unwrap();
+        let h = RealSys
+            .resolve_in_root(root, Path::new("/escape/data"), Some(NodeKind::Dir))
+            .unwrap();
+        let canon = std::fs::canonicalize(root).unwrap();
+        assert_eq!(h.host_path(), canon.join("data"));
+        let h = RealSys
+            .resolve_in_root(root, Path::new("/up/passwd"), Some(NodeKind::File))
+            .unwrap();
+        assert_eq!(h.host_path(), canon.join("etc/passwd"));
+        assert!(root.join("etc/passwd").is_file());
+    }
+
+    #[test]
+    fn writing_in_root_replaces_a_symlink_instead_of_following_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        std::fs::create_dir(dir.path().join("etc")).unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("etc/passwd")).unwrap();
+        RealSys
+            .write_in_root(dir.path(), Path::new("/etc/passwd"), b"new\n", 0o644)
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("etc/passwd")).unwrap(),
+            "new\n"
+        );
+        assert!(!std::fs::symlink_metadata(dir.path().join("etc/passwd"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+    }
+
+    #[test]
+    fn forked_child_reports_its_exit_code() {
+        assert_eq!(run_in_child(|| 7).unwrap(), 7);
+    }
+}
