@@ -1,0 +1,194 @@
+//! One function per subcommand. Each returns an error whose message says what
+//! to do; `main` prints it.
+
+use std::io::{self, BufRead, IsTerminal, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use gw_client::{Client, ClientError, PollOptions};
+use shifter_api::{ImageList, ImageRef, ImageStatus, PullRequest};
+
+use crate::acl;
+use crate::output::{images_table, Progress};
+use crate::settings::Settings;
+
+/// Imports copy a whole image file at the gateway before it answers.
+const IMPORT_TIMEOUT: Duration = Duration::from_secs(600);
+
+pub struct Ctx {
+    pub settings: Settings,
+}
+
+impl Ctx {
+    fn client(&self, timeout: Duration) -> Result<Client> {
+        Client::new(
+            self.settings.gateways.clone(),
+            self.settings.system.clone(),
+            timeout,
+            Some(self.settings.munge_socket.clone()),
+        )
+        .map_err(Into::into)
+    }
+
+    fn parse_ref(&self, s: &str) -> Result<ImageRef> {
+        ImageRef::parse_with_default(s, self.settings.default_type).map_err(Into::into)
+    }
+
+    pub fn pull(
+        &self,
+        image: &str,
+        user: Option<&str>,
+        group: Option<&str>,
+        max_wait: Option<u64>,
+    ) -> Result<()> {
+        let image = self.parse_ref(image)?;
+        if matches!(image, ImageRef::Id(_)) {
+            bail!("{image} is already an image id: there is nothing to pull");
+        }
+        let req = PullRequest {
+            allowed_uids: user.map(acl::user_ids).transpose()?,
+            allowed_gids: group.map(acl::group_ids).transpose()?,
+        };
+        let client = self.client(self.settings.timeout)?;
+        let stdout = io::stdout();
+        let tty = stdout.is_terminal();
+        let mut progress = Progress::new(stdout.lock(), tty, image.to_string());
+        let poll = PollOptions {
+            interval: Duration::from_millis(500),
+            max_wait: max_wait.map(Duration::from_secs),
+        };
+        let result = client.pull_and_wait(&image, &req, &poll, |rec| {
+            // A closed stdout must not abort the pull.
+            let _ = progress.update(rec);
+        });
+        let _ = progress.finish();
+        let rec = result.map_err(|e| with_hint(e, &image))?;
+        match rec.status {
+            ImageStatus::Ready => Ok(()),
+            ImageStatus::Failure => {
+                let msg = if rec.status_message.is_empty() {
+                    "the gateway gave no reason; see its log".to_owned()
+                } else {
+                    rec.status_message
+                };
+                bail!("pull of {image} failed: {msg}")
+            }
+            other => bail!("pull of {image} ended {other}: pull it again"),
+        }
+    }
+
+    pub fn images(&self, json: bool) -> Result<()> {
+        let list = self
+            .client(self.settings.timeout)?
+            .list()
+            .map_err(|e| anyhow!(e))?;
+        let mut out = io::stdout().lock();
+        if json {
+            serde_json::to_writer_pretty(&mut out, &ImageList { list })?;
+            writeln!(out)?;
+        } else {
+            out.write_all(images_table(&list).as_bytes())?;
+        }
+        Ok(())
+    }
+
+    pub fn lookup(&self, image: &str) -> Result<()> {
+        let image = self.parse_ref(image)?;
+        if let ImageRef::Id(id) = &image {
+            println!("{id}");
+            return Ok(());
+        }
+        let rec = self
+            .client(self.settings.timeout)?
+            .lookup(&image)
+            .map_err(|e| with_hint(e, &image))?;
+        if rec.id.is_empty() {
+            bail!(
+                "the gateway knows {image} but has no id for it yet: wait for its pull to finish"
+            );
+        }
+        println!("{}", rec.id);
+        Ok(())
+    }
+
+    pub fn login(&self, registry: Option<&str>) -> Result<()> {
+        let registry = registry.unwrap_or(shifter_api::reference::DOCKER_HUB);
+        let username = prompt(&format!("Username for {registry}: "))?;
+        if username.is_empty() {
+            bail!("no username given");
+        }
+        let password =
+            rpassword::prompt_password("Password: ").context("cannot read the password")?;
+        let client = self.client(self.settings.timeout)?;
+        match client.login(registry, &username, &password) {
+            Ok(_) => {
+                eprintln!("credentials for {registry} stored at the gateway");
+                Ok(())
+            }
+            Err(ClientError::NotFound { gateway, .. }) => bail!(
+                "gateway {gateway} does not support storing registry credentials yet (it has no /api/login endpoint); \
+                 ask your site to use public images or to configure the registry's credentials in imagegw.toml"
+            ),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn import(&self, path: &Path, name: &str) -> Result<()> {
+        // The gateway opens the file itself (as the caller), so it needs a path
+        // that means the same thing from its working directory.
+        let abs = std::fs::canonicalize(path).with_context(|| {
+            format!(
+                "cannot import {}: the file must exist and be readable",
+                path.display()
+            )
+        })?;
+        let rec = self
+            .client(self.settings.timeout.max(IMPORT_TIMEOUT))?
+            .import(&abs, name)?;
+        println!("{}", rec.id);
+        eprintln!("imported {} as custom:{name}", abs.display());
+        Ok(())
+    }
+
+    pub fn expire(&self, image: &str) -> Result<()> {
+        let image = self.parse_ref(image)?;
+        self.client(self.settings.timeout)?
+            .expire(&image)
+            .map_err(|e| with_hint(e, &image))?;
+        eprintln!("expired {image}");
+        Ok(())
+    }
+
+    pub fn autoexpire(&self) -> Result<()> {
+        let reply = self.client(self.settings.timeout)?.autoexpire()?;
+        println!("{}", serde_json::to_string_pretty(&reply)?);
+        Ok(())
+    }
+}
+
+/// Adds what to do next to the errors users hit most.
+fn with_hint(e: ClientError, image: &ImageRef) -> anyhow::Error {
+    match &e {
+        ClientError::NotFound { .. } => {
+            anyhow!(
+                "{e}\nhint: pull it first with `shifterimg pull {image}`, or check the spelling"
+            )
+        }
+        ClientError::Forbidden { .. } => {
+            anyhow!(
+                "{e}\nhint: the image's owner can add you with `shifterimg pull --user/--group`"
+            )
+        }
+        _ => anyhow!(e),
+    }
+}
+
+fn prompt(text: &str) -> Result<String> {
+    let mut err = io::stderr();
+    write!(err, "{text}")?;
+    err.flush()?;
+    let mut line = String::new();
+    io::stdin().lock().read_line(&mut line)?;
+    Ok(line.trim().to_owned())
+}

@@ -1,0 +1,61 @@
+//! `shifterimg`: the user's command line for the image gateway (Shifter-compatible).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+mod acl;
+mod cli;
+mod commands;
+mod output;
+mod settings;
+
+use cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.global.verbose);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shifterimg: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let ctx = commands::Ctx {
+        settings: settings::Settings::resolve(&cli.global)?,
+    };
+    tracing::debug!(settings = ?ctx.settings, "resolved settings");
+    match &cli.command {
+        Command::Pull {
+            image,
+            user,
+            group,
+            max_wait,
+        } => ctx.pull(image, user.as_deref(), group.as_deref(), *max_wait),
+        Command::Images { json } => ctx.images(*json),
+        Command::Lookup { image } => ctx.lookup(image),
+        Command::Login { registry } => ctx.login(registry.as_deref()),
+        Command::Import { path, name } => ctx.import(path, name),
+        Command::Expire { image } => ctx.expire(image),
+        Command::Autoexpire => ctx.autoexpire(),
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_env("SHIFTER_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
