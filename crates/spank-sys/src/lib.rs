@@ -17,11 +17,13 @@ mod error;
 mod handle;
 pub mod log;
 mod option;
+mod plugin;
 
 pub use callback::{error_chain, guard};
 pub use error::SpankError;
 pub use handle::{args_from_raw, Context, Spank, BATCH_STEP_ID, EXTERN_STEP_ID};
 pub use option::{OptionHandler, OptionSpec};
+pub use plugin::{__run, BoxError, Plugin};
 
 /// The Slurm version the plugin was built against, as Slurm encodes it
 /// (`0xMMmmuu`). Slurm refuses a plugin whose major.minor differs from its own.

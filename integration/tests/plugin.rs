@@ -1,0 +1,377 @@
+//! End-to-end tests of the Slurm plugin (issue 6): real srun/sbatch/salloc as
+//! the non-root test user against the local cluster's two slurmd nodes.
+//!
+//! Tests that need a pulled image also need the image gateway of the cluster
+//! (`SHIFTER_GATEWAY` in `$SHIFTER_TB/env`); without it they skip loudly.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use shifter_integration::{Run, Testbed};
+
+const T: Duration = Duration::from_secs(60);
+/// Resolution happens in srun before anything is queued: a refused request
+/// must come back this fast, from srun itself and not from a node.
+const SUBMIT_FAILS_WITHIN: Duration = Duration::from_secs(15);
+
+fn srun(tb: &Testbed, user: &str, args: &[&str]) -> Run {
+    let mut all = vec!["srun"];
+    all.extend_from_slice(args);
+    tb.run_as(user, &all, T)
+}
+
+/// A failure reported by srun itself (the submit side), not by a node.
+#[track_caller]
+fn assert_refused_at_submit(r: &Run, needle: &str) {
+    r.assert_failed();
+    assert!(r.stderr.contains(needle), "expected {needle:?} in stderr: {r}");
+    assert!(
+        !r.stderr.contains("slurmstepd"),
+        "the request reached a node instead of failing at submit: {r}"
+    );
+    assert!(r.elapsed < SUBMIT_FAILS_WITHIN, "refusal took {:?}: {r}", r.elapsed);
+}
+
+/// `os-release` ID lines per task label of `srun -l`.
+fn ids_by_task(stdout: &str) -> BTreeMap<String, String> {
+    stdout
+        .lines()
+        .filter_map(|l| l.split_once(": "))
+        .filter_map(|(task, rest)| rest.strip_prefix("ID=").map(|id| (task.trim().to_owned(), id.to_owned())))
+        .collect()
+}
+
+#[test]
+fn srun_without_image_is_untouched_by_the_plugin() {
+    let Some(tb) = Testbed::get() else { return };
+    let r = srun(
+        &tb,
+        tb.user(),
+        &[
+            "-N2",
+            "-l",
+            "sh",
+            "-c",
+            "grep ^ID= /etc/os-release; echo img=${SHIFTER_IMAGE:-none}; grep -c ' / / ' /proc/self/mountinfo",
+        ],
+    );
+    r.assert_ok();
+    let host_id = std::fs::read_to_string("/etc/os-release")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("ID=").map(str::to_owned))
+        .unwrap();
+    let ids = ids_by_task(&r.stdout);
+    assert_eq!(ids.len(), 2, "one os-release per node expected: {r}");
+    assert!(ids.values().all(|id| *id == host_id), "tasks did not run on the host: {r}");
+    assert_eq!(r.stdout.matches("img=none").count(), 2, "plugin leaked SHIFTER_IMAGE: {r}");
+}
+
+#[test]
+fn srun_help_lists_the_image_volume_and_module_options() {
+    let Some(tb) = Testbed::get() else { return };
+    let r = srun(&tb, tb.user(), &["--help"]);
+    r.assert_ok();
+    for opt in ["--image=REF", "--volume=SRC:DST[:ro]", "--module=a,b|none"] {
+        assert!(r.stdout.contains(opt), "srun --help lacks {opt}: {r}");
+    }
+}
+
+#[test]
+fn sbatch_and_salloc_know_the_image_option() {
+    let Some(tb) = Testbed::get() else { return };
+    for cmd in ["sbatch", "salloc"] {
+        let r = tb.run_as(tb.user(), &[cmd, "--help"], T);
+        r.assert_ok();
+        assert!(r.stdout.contains("--image=REF"), "{cmd} --help lacks --image: {r}");
+    }
+}
+
+#[test]
+fn bad_volume_fails_at_submit_with_a_message_naming_the_option() {
+    let Some(tb) = Testbed::get() else { return };
+    let id = format!("id:{}", "c".repeat(64));
+    let image = format!("--image={id}");
+    let r = srun(&tb, tb.user(), &[&image, "--volume=/scratch", "true"]);
+    assert_refused_at_submit(&r, "--volume=\"/scratch\": expected SOURCE:DESTINATION[:ro]");
+    let r = srun(&tb, tb.user(), &[&image, "--volume=/tmp:/etc", "true"]);
+    assert_refused_at_submit(&r, "the destination /etc is reserved");
+    let r = tb.run_as(tb.user(), &["sbatch", &image, "--volume=data:/data", "--wrap", "true"], T);
+    assert_refused_at_submit(&r, "source \"data\" must be an absolute path");
+}
+
+#[test]
+fn volume_without_image_is_refused_at_submit() {
+    let Some(tb) = Testbed::get() else { return };
+    let r = srun(&tb, tb.user(), &["--volume=/tmp:/data", "true"]);
+    assert_refused_at_submit(&r, "--volume was given without --image");
+}
+
+#[test]
+fn malformed_image_reference_fails_at_submit() {
+    let Some(tb) = Testbed::get() else { return };
+    let r = srun(&tb, tb.user(), &["--image=Ubuntu:Latest", "true"]);
+    assert_refused_at_submit(&r, "--image=\"Ubuntu:Latest\"");
+    let r = tb.run_as_with_env(tb.user(), &["srun", "true"], &[("SHIFTER_IMAGE", "id:nothex")], T);
+    assert_refused_at_submit(&r, "SHIFTER_IMAGE=\"id:nothex\"");
+}
+
+#[test]
+fn sbatch_image_keeps_the_script_on_the_host_with_the_pinned_id() {
+    let Some(tb) = Testbed::get() else { return };
+    // An id needs no gateway lookup, so this holds before any image exists.
+    let id = "d".repeat(64);
+    let out = tb.dir.join("out").join(format!("plugin-sbatch-host-{}.out", std::process::id()));
+    let r = tb.run_as(
+        tb.user(),
+        &[
+            "sbatch",
+            "--parsable",
+            "--wait",
+            &format!("--image=id:{id}"),
+            "-o",
+            out.to_str().unwrap(),
+            "--wrap",
+            "grep ^ID= /etc/os-release; echo image=$SHIFTER_IMAGE; echo request=$SHIFTER_IMAGEREQUEST",
+        ],
+        T,
+    );
+    r.assert_ok();
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    let _ = std::fs::remove_file(&out);
+    assert!(!text.contains("ID=shifter-busybox"), "batch script ran in an image: {text}");
+    assert!(text.contains(&format!("image=id:{id}")), "batch script lacks the pinned id: {text}");
+    assert!(text.contains(&format!("request=id:{id}")), "{text}");
+}
+
+// ---------------------------------------------------------------------------
+// With the gateway: real images.
+
+/// The cluster's gateway, or None after a loud skip notice.
+fn gateway(tb: &Testbed) -> Option<String> {
+    match tb.var_opt("SHIFTER_GATEWAY") {
+        Some(g) => Some(g.to_owned()),
+        None => {
+            if std::env::var("SHIFTER_E2E_REQUIRED").as_deref() == Ok("1") {
+                panic!("SHIFTER_GATEWAY missing from the cluster env: the gateway hook did not run");
+            }
+            eprintln!("\n!!!! SKIPPED plugin image test: no image gateway in this cluster (SHIFTER_GATEWAY unset)\n");
+            None
+        }
+    }
+}
+
+fn config_path(tb: &Testbed) -> String {
+    tb.var_opt("SHIFTER_CONFIG")
+        .map(str::to_owned)
+        .unwrap_or_else(|| tb.dir.join("etc/shifter.toml").display().to_string())
+}
+
+fn shifterimg(tb: &Testbed, user: &str, args: &[&str]) -> Run {
+    let bin = tb.bin_dir().join("shifterimg");
+    let cfg = config_path(tb);
+    let mut all = vec![bin.to_str().unwrap(), "--config", cfg.as_str()];
+    all.extend_from_slice(args);
+    tb.run_as(user, &all, Duration::from_secs(180))
+}
+
+/// Pulls `repo:tag` from the cluster's registry and returns the reference.
+fn pulled(tb: &Testbed, repo_tag: &str) -> String {
+    let image = format!("docker:{}/{repo_tag}", tb.registry());
+    shifterimg(tb, tb.user(), &["pull", &image]).assert_ok();
+    image
+}
+
+/// No loop device of the cluster's image store remains (on any node: they
+/// share the kernel), once every job has left the queue.
+#[track_caller]
+fn assert_nothing_left(tb: &Testbed) {
+    assert!(tb.wait_queue_empty(T), "jobs still queued");
+    let ok = Testbed::wait_until(Duration::from_secs(15), || Testbed::loop_devices_backed_by(&tb.dir).is_empty());
+    assert!(ok, "loop devices left behind: {:?}", Testbed::loop_devices_backed_by(&tb.dir));
+    for node in tb.nodes() {
+        let pid_file = tb.dir.join("state").join(format!("slurmd-{node}.pid"));
+        let Ok(pid) = std::fs::read_to_string(&pid_file) else { continue };
+        let mounts = std::fs::read_to_string(format!("/proc/{}/mountinfo", pid.trim())).unwrap_or_default();
+        assert!(!mounts.contains("squashfs"), "node {node} still has a squashfs mounted:\n{mounts}");
+    }
+}
+
+#[test]
+fn srun_n2_image_runs_in_the_image_on_both_nodes_without_privilege() {
+    let Some(tb) = Testbed::get() else { return };
+    if gateway(&tb).is_none() {
+        return;
+    }
+    let image = pulled(&tb, "busybox:latest");
+    let r = srun(
+        &tb,
+        tb.user(),
+        &[
+            "-N2",
+            "-l",
+            &format!("--image={image}"),
+            "sh",
+            "-c",
+            "grep ^ID= /etc/os-release; hostname; /usr/local/bin/capcheck",
+        ],
+    );
+    r.assert_ok();
+    let ids = ids_by_task(&r.stdout);
+    assert_eq!(ids.len(), 2, "{r}");
+    assert!(ids.values().all(|id| id == "shifter-busybox"), "not in the image: {r}");
+    for n in tb.nodes().iter().take(2) {
+        assert!(r.stdout.contains(&format!(": {n}\n")), "no task on {n}: {r}");
+    }
+    for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert_eq!(
+            r.stdout.matches(&format!("{cap}:\t0000000000000000")).count(),
+            2,
+            "{cap} not zero in both tasks: {r}"
+        );
+    }
+    assert_eq!(r.stdout.matches("NoNewPrivs:\t1").count(), 2, "{r}");
+    assert!(!r.stdout.contains("setuid0=ok"), "a task regained root: {r}");
+    assert_nothing_left(&tb);
+}
+
+#[test]
+fn sbatch_image_runs_every_srun_in_the_image() {
+    let Some(tb) = Testbed::get() else { return };
+    if gateway(&tb).is_none() {
+        return;
+    }
+    let image = pulled(&tb, "busybox:latest");
+    let out = tb.dir.join("out").join(format!("plugin-sbatch-{}.out", std::process::id()));
+    let r = tb.run_as(
+        tb.user(),
+        &[
+            "sbatch",
+            "--wait",
+            "-N2",
+            &format!("--image={image}"),
+            "-o",
+            out.to_str().unwrap(),
+            "--wrap",
+            "echo script:$(grep ^ID= /etc/os-release); srun -N2 -l grep ^ID= /etc/os-release; srun -N1 -l grep ^ID= /etc/os-release",
+        ],
+        Duration::from_secs(120),
+    );
+    r.assert_ok();
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    let _ = std::fs::remove_file(&out);
+    assert!(!text.contains("script:ID=shifter-busybox"), "the batch script must stay on the host: {text}");
+    assert_eq!(text.matches(": ID=shifter-busybox").count(), 3, "every srun task must run in the image: {text}");
+    assert_nothing_left(&tb);
+}
+
+#[test]
+fn salloc_image_then_srun_runs_in_the_image() {
+    let Some(tb) = Testbed::get() else { return };
+    if gateway(&tb).is_none() {
+        return;
+    }
+    let image = pulled(&tb, "busybox:latest");
+    let r = tb.run_as(
+        tb.user(),
+        &["salloc", "-N1", &format!("--image={image}"), "srun", "grep", "^ID=", "/etc/os-release"],
+        T,
+    );
+    r.assert_ok();
+    assert!(r.stdout.contains("ID=shifter-busybox"), "{r}");
+    assert_nothing_left(&tb);
+}
+
+#[test]
+fn unknown_image_fails_at_submit_with_the_gateways_message() {
+    let Some(tb) = Testbed::get() else { return };
+    if gateway(&tb).is_none() {
+        return;
+    }
+    let image = format!("--image=docker:{}/never-pulled:1", tb.registry());
+    let r = srun(&tb, tb.user(), &[&image, "true"]);
+    assert_refused_at_submit(&r, "is not available");
+    let r = tb.run_as(tb.user(), &["sbatch", &image, "--wrap", "true"], T);
+    assert_refused_at_submit(&r, "is not available");
+}
+
+#[test]
+fn acl_image_is_refused_for_another_user_at_submit_and_on_the_node() {
+    let Some(tb) = Testbed::get() else { return };
+    if gateway(&tb).is_none() {
+        return;
+    }
+    let uid = tb.run_root(&["id", "-u", tb.user()], T);
+    uid.assert_ok();
+    let image = format!("docker:{}/layered:oci", tb.registry());
+    let p = shifterimg(&tb, tb.user(), &["pull", "--user", uid.stdout.trim(), &image]);
+    p.assert_ok();
+    // The owner can use it.
+    let r = srun(&tb, tb.user(), &[&format!("--image={image}"), "grep", "^ID=", "/etc/os-release"]);
+    r.assert_ok();
+    // Another user is refused by the gateway at submit...
+    let r = srun(&tb, tb.user2(), &[&format!("--image={image}"), "true"]);
+    assert_refused_at_submit(&r, "");
+    // ...and, naming the id directly (which skips the lookup), by the node.
+    let lookup = shifterimg(&tb, tb.user(), &["lookup", &image]);
+    lookup.assert_ok();
+    let id = lookup.stdout.trim().rsplit(':').next().unwrap_or_default().to_owned();
+    let r = srun(&tb, tb.user2(), &[&format!("--image=id:{id}"), "cat", "/etc/os-release"]);
+    r.assert_failed();
+    assert!(r.stderr.contains("slurmstepd"), "expected the node to refuse: {r}");
+    assert!(!r.stdout.contains("ID="), "user2 read the image: {r}");
+    assert_nothing_left(&tb);
+}
+
+#[test]
+fn sixteen_concurrent_steps_on_one_image_all_succeed() {
+    let Some(tb) = Testbed::get() else { return };
+    if gateway(&tb).is_none() {
+        return;
+    }
+    let image = pulled(&tb, "busybox:latest");
+    let runs: Vec<Run> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..16)
+            .map(|_| {
+                let tb = &tb;
+                let image = &image;
+                s.spawn(move || {
+                    tb.run_as(
+                        tb.user(),
+                        &["srun", "-N1", "-n1", "--oversubscribe", &format!("--image={image}"), "grep", "^ID=", "/etc/os-release"],
+                        Duration::from_secs(180),
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for r in &runs {
+        r.assert_ok();
+        assert!(r.stdout.contains("ID=shifter-busybox"), "{r}");
+    }
+    assert_nothing_left(&tb);
+}
+
+#[test]
+fn scancel_of_a_running_image_step_leaves_nothing_behind() {
+    let Some(tb) = Testbed::get() else { return };
+    if gateway(&tb).is_none() {
+        return;
+    }
+    let image = pulled(&tb, "busybox:latest");
+    let r = tb.run_as(
+        tb.user(),
+        &["sbatch", "--parsable", "-N1", &format!("--image={image}"), "-o", "/dev/null", "--wrap", "srun sleep 300"],
+        T,
+    );
+    r.assert_ok();
+    let job = r.stdout.trim().to_owned();
+    let running = Testbed::wait_until(T, || {
+        let q = tb.run_root(&["squeue", "-h", "-s", "-j", &job, "-o", "%i %T"], Duration::from_secs(10));
+        q.stdout.contains(&format!("{job}.0 RUNNING"))
+    });
+    assert!(running, "step {job}.0 never started");
+    tb.run_root(&["scancel", &job], T).assert_ok();
+    assert_nothing_left(&tb);
+}

@@ -1,0 +1,191 @@
+//! slurmstepd: once per step per node (root, `init_post_opt`) decide what the
+//! step runs in and prepare the container root; then per task enter it as
+//! root (`task_init_privileged`) and set its environment as the user
+//! (`task_init`). Setup errors are kept and raised from
+//! `task_init_privileged`, where they reach the user's terminal, with the node
+//! name, instead of vanishing into the slurmd log.
+
+use shifter_api::{ImageId, ImageRef};
+use spank_sys::{error_chain, Spank, BATCH_STEP_ID, EXTERN_STEP_ID};
+
+use crate::args::BatchMode;
+use crate::container::{self, Prepared, StepSpec};
+use crate::error::PluginError;
+use crate::request::{self, ENV_IMAGE, ENV_IMAGE_REQUEST, ENV_MODULE, ENV_VOLUME};
+use crate::state;
+use crate::timing::{step_name, Phase};
+use crate::volume;
+
+/// What this node does for the step.
+#[derive(Debug)]
+pub enum StepPlan {
+    /// A batch script that stays on the host; it only learns the image.
+    Host { image: ImageId, request: String },
+    Container {
+        image: ImageId,
+        request: String,
+        prepared: Prepared,
+    },
+    /// Setup failed; raised in every task.
+    Failed(String),
+}
+
+/// The node's name as the user knows it (the UTS hostname of the slurmd).
+pub fn node_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+pub fn init_post_opt(spank: &Spank) -> Result<(), PluginError> {
+    let job = spank.job_id()?;
+    let step = spank.step_id()?;
+    if step == EXTERN_STEP_ID {
+        return Ok(());
+    }
+    let plan = match plan_step(spank, job, step) {
+        Ok(p) => p,
+        Err(e) => {
+            let msg = error_chain(&e);
+            tracing::error!("job {job} step {}: {msg}", step_name(step));
+            Some(StepPlan::Failed(msg))
+        }
+    };
+    state::lock().step = plan;
+    Ok(())
+}
+
+fn nonempty(v: Option<String>) -> Option<String> {
+    v.filter(|s| !s.trim().is_empty())
+}
+
+fn plan_step(spank: &Spank, job: u32, step: u32) -> Result<Option<StepPlan>, PluginError> {
+    let mut st = state::lock();
+    // The pinned environment written on the submit host wins; the raw option
+    // (forwarded by Slurm) only matters when something bypassed the submit side.
+    let (text, volumes, modules, request) = match nonempty(spank.getenv(ENV_IMAGE)?) {
+        Some(img) => (
+            img.clone(),
+            nonempty(spank.getenv(ENV_VOLUME)?).unwrap_or_default(),
+            nonempty(spank.getenv(ENV_MODULE)?),
+            nonempty(spank.getenv(ENV_IMAGE_REQUEST)?).unwrap_or(img),
+        ),
+        None => match st.opts.image.clone() {
+            Some(img) => (
+                img.clone(),
+                st.opts.volumes.join(";"),
+                st.opts.module.clone(),
+                img,
+            ),
+            None => return Ok(None),
+        },
+    };
+    let image = match ImageRef::parse(&text) {
+        Ok(ImageRef::Id(id)) => id,
+        _ => return Err(PluginError::NotPinned { request: text }),
+    };
+    if step == BATCH_STEP_ID && st.args.batch == BatchMode::Host {
+        return Ok(Some(StepPlan::Host { image, request }));
+    }
+    let volumes = volume::check(ENV_VOLUME, &volumes)?;
+    let cfg = st.config()?.clone();
+    let modules = match modules {
+        Some(m) => Some(request::parse_modules(ENV_MODULE, &m, Some(&cfg))?),
+        None => None,
+    };
+    let spec = StepSpec {
+        config: &cfg,
+        image: &image,
+        uid: spank.uid()?,
+        gid: spank.gid()?,
+        groups: spank.supplementary_gids()?,
+        volumes,
+        modules,
+        job_env: spank.job_env()?,
+        job,
+        step,
+    };
+    let phase = Phase::start("prepare");
+    let prepared = container::prepare(&spec)?;
+    phase.done(job, step);
+    Ok(Some(StepPlan::Container {
+        image,
+        request,
+        prepared,
+    }))
+}
+
+pub fn task_init_privileged(spank: &Spank) -> Result<(), PluginError> {
+    let st = state::lock();
+    match &st.step {
+        None | Some(StepPlan::Host { .. }) => Ok(()),
+        Some(StepPlan::Failed(msg)) => Err(PluginError::OnNode {
+            node: node_name(),
+            message: msg.trim_start_matches("shifter: ").to_owned(),
+        }),
+        Some(StepPlan::Container { prepared, .. }) => {
+            // slurmstepd already chdir'ed to the submit directory on the host;
+            // the runtime re-resolves it inside the container.
+            let cwd = std::env::current_dir().ok();
+            let phase = Phase::start("enter");
+            let entered = container::enter(prepared, cwd).map_err(|e| PluginError::OnNode {
+                node: node_name(),
+                message: error_chain(&e),
+            })?;
+            phase.done(spank.job_id().unwrap_or(0), spank.step_id().unwrap_or(0));
+            if let Some(from) = entered.cwd_fallback_from {
+                if spank.task_id().unwrap_or(0) == 0 {
+                    spank_sys::log::user(&format!(
+                        "shifter: {} does not exist in the image; starting in {}",
+                        from.display(),
+                        entered.cwd.display()
+                    ));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+pub fn task_init(spank: &Spank) -> Result<(), PluginError> {
+    let st = state::lock();
+    let (image, request) = match &st.step {
+        None | Some(StepPlan::Failed(_)) => return Ok(()),
+        Some(StepPlan::Host { image, request }) => (image, request),
+        Some(StepPlan::Container {
+            image,
+            request,
+            prepared,
+        }) => {
+            let current = spank.job_env()?;
+            apply_env(spank, &current, &container::environment(prepared, &current))?;
+            (image, request)
+        }
+    };
+    // Read by nested srun (which pins the same image) and by `shifter` in the
+    // batch script.
+    spank.setenv(ENV_IMAGE, &format!("id:{image}"), true)?;
+    spank.setenv(ENV_IMAGE_REQUEST, request, true)?;
+    Ok(())
+}
+
+/// Makes the task's environment equal to `wanted` with set/unset calls.
+fn apply_env(spank: &Spank, current: &[String], wanted: &[String]) -> Result<(), PluginError> {
+    let key = |kv: &str| kv.split_once('=').map_or(kv, |(k, _)| k).to_owned();
+    let wanted_keys: std::collections::BTreeSet<String> = wanted.iter().map(|kv| key(kv)).collect();
+    for kv in current {
+        let k = key(kv);
+        if !wanted_keys.contains(&k) {
+            spank.unsetenv(&k)?;
+        }
+    }
+    for kv in wanted {
+        if current.contains(kv) {
+            continue;
+        }
+        if let Some((k, v)) = kv.split_once('=') {
+            spank.setenv(k, v, true)?;
+        }
+    }
+    Ok(())
+}

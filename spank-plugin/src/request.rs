@@ -1,0 +1,343 @@
+//! What the user asked for: `--image`, `--volume` (repeatable), `--module`, each
+//! falling back to its environment default (`SHIFTER_IMAGE`, `SHIFTER_VOLUME`,
+//! `SHIFTER_MODULE`). Validation happens here, on the submit host, so a bad
+//! value fails before the job is queued with a message naming the option.
+
+use runtime_core::Config;
+use shifter_api::{ImageRef, ImageType, RefError};
+use thiserror::Error;
+
+use crate::volume::{self, VolumeError};
+
+pub const ENV_IMAGE: &str = "SHIFTER_IMAGE";
+pub const ENV_VOLUME: &str = "SHIFTER_VOLUME";
+pub const ENV_MODULE: &str = "SHIFTER_MODULE";
+/// The reference as the user wrote it, beside the pinned `id:` in `SHIFTER_IMAGE`.
+pub const ENV_IMAGE_REQUEST: &str = "SHIFTER_IMAGEREQUEST";
+
+#[derive(Debug, Error)]
+pub enum RequestError {
+    #[error("{origin}={value:?}: {source}")]
+    Image {
+        origin: &'static str,
+        value: String,
+        #[source]
+        source: RefError,
+    },
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
+    #[error("{origin}={value:?}: {why}")]
+    Module {
+        origin: &'static str,
+        value: String,
+        why: String,
+    },
+    #[error("{option} was given without --image: add --image=REF (e.g. --image=docker:ubuntu:24.04) or drop {option}")]
+    WithoutImage { option: &'static str },
+}
+
+/// The raw option values as Slurm handed them to the option callbacks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawOptions {
+    pub image: Option<String>,
+    /// One entry per `--volume` occurrence (each may hold `;`-separated volumes).
+    pub volumes: Vec<String>,
+    pub module: Option<String>,
+}
+
+/// A validated request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub image: ImageRef,
+    /// The reference as written (before resolution), for `SHIFTER_IMAGEREQUEST`.
+    pub image_text: String,
+    /// Individual `SOURCE:DEST[:flags]` volumes.
+    pub volumes: Vec<String>,
+    /// `None`: the site's default modules; `Some([])`: `--module=none`.
+    pub modules: Option<Vec<String>>,
+}
+
+impl Request {
+    /// `--volume` values as one string, the form `SHIFTER_VOLUME` takes.
+    pub fn volume_env(&self) -> String {
+        self.volumes.join(";")
+    }
+
+    /// `--module` as `SHIFTER_MODULE` takes it.
+    pub fn module_env(&self) -> Option<String> {
+        self.modules.as_ref().map(|m| {
+            if m.is_empty() {
+                "none".to_owned()
+            } else {
+                m.join(",")
+            }
+        })
+    }
+}
+
+pub fn parse_image(
+    origin: &'static str,
+    value: &str,
+    default_type: ImageType,
+) -> Result<ImageRef, RequestError> {
+    ImageRef::parse_with_default(value, default_type).map_err(|source| RequestError::Image {
+        origin,
+        value: value.to_owned(),
+        source,
+    })
+}
+
+/// `a,b` or `none`; names are checked against the site's modules when the
+/// config is known.
+pub fn parse_modules(
+    origin: &'static str,
+    value: &str,
+    cfg: Option<&Config>,
+) -> Result<Vec<String>, RequestError> {
+    let bad = |why: String| RequestError::Module {
+        origin,
+        value: value.to_owned(),
+        why,
+    };
+    let names: Vec<String> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if names.is_empty() {
+        return Err(bad(
+            "no module named: give a comma-separated list, or none".into()
+        ));
+    }
+    if names.iter().any(|n| n == "none") {
+        if names.len() > 1 {
+            return Err(bad("`none` cannot be combined with other modules".into()));
+        }
+        return Ok(Vec::new());
+    }
+    if let Some(cfg) = cfg {
+        cfg.resolve_modules(Some(&names)).map_err(bad)?;
+    }
+    Ok(names)
+}
+
+/// Builds the request from option values, falling back to the environment.
+/// `Ok(None)`: no image asked for, the plugin stays out of the way.
+pub fn build(
+    opts: &RawOptions,
+    env: &dyn Fn(&str) -> Option<String>,
+    default_type: ImageType,
+    cfg: Option<&Config>,
+) -> Result<Option<Request>, RequestError> {
+    let (image_origin, image_text) = match (&opts.image, env(ENV_IMAGE)) {
+        (Some(v), _) => ("--image", v.clone()),
+        (None, Some(v)) if !v.trim().is_empty() => (ENV_IMAGE, v),
+        _ => {
+            // Leftover SHIFTER_VOLUME/SHIFTER_MODULE without an image are ignored;
+            // options given on this command line without --image are a mistake.
+            if !opts.volumes.is_empty() {
+                return Err(RequestError::WithoutImage { option: "--volume" });
+            }
+            if opts.module.is_some() {
+                return Err(RequestError::WithoutImage { option: "--module" });
+            }
+            return Ok(None);
+        }
+    };
+    let image = parse_image(image_origin, &image_text, default_type)?;
+    let volumes = if opts.volumes.is_empty() {
+        match env(ENV_VOLUME) {
+            Some(v) => volume::check(ENV_VOLUME, &v)?,
+            None => Vec::new(),
+        }
+    } else {
+        let mut all = Vec::new();
+        for v in &opts.volumes {
+            all.extend(volume::check("--volume", v)?);
+        }
+        all
+    };
+    let modules = match (&opts.module, env(ENV_MODULE)) {
+        (Some(m), _) => Some(parse_modules("--module", m, cfg)?),
+        (None, Some(m)) if !m.trim().is_empty() => Some(parse_modules(ENV_MODULE, &m, cfg)?),
+        _ => None,
+    };
+    Ok(Some(Request {
+        image,
+        image_text,
+        volumes,
+        modules,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    fn opts(image: Option<&str>, volumes: &[&str], module: Option<&str>) -> RawOptions {
+        RawOptions {
+            image: image.map(str::to_owned),
+            volumes: volumes.iter().map(|s| s.to_string()).collect(),
+            module: module.map(str::to_owned),
+        }
+    }
+
+    fn cfg() -> Config {
+        Config::parse(
+            "system = \"tb\"\nimage_dir = \"/images\"\n[modules.gpu]\n[modules.mpi]\n",
+            std::path::Path::new("test.toml"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn nothing_asked_means_no_request() {
+        let r = build(
+            &RawOptions::default(),
+            &env_of(&[]),
+            ImageType::Docker,
+            None,
+        )
+        .unwrap();
+        assert_eq!(r, None);
+    }
+
+    #[test]
+    fn leftover_env_volume_without_image_is_ignored() {
+        let r = build(
+            &RawOptions::default(),
+            &env_of(&[(ENV_VOLUME, "/a:/b")]),
+            ImageType::Docker,
+            None,
+        )
+        .unwrap();
+        assert_eq!(r, None);
+    }
+
+    #[test]
+    fn volume_option_without_image_is_refused_with_the_fix() {
+        let e = build(
+            &opts(None, &["/a:/b"], None),
+            &env_of(&[]),
+            ImageType::Docker,
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("--volume was given without --image"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn option_wins_over_environment_default() {
+        let r = build(
+            &opts(Some("busybox:latest"), &[], None),
+            &env_of(&[(ENV_IMAGE, "ubuntu:24.04")]),
+            ImageType::Docker,
+            None,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.image_text, "busybox:latest");
+        assert_eq!(
+            r.image.to_string(),
+            "docker:docker.io/library/busybox:latest"
+        );
+    }
+
+    #[test]
+    fn environment_defaults_fill_every_option() {
+        let r = build(
+            &RawOptions::default(),
+            &env_of(&[
+                (ENV_IMAGE, "busybox"),
+                (ENV_VOLUME, "/a:/b;/c:/d:ro"),
+                (ENV_MODULE, "none"),
+            ]),
+            ImageType::Docker,
+            None,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.volumes, vec!["/a:/b", "/c:/d:ro"]);
+        assert_eq!(r.modules, Some(vec![]));
+        assert_eq!(r.module_env().as_deref(), Some("none"));
+    }
+
+    #[test]
+    fn repeated_volume_options_accumulate() {
+        let r = build(
+            &opts(Some("busybox"), &["/a:/b", "/c:/d;/e:/f"], None),
+            &env_of(&[]),
+            ImageType::Docker,
+            None,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.volume_env(), "/a:/b;/c:/d;/e:/f");
+    }
+
+    #[test]
+    fn bad_image_names_the_option_and_the_value() {
+        let e = build(
+            &opts(Some("Ubuntu:Latest"), &[], None),
+            &env_of(&[]),
+            ImageType::Docker,
+            None,
+        )
+        .unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.starts_with("--image=\"Ubuntu:Latest\""), "{msg}");
+        let e = build(
+            &RawOptions::default(),
+            &env_of(&[(ENV_IMAGE, "id:xyz")]),
+            ImageType::Docker,
+            None,
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("SHIFTER_IMAGE=\"id:xyz\""), "{e}");
+    }
+
+    #[test]
+    fn unknown_module_lists_the_available_ones() {
+        let e = parse_modules("--module", "gpu,cuda", Some(&cfg())).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("unknown module \"cuda\""), "{msg}");
+        assert!(msg.contains("gpu") && msg.contains("mpi"), "{msg}");
+        assert_eq!(
+            parse_modules("--module", "gpu, mpi", Some(&cfg())).unwrap(),
+            vec!["gpu", "mpi"]
+        );
+    }
+
+    #[test]
+    fn none_cannot_be_mixed_with_modules() {
+        assert!(parse_modules("--module", "none,gpu", None).is_err());
+        assert!(parse_modules("--module", ",", None).is_err());
+    }
+
+    #[test]
+    fn custom_default_type_applies_to_untyped_references() {
+        let r = build(
+            &opts(Some("site-image"), &[], None),
+            &env_of(&[]),
+            ImageType::Custom,
+            None,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.image, ImageRef::Custom("site-image".into()));
+    }
+}
