@@ -43,6 +43,10 @@ const PAD_TO: u64 = 4096;
 pub struct Stats {
     /// Bytes of the image including the padding to 4 KiB.
     pub image_bytes: u64,
+    /// Bytes written to the output, at least `image_bytes`. More when blocks of a
+    /// duplicate file near the end were taken back: the bytes past `image_bytes` are
+    /// then zeros, and a caller writing to a file should truncate it to `image_bytes`.
+    pub written_bytes: u64,
     pub inodes: u32,
     pub files: u64,
     pub dirs: u64,
@@ -181,7 +185,8 @@ impl<W: Write + Seek> Writer<W> {
     }
 
     /// Writes the remaining fragment, all tables and the superblock; returns the output
-    /// positioned at the end of the (4 KiB padded) image.
+    /// positioned at the end of the (4 KiB padded) image, `Stats::image_bytes`. See
+    /// `Stats::written_bytes` for when the output should be truncated there.
     pub fn finish(mut self) -> Result<(W, Stats), Error> {
         self.usable()?;
         self.flush_fragment()?;
@@ -200,8 +205,8 @@ impl<W: Write + Seek> Writer<W> {
         let padded = used.div_ceil(PAD_TO) * PAD_TO;
         // Zeros also over stale blocks of a duplicate file left past the end, so the
         // output never depends on anything but the calls made.
-        let zeros = padded.max(self.high_water) - used;
-        self.out.write_all(&vec![0; zeros as usize])?;
+        let written = padded.max(self.high_water);
+        self.out.write_all(&vec![0; (written - used) as usize])?;
         self.out.seek(SeekFrom::Start(0))?;
         self.out.write_all(&tables.superblock.to_bytes())?;
         self.out.seek(SeekFrom::Start(padded))?;
@@ -209,6 +214,7 @@ impl<W: Write + Seek> Writer<W> {
 
         let mut stats = std::mem::take(&mut self.stats);
         stats.image_bytes = padded;
+        stats.written_bytes = written;
         stats.inodes = tables.superblock.inode_count;
         stats.dirs = self
             .tree

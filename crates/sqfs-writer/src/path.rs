@@ -2,8 +2,9 @@
 
 use crate::{Error, PathBytes};
 
-/// Longest name squashfs can store (the kernel's SQUASHFS_NAME_LEN).
-pub(crate) const MAX_NAME: usize = 256;
+/// Linux' NAME_MAX: squashfs could store 256 bytes, but no tool could create or open
+/// such a name.
+pub(crate) const MAX_NAME: usize = 255;
 
 /// Linux' PATH_MAX less the terminating NUL; the kernel refuses longer symlinks anyway.
 pub(crate) const MAX_SYMLINK: usize = 4095;
@@ -27,7 +28,7 @@ pub(crate) fn components(path: &[u8]) -> Result<Vec<&[u8]>, Error> {
         .map(|c| match c {
             b"" => Err(bad("has an empty component ('//' or a trailing '/')")),
             b"." | b".." => Err(bad("has a '.' or '..' component")),
-            c if c.len() > MAX_NAME => Err(bad("has a name longer than 256 bytes")),
+            c if c.len() > MAX_NAME => Err(bad("has a name longer than 255 bytes")),
             c => Ok(c),
         })
         .collect()
@@ -66,7 +67,7 @@ mod tests {
 
     #[test]
     fn absolute_dot_dotdot_empty_nul_and_long_names_are_refused() {
-        let long = vec![b'x'; 257];
+        let long = vec![b'x'; 256];
         for p in [
             &b"/etc"[..],
             b"a/../b",
@@ -82,7 +83,7 @@ mod tests {
                 p.escape_ascii().to_string()
             );
         }
-        assert!(components(&[b'x'; 256]).is_ok());
+        assert!(components(&[b'x'; 255]).is_ok());
     }
 
     #[test]
