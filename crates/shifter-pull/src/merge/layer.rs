@@ -13,6 +13,8 @@ use super::error::MergeError;
 #[derive(Debug, Clone)]
 pub enum LayerData {
     File(PathBuf),
+    /// An open file read by position, so the cache can evict its name meanwhile.
+    Open(Arc<std::fs::File>),
     Bytes(Arc<[u8]>),
 }
 
@@ -41,8 +43,26 @@ impl Layer {
     fn open_raw(&self) -> io::Result<Box<dyn Read + Send>> {
         Ok(match &self.data {
             LayerData::File(p) => Box::new(std::fs::File::open(p)?),
+            LayerData::Open(f) => Box::new(PositionalReader {
+                file: Arc::clone(f),
+                pos: 0,
+            }),
             LayerData::Bytes(b) => Box::new(io::Cursor::new(Arc::clone(b))),
         })
+    }
+}
+
+/// Reads a shared file from the start with `pread`, independent of other readers.
+struct PositionalReader {
+    file: Arc<std::fs::File>,
+    pos: u64,
+}
+
+impl Read for PositionalReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = std::os::unix::fs::FileExt::read_at(&*self.file, buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
     }
 }
 

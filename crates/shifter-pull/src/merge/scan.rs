@@ -131,6 +131,10 @@ pub fn scan_layer(
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => RawKind::File,
             EntryType::Symlink => {
                 let target = entry.link_name_bytes().unwrap_or_default().into_owned();
+                if target.is_empty() {
+                    warn!(layer = %layer.name, path = %lossy(&path), "dropping symlink with an empty target");
+                    continue;
+                }
                 RawKind::Symlink(target)
             }
             EntryType::Link => {

@@ -1,0 +1,199 @@
+//! What a site configures for pulls: per-registry transport and credentials, the
+//! platform to pick, the blob cache, limits and the squashfs compression.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+pub use shifter_api::Platform;
+
+/// A registry login. Never logged: `Debug` hides the password.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<hidden>")
+            .finish()
+    }
+}
+
+/// Transport settings of one registry (keyed by `host[:port]` as in references).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Speak plain HTTP (local test registries). Digests are still verified.
+    #[serde(default)]
+    pub plain_http: bool,
+    /// HTTPS without certificate verification. Digests are still verified.
+    #[serde(default)]
+    pub insecure: bool,
+    /// Extra CA certificate(s), PEM, trusted for this registry only.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Site-wide credentials for this registry (per-user ones come with each pull).
+    #[serde(default)]
+    pub credentials: Option<Credentials>,
+}
+
+/// Squashfs compression, as the site chooses it per system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(tag = "algorithm", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Compression {
+    Gzip { level: u32 },
+    Zstd { level: i32 },
+    Lz4,
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression::Gzip { level: 9 }
+    }
+}
+
+impl Compression {
+    /// Parses `gzip`, `gzip:6`, `zstd`, `zstd:3`, `lz4` (the gateway's config form).
+    pub fn parse(s: &str) -> Option<Self> {
+        let (name, level) = match s.split_once(':') {
+            Some((n, l)) => (n, Some(l)),
+            None => (s, None),
+        };
+        match (name, level) {
+            ("gzip", None) => Some(Compression::Gzip { level: 9 }),
+            ("gzip", Some(l)) => l
+                .parse()
+                .ok()
+                .filter(|l| (1..=9).contains(l))
+                .map(|level| Compression::Gzip { level }),
+            ("zstd", None) => Some(Compression::Zstd { level: 15 }),
+            ("zstd", Some(l)) => l
+                .parse()
+                .ok()
+                .filter(|l| (1..=22).contains(l))
+                .map(|level| Compression::Zstd { level }),
+            ("lz4", None) => Some(Compression::Lz4),
+            _ => None,
+        }
+    }
+}
+
+/// Caps that protect the gateway from hostile or absurd images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Decompressed bytes of all layers together.
+    pub max_bytes: u64,
+    /// Tar entries of all layers together.
+    pub max_entries: u64,
+    /// Compressed bytes of all layers together (checked against the manifest before downloading).
+    pub max_download_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bytes: 64 << 30,
+            max_entries: 2_000_000,
+            max_download_bytes: 32 << 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PullConfig {
+    /// Per-registry settings; registries not listed use HTTPS with the system CAs.
+    pub registries: BTreeMap<String, RegistryConfig>,
+    /// Platform picked from an index or manifest list.
+    pub platform: Platform,
+    /// Content-addressed blob cache shared by all pulls.
+    pub cache_dir: PathBuf,
+    /// The cache is trimmed to this size (oldest first) after each pull.
+    pub cache_max_bytes: u64,
+    pub limits: Limits,
+    pub keep_setuid: bool,
+    pub compression: Compression,
+    /// Squashfs block size in bytes.
+    pub block_size: u32,
+    /// Layers downloaded at once.
+    pub concurrent_downloads: usize,
+    /// Attempts per request (connection errors, 5xx, 429), with exponential backoff.
+    pub attempts: u32,
+    /// First backoff delay; doubled after each failed attempt.
+    pub backoff: Duration,
+    /// A whole pull (resolve, download, convert) is abandoned after this.
+    pub timeout: Duration,
+}
+
+impl PullConfig {
+    /// Defaults for the given cache directory: linux/amd64, gzip 9, 10 GiB cache.
+    pub fn new(cache_dir: impl Into<PathBuf>) -> Self {
+        PullConfig {
+            registries: BTreeMap::new(),
+            platform: Platform {
+                os: "linux".into(),
+                architecture: "amd64".into(),
+                variant: None,
+            },
+            cache_dir: cache_dir.into(),
+            cache_max_bytes: 10 << 30,
+            limits: Limits::default(),
+            keep_setuid: false,
+            compression: Compression::default(),
+            block_size: 128 * 1024,
+            concurrent_downloads: 4,
+            attempts: 4,
+            backoff: Duration::from_millis(250),
+            timeout: Duration::from_secs(3600),
+        }
+    }
+
+    pub fn registry(&self, host: &str) -> RegistryConfig {
+        self.registries.get(host).cloned().unwrap_or_default()
+    }
+}
+
+/// Per-pull choices that differ between systems or users.
+#[derive(Debug, Clone, Default)]
+pub struct PullOptions {
+    /// Overrides the configured platform.
+    pub platform: Option<Platform>,
+    pub keep_setuid: Option<bool>,
+    pub compression: Option<Compression>,
+    /// The caller's own login for this registry (from `shifterimg login`).
+    pub credentials: Option<Credentials>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compression_names_parse_with_optional_levels() {
+        assert_eq!(
+            Compression::parse("gzip"),
+            Some(Compression::Gzip { level: 9 })
+        );
+        assert_eq!(
+            Compression::parse("zstd:3"),
+            Some(Compression::Zstd { level: 3 })
+        );
+        assert_eq!(Compression::parse("lz4"), Some(Compression::Lz4));
+        assert_eq!(Compression::parse("gzip:0"), None);
+        assert_eq!(Compression::parse("xz"), None);
+    }
+
+    #[test]
+    fn credentials_never_print_the_password() {
+        let c = Credentials {
+            username: "u".into(),
+            password: "hunter2".into(),
+        };
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

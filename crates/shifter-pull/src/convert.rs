@@ -1,0 +1,113 @@
+//! Layers → squashfs file: the merger feeding `sqfs-writer`, into a temporary file
+//! in the destination directory that is fsynced and then renamed, so a reader
+//! never sees a partial image.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use crate::config::Compression;
+use crate::merge::{self, Layer, MergeOptions, MergeStats, Meta, SinkError, TreeSink};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    #[error(transparent)]
+    Merge(#[from] merge::MergeError),
+    #[error("squashfs writer: {0}")]
+    Writer(#[from] sqfs_writer::Error),
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// What a conversion settles: compression and block size of the image.
+#[derive(Debug, Clone, Copy)]
+pub struct ConvertOptions {
+    pub merge: MergeOptions,
+    pub compression: Compression,
+    pub block_size: u32,
+}
+
+struct WriterSink<W: std::io::Write + std::io::Seek>(sqfs_writer::Writer<W>);
+
+fn meta(m: Meta) -> sqfs_writer::Meta {
+    sqfs_writer::Meta {
+        uid: m.uid,
+        gid: m.gid,
+        mode: m.mode,
+        mtime: m.mtime,
+    }
+}
+
+impl<W: std::io::Write + std::io::Seek> TreeSink for WriterSink<W> {
+    fn add_dir(&mut self, path: &[u8], m: Meta) -> Result<(), SinkError> {
+        Ok(self.0.add_dir(path, meta(m))?)
+    }
+    fn add_file(&mut self, path: &[u8], m: Meta, data: &mut dyn Read) -> Result<u64, SinkError> {
+        Ok(self.0.add_file(path, meta(m), data)?)
+    }
+    fn add_symlink(&mut self, path: &[u8], m: Meta, target: &[u8]) -> Result<(), SinkError> {
+        Ok(self.0.add_symlink(path, meta(m), target)?)
+    }
+    fn add_hardlink(&mut self, path: &[u8], target: &[u8]) -> Result<(), SinkError> {
+        Ok(self.0.add_hardlink(path, target)?)
+    }
+}
+
+pub fn writer_options(c: Compression, block_size: u32) -> sqfs_writer::Options {
+    sqfs_writer::Options {
+        compression: match c {
+            Compression::Gzip { level } => sqfs_writer::Compression::Gzip { level },
+            Compression::Zstd { level } => sqfs_writer::Compression::Zstd { level },
+            Compression::Lz4 => sqfs_writer::Compression::Lz4,
+        },
+        block_size,
+        threads: 0,
+    }
+}
+
+/// Converts `layers` (base first) into `dest`, atomically. Returns the image size.
+pub fn convert_to_file(
+    layers: &[Layer],
+    opts: &ConvertOptions,
+    dest: &Path,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(u64, MergeStats), ConvertError> {
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    let io = |op: &'static str, path: &Path| {
+        let path = path.to_owned();
+        move |source| ConvertError::Io { op, path, source }
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".shifter-pull-")
+        .suffix(".squashfs.tmp")
+        .tempfile_in(dir)
+        .map_err(io("create temporary file in", dir))?;
+    let file = tmp.reopen().map_err(io("open", tmp.path()))?;
+    let writer = sqfs_writer::Writer::new(
+        std::io::BufWriter::with_capacity(1 << 20, file),
+        writer_options(opts.compression, opts.block_size),
+    )?;
+    let mut sink = WriterSink(writer);
+    let stats = merge::merge_layers(layers, &opts.merge, &mut sink, progress)?;
+    let (out, wstats) = sink.0.finish()?;
+    let file: File = out
+        .into_inner()
+        .map_err(|e| io("write", tmp.path())(e.into_error()))?;
+    file.sync_all().map_err(io("fsync", tmp.path()))?;
+    set_mode(tmp.path(), 0o644).map_err(io("chmod", tmp.path()))?;
+    tmp.persist(dest)
+        .map_err(|e| io("rename to", dest)(e.error))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("fsync", dir))?;
+    Ok((wstats.image_bytes, stats))
+}
+
+fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}

@@ -1,0 +1,387 @@
+//! The gateway's entry point: resolve a reference to an image id (manifest only),
+//! or pull it: download layers concurrently into the verified cache, convert, and
+//! publish atomically.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures_util::{StreamExt, TryStreamExt};
+use oci_spec::image::{ImageConfiguration, ImageManifest};
+use shifter_api::{DockerRef, ImageId, ImageMeta};
+use tracing::{debug, info};
+
+use crate::cache::{BlobCache, CachedBlob};
+use crate::config::{PullConfig, PullOptions};
+use crate::convert::{convert_to_file, ConvertOptions};
+use crate::digest::Sha256Digest;
+use crate::error::PullError;
+use crate::merge::{Layer, LayerData, MergeOptions, MergeStats};
+use crate::meta::image_meta;
+use crate::registry::manifest::{self, Document, LayerRef};
+use crate::registry::{http_client, RegistryError, RepoClient, MAX_CONFIG_BYTES};
+
+/// Where a pull is, for the gateway's status (PULLING, then CONVERSION).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    Pulling { downloaded: u64, total: u64 },
+    Converting { converted: u64 },
+}
+
+pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
+
+/// A reference resolved to one platform's manifest.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// Hex sha256 of the platform manifest.
+    pub id: ImageId,
+    pub manifest: ImageManifest,
+    pub config: ImageConfiguration,
+    pub layers: Vec<LayerRef>,
+    /// Metadata for `<id>.json`, without size (known after conversion).
+    pub meta: ImageMeta,
+}
+
+#[derive(Debug, Clone)]
+pub struct PulledImage {
+    pub id: ImageId,
+    pub meta: ImageMeta,
+    pub squashfs_path: PathBuf,
+    /// Bytes of the squashfs.
+    pub size: u64,
+    pub stats: MergeStats,
+}
+
+pub struct Puller {
+    cfg: PullConfig,
+    cache: BlobCache,
+    /// One connection pool per registry.
+    http: Mutex<HashMap<String, reqwest::Client>>,
+}
+
+impl Puller {
+    pub fn new(cfg: PullConfig) -> Result<Self, PullError> {
+        let cache = BlobCache::open(&cfg.cache_dir, cfg.cache_max_bytes)?;
+        Ok(Puller {
+            cfg,
+            cache,
+            http: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn config(&self) -> &PullConfig {
+        &self.cfg
+    }
+
+    fn client(&self, r: &DockerRef, opts: &PullOptions) -> Result<RepoClient, PullError> {
+        let rc = self.cfg.registry(&r.registry);
+        let http = {
+            let mut pools = self.http.lock().unwrap_or_else(|e| e.into_inner());
+            match pools.get(&r.registry) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = http_client(&r.registry, &rc)?;
+                    pools.insert(r.registry.clone(), c.clone());
+                    c
+                }
+            }
+        };
+        Ok(RepoClient::new(
+            http,
+            &r.registry,
+            &r.repository,
+            &rc,
+            opts.credentials.clone(),
+            self.cfg.attempts,
+            self.cfg.backoff,
+        ))
+    }
+
+    /// Resolves `r` to the platform manifest and its config: two or three small
+    /// requests, no layers.
+    pub async fn resolve(&self, r: &DockerRef, opts: &PullOptions) -> Result<Resolved, PullError> {
+        let client = self.client(r, opts)?;
+        self.with_timeout(self.resolve_with(&client, r, opts)).await
+    }
+
+    async fn resolve_with(
+        &self,
+        client: &RepoClient,
+        r: &DockerRef,
+        opts: &PullOptions,
+    ) -> Result<Resolved, PullError> {
+        let want = opts
+            .platform
+            .clone()
+            .unwrap_or_else(|| self.cfg.platform.clone());
+        let reference = r.canonical();
+        let mut fetched = client.manifest(r.manifest_reference()).await?;
+        // An index may point at another index (rare, but allowed): follow a little.
+        let mut hops = 0;
+        let manifest = loop {
+            match manifest::parse(&fetched.bytes, &fetched.content_type, &reference)? {
+                Document::Manifest(m) => break *m,
+                Document::Index(i) if hops < 3 => {
+                    hops += 1;
+                    let (digest, _) = manifest::select_platform(&i, &want, &reference)?;
+                    debug!(%reference, %digest, "platform manifest chosen from index");
+                    fetched = client.manifest(&digest.to_string()).await?;
+                }
+                Document::Index(_) => {
+                    return Err(RegistryError::Malformed {
+                        what: format!("index of {reference}"),
+                        why: "indexes nested too deeply".into(),
+                    }
+                    .into())
+                }
+            }
+        };
+        let config_digest =
+            Sha256Digest::parse(manifest.config().digest().as_ref()).map_err(|e| {
+                RegistryError::Malformed {
+                    what: format!("manifest of {reference}"),
+                    why: e.to_string(),
+                }
+            })?;
+        let config_bytes = client.small_blob(&config_digest, MAX_CONFIG_BYTES).await?;
+        let config: ImageConfiguration =
+            serde_json::from_slice(&config_bytes).map_err(|e| RegistryError::Malformed {
+                what: format!("image config of {reference}"),
+                why: e.to_string(),
+            })?;
+        let actual = manifest::platform_string(&crate::config::Platform {
+            os: config.os().to_string(),
+            architecture: config.architecture().to_string(),
+            variant: None,
+        });
+        if config.os().to_string() != want.os
+            || config.architecture().to_string() != want.architecture
+        {
+            return Err(RegistryError::WrongPlatform {
+                reference,
+                wanted: manifest::platform_string(&want),
+                actual,
+            }
+            .into());
+        }
+        let layers = manifest::layers(&manifest, &reference)?;
+        let id =
+            ImageId::parse(fetched.digest.hex()).map_err(|e| PullError::Internal(e.to_string()))?;
+        let meta = image_meta(
+            id.as_str(),
+            r,
+            &config,
+            layers.iter().map(|l| l.digest.to_string()).collect(),
+        );
+        Ok(Resolved {
+            id,
+            manifest,
+            config,
+            layers,
+            meta,
+        })
+    }
+
+    /// Pulls and converts `r` into `dir/<id>.squashfs` (temp name, fsync, rename).
+    /// Writes no metadata: the caller publishes `<id>.json` (see [`write_meta`]).
+    pub async fn pull_into(
+        &self,
+        r: &DockerRef,
+        dir: &Path,
+        opts: &PullOptions,
+        progress: ProgressFn,
+    ) -> Result<PulledImage, PullError> {
+        self.with_timeout(self.pull_inner(r, dir, opts, progress))
+            .await
+    }
+
+    /// Pulls, converts and publishes into `image_dir`: `<id>.json` first, then
+    /// `<id>.squashfs`, both atomically, so a visible image always has its meta.
+    pub async fn pull_to(
+        &self,
+        r: &DockerRef,
+        image_dir: &Path,
+        opts: &PullOptions,
+        progress: ProgressFn,
+    ) -> Result<PulledImage, PullError> {
+        let staging = tempfile::Builder::new()
+            .prefix(".shifter-pull-staging-")
+            .tempdir_in(image_dir)
+            .map_err(|source| PullError::Io {
+                op: "create staging directory in",
+                path: image_dir.to_owned(),
+                source,
+            })?;
+        let mut pulled = self.pull_into(r, staging.path(), opts, progress).await?;
+        write_meta(image_dir, &pulled.meta)?;
+        let dest = image_dir.join(pulled.id.squashfs_name());
+        std::fs::rename(&pulled.squashfs_path, &dest).map_err(|source| PullError::Io {
+            op: "rename into",
+            path: dest.clone(),
+            source,
+        })?;
+        fsync_dir(image_dir)?;
+        pulled.squashfs_path = dest;
+        Ok(pulled)
+    }
+
+    async fn with_timeout<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, PullError>>,
+    ) -> Result<T, PullError> {
+        tokio::time::timeout(self.cfg.timeout, f)
+            .await
+            .map_err(|_| PullError::Timeout {
+                secs: self.cfg.timeout.as_secs(),
+            })?
+    }
+
+    async fn pull_inner(
+        &self,
+        r: &DockerRef,
+        dir: &Path,
+        opts: &PullOptions,
+        progress: ProgressFn,
+    ) -> Result<PulledImage, PullError> {
+        let client = self.client(r, opts)?;
+        let resolved = self.resolve_with(&client, r, opts).await?;
+        let total: u64 = resolved.layers.iter().map(|l| l.size).sum();
+        if total > self.cfg.limits.max_download_bytes {
+            return Err(PullError::TooLarge {
+                total,
+                max: self.cfg.limits.max_download_bytes,
+            });
+        }
+        info!(reference = %r.canonical(), id = %resolved.id, layers = resolved.layers.len(), bytes = total, "pulling image");
+        let blobs = self
+            .download(&client, &resolved.layers, total, &progress)
+            .await?;
+
+        let layers: Vec<Layer> = resolved
+            .layers
+            .iter()
+            .zip(&blobs)
+            .map(|(l, b)| Layer {
+                name: l.digest.to_string(),
+                data: LayerData::Open(Arc::clone(&b.file)),
+            })
+            .collect();
+        let copts = ConvertOptions {
+            merge: MergeOptions {
+                keep_setuid: opts.keep_setuid.unwrap_or(self.cfg.keep_setuid),
+                max_bytes: self.cfg.limits.max_bytes,
+                max_entries: self.cfg.limits.max_entries,
+            },
+            compression: opts.compression.unwrap_or(self.cfg.compression),
+            block_size: self.cfg.block_size,
+        };
+        let dest = dir.join(resolved.id.squashfs_name());
+        let dest2 = dest.clone();
+        progress(Progress::Converting { converted: 0 });
+        let p = Arc::clone(&progress);
+        let (size, stats) = tokio::task::spawn_blocking(move || {
+            let mut converted = 0u64;
+            convert_to_file(&layers, &copts, &dest2, &mut |n| {
+                converted += n;
+                p(Progress::Converting { converted });
+            })
+        })
+        .await
+        .map_err(|e| PullError::Internal(format!("conversion task failed: {e}")))??;
+        info!(id = %resolved.id, size, files = stats.files, "image converted");
+
+        let keep: HashSet<String> = resolved
+            .layers
+            .iter()
+            .map(|l| l.digest.hex().to_owned())
+            .collect();
+        let cache = self.cache.clone();
+        let _ = tokio::task::spawn_blocking(move || cache.trim(&keep)).await;
+
+        let mut meta = resolved.meta;
+        meta.size = size;
+        Ok(PulledImage {
+            id: resolved.id,
+            meta,
+            squashfs_path: dest,
+            size,
+            stats,
+        })
+    }
+
+    async fn download(
+        &self,
+        client: &RepoClient,
+        layers: &[LayerRef],
+        total: u64,
+        progress: &ProgressFn,
+    ) -> Result<Vec<CachedBlob>, PullError> {
+        let downloaded = AtomicU64::new(0);
+        let report = |n: u64| {
+            let d = downloaded.fetch_add(n, Ordering::Relaxed) + n;
+            progress(Progress::Pulling {
+                downloaded: d,
+                total,
+            });
+        };
+        report(0);
+        futures_util::stream::iter(layers)
+            .map(|l| {
+                let report = &report;
+                async move {
+                    let cache = self.cache.clone();
+                    let (d, size) = (l.digest.clone(), l.size);
+                    let hit = tokio::task::spawn_blocking(move || cache.lookup(&d, Some(size)))
+                        .await
+                        .map_err(|e| PullError::Internal(e.to_string()))??;
+                    if let Some(b) = hit {
+                        report(l.size);
+                        return Ok(b);
+                    }
+                    Ok(client
+                        .blob_to_cache(&l.digest, l.size, &self.cache, report)
+                        .await?)
+                }
+            })
+            .buffered(self.cfg.concurrent_downloads.max(1))
+            .try_collect()
+            .await
+    }
+}
+
+/// Writes `<id>.json` atomically (temp, fsync, rename, fsync dir); mode 0644 for
+/// public images and 0600 for ACL'd ones.
+pub fn write_meta(image_dir: &Path, meta: &ImageMeta) -> Result<PathBuf, PullError> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let dest = image_dir.join(format!("{}.json", meta.id));
+    let io = |op: &'static str| {
+        let path = dest.clone();
+        move |source| PullError::Io { op, path, source }
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".shifter-pull-meta-")
+        .tempfile_in(image_dir)
+        .map_err(io("create temporary file for"))?;
+    tmp.write_all(meta.to_json().as_bytes())
+        .map_err(io("write"))?;
+    tmp.as_file().sync_all().map_err(io("fsync"))?;
+    let mode = if meta.acl.is_public() { 0o644 } else { 0o600 };
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(io("chmod"))?;
+    tmp.persist(&dest).map_err(|e| io("rename to")(e.error))?;
+    fsync_dir(image_dir)?;
+    Ok(dest)
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), PullError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| PullError::Io {
+            op: "fsync",
+            path: dir.to_owned(),
+            source,
+        })
+}

@@ -1,0 +1,475 @@
+//! One repository of one registry, over the Docker Registry v2 / OCI distribution
+//! API: manifests with the right `Accept`, blobs streamed to the cache and verified,
+//! bearer-token and basic authentication driven by `WWW-Authenticate`, retries with
+//! exponential backoff. Redirects (blob storage on another host) are followed by
+//! reqwest, which drops `Authorization` when the host changes.
+
+use std::time::Duration;
+
+use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, WWW_AUTHENTICATE};
+use reqwest::{Response, StatusCode};
+use sha2::{Digest as _, Sha256};
+use tokio::sync::Mutex;
+use tracing::{debug, warn};
+
+use super::challenge::{self, Challenge};
+use super::error::RegistryError;
+use crate::cache::{BlobCache, CachedBlob};
+use crate::config::{Credentials, RegistryConfig};
+use crate::digest::Sha256Digest;
+
+/// Every manifest type we understand; without it registries down-convert to
+/// schema1 or refuse OCI indexes.
+pub const MANIFEST_ACCEPT: &str = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json";
+
+/// Manifests and configs are small; anything bigger is hostile.
+pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
+/// Builds the HTTP client for one registry's transport settings.
+pub fn http_client(registry: &str, cfg: &RegistryConfig) -> Result<reqwest::Client, RegistryError> {
+    let mut b = reqwest::Client::builder()
+        .user_agent(concat!("shifter-pull/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(30))
+        .read_timeout(Duration::from_secs(120))
+        .redirect(reqwest::redirect::Policy::limited(5));
+    if cfg.insecure {
+        b = b.danger_accept_invalid_certs(true);
+    }
+    if let Some(ca) = &cfg.ca_file {
+        let bad = |why: String| RegistryError::Config {
+            registry: registry.to_owned(),
+            why,
+        };
+        let pem = std::fs::read(ca)
+            .map_err(|e| bad(format!("cannot read CA file {}: {e}", ca.display())))?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| bad(format!("CA file {} is not PEM: {e}", ca.display())))?
+        {
+            b = b.add_root_certificate(cert);
+        }
+    }
+    b.build().map_err(|e| RegistryError::Config {
+        registry: registry.to_owned(),
+        why: e.to_string(),
+    })
+}
+
+/// The API host of a registry as named in references.
+fn api_host(registry: &str) -> &str {
+    if registry == shifter_api::reference::DOCKER_HUB {
+        "registry-1.docker.io"
+    } else {
+        registry
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Auth {
+    Anonymous,
+    Basic,
+    Bearer(HeaderValue),
+}
+
+pub struct RepoClient {
+    http: reqwest::Client,
+    base: String,
+    registry: String,
+    repository: String,
+    credentials: Option<Credentials>,
+    auth: Mutex<Auth>,
+    attempts: u32,
+    backoff: Duration,
+}
+
+/// A manifest as fetched: its exact bytes (the digest is over them), the media type
+/// and the verified digest.
+#[derive(Debug, Clone)]
+pub struct FetchedManifest {
+    pub bytes: Vec<u8>,
+    pub content_type: String,
+    pub digest: Sha256Digest,
+}
+
+impl RepoClient {
+    pub fn new(
+        http: reqwest::Client,
+        registry: &str,
+        repository: &str,
+        cfg: &RegistryConfig,
+        credentials: Option<Credentials>,
+        attempts: u32,
+        backoff: Duration,
+    ) -> Self {
+        let scheme = if cfg.plain_http { "http" } else { "https" };
+        RepoClient {
+            http,
+            base: format!("{scheme}://{}/v2/{repository}", api_host(registry)),
+            registry: registry.to_owned(),
+            repository: repository.to_owned(),
+            credentials: credentials.or_else(|| cfg.credentials.clone()),
+            auth: Mutex::new(Auth::Anonymous),
+            attempts: attempts.max(1),
+            backoff,
+        }
+    }
+
+    /// Fetches a manifest by tag or digest and verifies it: against the digest when
+    /// the reference is one, and against the registry's `Docker-Content-Digest`.
+    pub async fn manifest(&self, reference: &str) -> Result<FetchedManifest, RegistryError> {
+        let url = format!("{}/manifests/{reference}", self.base);
+        let what = || format!("manifest {}/{}:{reference}", self.registry, self.repository);
+        let resp = self.get(&url, Some(MANIFEST_ACCEPT), &what()).await?;
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        let header_digest = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let bytes = read_capped(resp, &url, MAX_MANIFEST_BYTES, &what()).await?;
+        let digest = Sha256Digest::of(&bytes);
+        let expected = if reference.starts_with("sha256:") {
+            Some(reference.to_owned())
+        } else {
+            header_digest.filter(|h| h.starts_with("sha256:"))
+        };
+        if let Some(expected) = expected {
+            if expected != digest.to_string() {
+                return Err(RegistryError::DigestMismatch {
+                    what: what(),
+                    expected,
+                    actual: digest.to_string(),
+                });
+            }
+        }
+        Ok(FetchedManifest {
+            bytes,
+            content_type,
+            digest,
+        })
+    }
+
+    /// A small blob (the image config) in memory, verified.
+    pub async fn small_blob(
+        &self,
+        digest: &Sha256Digest,
+        max: u64,
+    ) -> Result<Vec<u8>, RegistryError> {
+        let url = format!("{}/blobs/{digest}", self.base);
+        let what = format!("blob {digest}");
+        let resp = self.get(&url, None, &what).await?;
+        let bytes = read_capped(resp, &url, max, &what).await?;
+        let actual = Sha256Digest::of(&bytes);
+        if &actual != digest {
+            return Err(RegistryError::DigestMismatch {
+                what,
+                expected: digest.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Streams a layer into the cache, hashing as it goes; the blob becomes visible
+    /// in the cache only once its digest and size are right. A transfer that breaks
+    /// off is restarted (the registry API has no resumable GET we can rely on).
+    pub async fn blob_to_cache(
+        &self,
+        digest: &Sha256Digest,
+        size: u64,
+        cache: &BlobCache,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<CachedBlob, RegistryError> {
+        let url = format!("{}/blobs/{digest}", self.base);
+        let what = format!("layer {digest}");
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut resp = self.get(&url, None, &what).await?;
+            let mut w = cache.writer()?;
+            let mut hasher = Sha256::new();
+            let mut got: u64 = 0;
+            let mut broke = None;
+            loop {
+                match resp.chunk().await {
+                    Ok(Some(chunk)) => {
+                        got += chunk.len() as u64;
+                        if got > size {
+                            return Err(RegistryError::SizeMismatch {
+                                what,
+                                expected: size,
+                                actual: got,
+                            });
+                        }
+                        hasher.update(&chunk);
+                        // A failing cache disk is not worth retrying the network for.
+                        w.write(&chunk)?;
+                        progress(chunk.len() as u64);
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        broke = Some(e);
+                        break;
+                    }
+                }
+            }
+            match broke {
+                Some(e) if attempt < self.attempts => {
+                    warn!(%url, error = %e, attempt, "blob download broke off; retrying");
+                    tokio::time::sleep(self.backoff * 2u32.saturating_pow(attempt - 1)).await;
+                    continue;
+                }
+                Some(source) => return Err(RegistryError::Http { url, source }),
+                None => {}
+            }
+            if got != size {
+                return Err(RegistryError::SizeMismatch {
+                    what,
+                    expected: size,
+                    actual: got,
+                });
+            }
+            let actual = Sha256Digest::from_hasher(hasher);
+            if &actual != digest {
+                return Err(RegistryError::DigestMismatch {
+                    what,
+                    expected: digest.to_string(),
+                    actual: actual.to_string(),
+                });
+            }
+            return Ok(w.commit(digest)?);
+        }
+    }
+
+    /// GET with authentication and retries. 401 triggers one authentication round
+    /// driven by the challenge; 429, 5xx and transport errors are retried.
+    async fn get(
+        &self,
+        url: &str,
+        accept: Option<&str>,
+        what: &str,
+    ) -> Result<Response, RegistryError> {
+        let mut authenticated = false;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut req = self.http.get(url);
+            if let Some(a) = accept {
+                req = req.header(ACCEPT, a);
+            }
+            match (&*self.auth.lock().await, &self.credentials) {
+                (Auth::Bearer(h), _) => req = req.header(AUTHORIZATION, h.clone()),
+                (Auth::Basic, Some(c)) => req = req.basic_auth(&c.username, Some(&c.password)),
+                _ => {}
+            }
+            let retry_in = self.backoff * 2u32.saturating_pow(attempt - 1);
+            let resp = match req.send().await {
+                Ok(r) => r,
+                Err(e)
+                    if attempt < self.attempts
+                        && (e.is_connect() || e.is_timeout() || e.is_request()) =>
+                {
+                    warn!(%url, error = %e, attempt, "registry request failed; retrying");
+                    tokio::time::sleep(retry_in).await;
+                    continue;
+                }
+                Err(source) => {
+                    return Err(RegistryError::Http {
+                        url: url.to_owned(),
+                        source,
+                    })
+                }
+            };
+            let status = resp.status();
+            if status == StatusCode::UNAUTHORIZED && !authenticated {
+                authenticated = true;
+                let header = resp
+                    .headers()
+                    .get(WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                self.authenticate(&header).await?;
+                continue;
+            }
+            if (status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS)
+                && attempt < self.attempts
+            {
+                warn!(%url, %status, attempt, "registry busy or failing; retrying");
+                tokio::time::sleep(retry_in).await;
+                continue;
+            }
+            if status.is_success() {
+                return Ok(resp);
+            }
+            let message = error_message(resp).await;
+            return Err(match status {
+                StatusCode::NOT_FOUND => RegistryError::NotFound {
+                    registry: self.registry.clone(),
+                    what: what.to_owned(),
+                },
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => RegistryError::Unauthorized {
+                    registry: self.registry.clone(),
+                    repository: self.repository.clone(),
+                    why: if self.credentials.is_some() {
+                        format!("the credentials were refused ({message})")
+                    } else {
+                        format!("log in first with `shifterimg login` ({message})")
+                    },
+                },
+                _ => RegistryError::Status {
+                    url: url.to_owned(),
+                    status: status.as_u16(),
+                    message,
+                },
+            });
+        }
+    }
+
+    async fn authenticate(&self, header: &str) -> Result<(), RegistryError> {
+        let unauthorized = |why: String| RegistryError::Unauthorized {
+            registry: self.registry.clone(),
+            repository: self.repository.clone(),
+            why,
+        };
+        let Some(ch) = challenge::parse(header) else {
+            return Err(unauthorized(
+                "the registry sent no usable WWW-Authenticate challenge".into(),
+            ));
+        };
+        let value = match ch.scheme.as_str() {
+            "basic" => {
+                if self.credentials.is_none() {
+                    return Err(unauthorized(
+                        "it needs a login: run `shifterimg login` for this registry".into(),
+                    ));
+                }
+                Auth::Basic
+            }
+            "bearer" => Auth::Bearer(self.fetch_token(&ch).await?),
+            other => {
+                return Err(unauthorized(format!(
+                    "unsupported authentication scheme {other:?}"
+                )))
+            }
+        };
+        *self.auth.lock().await = value;
+        Ok(())
+    }
+
+    /// The token flow of the distribution spec: GET realm?service=…&scope=…, with
+    /// basic credentials if we have them (anonymous tokens otherwise).
+    async fn fetch_token(&self, ch: &Challenge) -> Result<HeaderValue, RegistryError> {
+        let realm = ch.params.get("realm").cloned().unwrap_or_default();
+        let fail = |why: String| RegistryError::Token {
+            realm: realm.clone(),
+            why,
+        };
+        if !(realm.starts_with("https://") || realm.starts_with("http://")) {
+            return Err(fail("the realm is not an http(s) URL".into()));
+        }
+        let scope = format!("repository:{}:pull", self.repository);
+        let mut query: Vec<(&str, &str)> = vec![("scope", &scope)];
+        if let Some(s) = ch.params.get("service") {
+            query.push(("service", s));
+        }
+        let mut req = self.http.get(&realm).query(&query);
+        if let Some(c) = &self.credentials {
+            req = req.basic_auth(&c.username, Some(&c.password));
+        }
+        debug!(%realm, %scope, "fetching registry token");
+        let resp = req.send().await.map_err(|e| fail(e.to_string()))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let msg = error_message(resp).await;
+            if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+                return Err(RegistryError::Unauthorized {
+                    registry: self.registry.clone(),
+                    repository: self.repository.clone(),
+                    why: format!("the token server refused the credentials ({msg})"),
+                });
+            }
+            return Err(fail(format!("{status}: {msg}")));
+        }
+        #[derive(serde::Deserialize)]
+        struct TokenReply {
+            token: Option<String>,
+            access_token: Option<String>,
+        }
+        let body = read_capped(resp, &realm, 1 << 20, "token reply").await?;
+        let reply: TokenReply =
+            serde_json::from_slice(&body).map_err(|e| fail(format!("bad JSON: {e}")))?;
+        let token = reply
+            .token
+            .or(reply.access_token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| fail("the reply has no token".into()))?;
+        HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| fail("the token is not a valid header value".into()))
+    }
+}
+
+/// Reads a whole body, refusing more than `max` bytes (a lying Content-Length or an
+/// endless stream cannot make us buffer more).
+async fn read_capped(
+    mut resp: Response,
+    url: &str,
+    max: u64,
+    what: &str,
+) -> Result<Vec<u8>, RegistryError> {
+    if resp.content_length().is_some_and(|l| l > max) {
+        return Err(RegistryError::TooLarge {
+            what: what.to_owned(),
+            max,
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|source| RegistryError::Http {
+        url: url.to_owned(),
+        source,
+    })? {
+        if (out.len() + chunk.len()) as u64 > max {
+            return Err(RegistryError::TooLarge {
+                what: what.to_owned(),
+                max,
+            });
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// The registry's error text (`{"errors":[{"message":…}]}`), short and printable.
+async fn error_message(resp: Response) -> String {
+    let status = resp.status();
+    let body = resp.bytes().await.unwrap_or_default();
+    let v: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
+    let msg = v
+        .as_ref()
+        .and_then(|v| {
+            v.get("errors")?
+                .get(0)?
+                .get("message")?
+                .as_str()
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| {
+            String::from_utf8_lossy(&body[..body.len().min(200)])
+                .trim()
+                .to_owned()
+        });
+    if msg.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        msg.chars().filter(|c| !c.is_control()).take(300).collect()
+    }
+}
