@@ -9,6 +9,8 @@
 mod auth;
 mod client;
 mod error;
+#[cfg(feature = "test-utils")]
+pub mod fake;
 mod transport;
 
 pub use auth::{Authenticator, MungeAuth};

@@ -2,13 +2,10 @@
 //! passthrough and what goes on the wire. No munged needed: a fixed
 //! authenticator stands in for it.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread;
 use std::time::{Duration, Instant};
 
+use gw_client::fake::{dead_gateway, record_json, silent_gateway, FakeGateway as Server};
 use gw_client::{Authenticator, Client, ClientError, PollOptions};
 use munge_sys::MungeError;
 use shifter_api::{ImageRef, ImageStatus, PullRequest};
@@ -37,109 +34,12 @@ impl Authenticator for NoMunge {
     }
 }
 
-#[derive(Debug, Clone)]
-struct Seen {
-    method: String,
-    path: String,
-    auth: Option<String>,
-    body: String,
-}
-
-/// A one-thread HTTP server answering each request with the next canned
-/// `(status, body)`; the last one repeats.
-struct Server {
-    url: String,
-    seen: Arc<Mutex<Vec<Seen>>>,
-}
-
-impl Server {
-    fn start(replies: Vec<(u16, String)>) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = seen.clone();
-        thread::spawn(move || {
-            for (i, stream) in listener.incoming().enumerate() {
-                let Ok(stream) = stream else { break };
-                let (status, body) = replies[i.min(replies.len() - 1)].clone();
-                if let Some(s) = handle(stream, status, &body) {
-                    log.lock().unwrap().push(s);
-                }
-            }
-        });
-        Server { url, seen }
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-}
-
-fn handle(stream: TcpStream, status: u16, body: &str) -> Option<Seen> {
-    let mut reader = BufReader::new(stream.try_clone().ok()?);
-    let mut line = String::new();
-    reader.read_line(&mut line).ok()?;
-    let mut parts = line.split_whitespace();
-    let method = parts.next()?.to_owned();
-    let path = parts.next()?.to_owned();
-    let mut auth = None;
-    let mut len = 0usize;
-    loop {
-        let mut h = String::new();
-        reader.read_line(&mut h).ok()?;
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        let (k, v) = h.split_once(':')?;
-        match k.to_ascii_lowercase().as_str() {
-            "authentication" => auth = Some(v.trim().to_owned()),
-            "content-length" => len = v.trim().parse().ok()?,
-            _ => {}
-        }
-    }
-    let mut req_body = vec![0; len];
-    reader.read_exact(&mut req_body).ok()?;
-    let mut stream = stream;
-    write!(
-        stream,
-        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .ok()?;
-    Some(Seen {
-        method,
-        path,
-        auth,
-        body: String::from_utf8_lossy(&req_body).into_owned(),
-    })
-}
-
-/// A port nothing listens on.
-fn dead_gateway() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", l.local_addr().unwrap());
-    drop(l);
-    url
-}
-
-/// Accepts connections and never answers.
-fn silent_gateway() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", l.local_addr().unwrap());
-    thread::spawn(move || {
-        let mut held = Vec::new();
-        for s in l.incoming().flatten() {
-            held.push(s);
-        }
-    });
-    url
-}
-
 fn record(status: &str) -> String {
-    format!(
-        r#"{{"id":"{}","system":"tb","itype":"docker","tag":["127.0.0.1:5000/busybox:latest"],"status":"{status}","status_message":"","last_pull":0,"size":10,"progress":{{"bytes_downloaded":5,"bytes_total":10,"bytes_converted":0}}}}"#,
-        "ab".repeat(32)
+    record_json(
+        &"ab".repeat(32),
+        "127.0.0.1:5000/busybox:latest",
+        status,
+        "",
     )
 }
 
@@ -300,9 +200,11 @@ fn pull_posts_the_acl_body_and_polls_until_final() {
 
 #[test]
 fn pull_failure_is_returned_with_its_message() {
-    let fail = record("FAILURE").replace(
-        r#""status_message":"""#,
-        r#""status_message":"manifest unknown: 127.0.0.1:5000/busybox:nope""#,
+    let fail = record_json(
+        &"ab".repeat(32),
+        "127.0.0.1:5000/busybox:nope",
+        "FAILURE",
+        "manifest unknown: 127.0.0.1:5000/busybox:nope",
     );
     let s = Server::start(vec![(200, fail)]);
     let c = client(vec![s.url.clone()], Duration::from_secs(5));

@@ -19,7 +19,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("shifterimg: error: {e:#}");
+            eprintln!("shifterimg: error: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
@@ -46,6 +46,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// The error and its causes, skipping a cause whose text the message already
+/// includes (library errors often embed their source).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
 fn init_logging(verbose: u8) {
     let default = match verbose {
         0 => "warn",
@@ -58,4 +74,21 @@ fn init_logging(verbose: u8) {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_chain_does_not_repeat_embedded_causes() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = anyhow::Error::new(io)
+            .context("cannot read /x: no such file")
+            .context("cannot use the config");
+        assert_eq!(
+            error_chain(&e),
+            "cannot use the config: cannot read /x: no such file"
+        );
+    }
 }

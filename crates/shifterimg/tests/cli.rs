@@ -1,0 +1,265 @@
+//! The `shifterimg` binary against a fake gateway, signing with the real munged
+//! (skipped loudly when munged is not running): what a user types and reads.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use gw_client::fake::{dead_gateway, record_json, FakeGateway};
+
+const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+const TAG: &str = "127.0.0.1:5000/busybox:latest";
+
+fn munged() -> bool {
+    let ok = munge_sys::encode(b"", None).is_ok();
+    if !ok {
+        eprintln!(
+            "\n!!!! SKIPPED: munged is not running at {}\n",
+            munge_sys::DEFAULT_SOCKET
+        );
+    }
+    ok
+}
+
+/// A site config naming `gateways` and system `cluster9`, so the host's own
+/// /etc/shifter/shifter.toml never matters.
+struct Site {
+    _dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+fn site(gateways: &[&str]) -> Site {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("shifter.toml");
+    let list: Vec<String> = gateways.iter().map(|g| format!("{g:?}")).collect();
+    std::fs::write(
+        &config,
+        format!(
+            "system = \"cluster9\"\nimage_dir = \"/var/lib/shifter/images\"\ngateways = [{}]\nlookup_timeout_secs = 2\n",
+            list.join(", ")
+        ),
+    )
+    .unwrap();
+    Site { _dir: dir, config }
+}
+
+fn shifterimg(config: &Path, args: &[&str]) -> (i32, String, String) {
+    let out: Output = Command::new(env!("CARGO_BIN_EXE_shifterimg"))
+        .env_remove("SHIFTER_CONFIG")
+        .env_remove("SHIFTER_LOG")
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn pull_prints_each_status_and_succeeds_when_ready() {
+    if !munged() {
+        return;
+    }
+    let gw = FakeGateway::start(vec![
+        (200, record_json(ID, TAG, "PENDING", "")),
+        (200, record_json(ID, TAG, "PULLING", "")),
+        (200, record_json(ID, TAG, "READY", "")),
+    ]);
+    let s = site(&[&gw.url]);
+    let (code, out, err) = shifterimg(&s.config, &["pull", TAG]);
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "docker:127.0.0.1:5000/busybox:latest: PENDING 5.0 MiB/10.0 MiB",
+            "docker:127.0.0.1:5000/busybox:latest: PULLING 5.0 MiB/10.0 MiB",
+            "docker:127.0.0.1:5000/busybox:latest: READY 0123456789ab (10.0 MiB)",
+        ]
+    );
+    let seen = gw.seen();
+    assert_eq!(
+        seen[0].path,
+        "/api/pull/cluster9/docker/127%2E0%2E0%2E1%3A5000%2Fbusybox%3Alatest/"
+    );
+    assert!(seen
+        .iter()
+        .all(|r| r.auth.as_deref().is_some_and(|a| a.starts_with("MUNGE:"))));
+}
+
+#[test]
+fn pull_failure_exits_nonzero_with_the_gateway_message() {
+    if !munged() {
+        return;
+    }
+    let gw = FakeGateway::start(vec![(
+        200,
+        record_json(
+            "",
+            TAG,
+            "FAILURE",
+            "manifest unknown: tag nope not in 127.0.0.1:5000/busybox",
+        ),
+    )]);
+    let s = site(&[&gw.url]);
+    let (code, _out, err) = shifterimg(&s.config, &["pull", "127.0.0.1:5000/busybox:nope"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(
+            "pull of docker:127.0.0.1:5000/busybox:nope failed: manifest unknown: tag nope"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn pull_with_user_and_group_sends_numeric_acl() {
+    if !munged() {
+        return;
+    }
+    let gw = FakeGateway::start(vec![(200, record_json(ID, TAG, "READY", ""))]);
+    let s = site(&[&gw.url]);
+    let (code, _, err) = shifterimg(
+        &s.config,
+        &["pull", "--user", "root,1234", "--group", "root", TAG],
+    );
+    assert_eq!(code, 0, "{err}");
+    let body: serde_json::Value = serde_json::from_str(&gw.seen()[0].body).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"allowed_uids": "0,1234", "allowed_gids": "0"})
+    );
+}
+
+#[test]
+fn lookup_prints_only_the_id() {
+    if !munged() {
+        return;
+    }
+    let gw = FakeGateway::start(vec![(200, record_json(ID, TAG, "READY", ""))]);
+    let s = site(&[&gw.url]);
+    let (code, out, err) = shifterimg(&s.config, &["lookup", "docker:127.0.0.1:5000/busybox"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, format!("{ID}\n"));
+    assert_eq!(
+        gw.seen()[0].path,
+        "/api/lookup/cluster9/docker/127%2E0%2E0%2E1%3A5000%2Fbusybox%3Alatest/"
+    );
+}
+
+#[test]
+fn unknown_image_fails_with_the_gateway_message_and_a_hint() {
+    if !munged() {
+        return;
+    }
+    let gw = FakeGateway::start(vec![(
+        404,
+        r#"{"error":"not_found","message":"no READY image docker:127.0.0.1:5000/nope:latest on cluster9"}"#.into(),
+    )]);
+    let s = site(&[&gw.url]);
+    let (code, out, err) = shifterimg(&s.config, &["lookup", "127.0.0.1:5000/nope"]);
+    assert_eq!(code, 1);
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains("no READY image docker:127.0.0.1:5000/nope:latest on cluster9"),
+        "{err}"
+    );
+    assert!(
+        err.contains("shifterimg pull docker:127.0.0.1:5000/nope:latest"),
+        "{err}"
+    );
+}
+
+#[test]
+fn images_prints_an_aligned_table_and_json() {
+    if !munged() {
+        return;
+    }
+    let list = format!(
+        r#"{{"list":[{},{}]}}"#,
+        record_json(ID, TAG, "READY", ""),
+        record_json(
+            &"f".repeat(64),
+            "docker.io/library/ubuntu:24.04",
+            "READY",
+            ""
+        )
+    );
+    let gw = FakeGateway::start(vec![(200, list)]);
+    let s = site(&[&gw.url]);
+    let (code, out, err) = shifterimg(&s.config, &["images"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "tb  docker  READY  0123456789ab  2026-11-28T11:40:55  127.0.0.1:5000/busybox:latest\n\
+         tb  docker  READY  ffffffffffff  2026-11-28T11:40:55  ubuntu:24.04\n"
+    );
+    let (code, out, _) = shifterimg(&s.config, &["images", "--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["list"][0]["id"], ID);
+    assert_eq!(gw.seen()[0].path, "/api/list/cluster9/");
+}
+
+#[test]
+fn dead_gateway_is_named_with_the_reason_and_the_fix() {
+    if !munged() {
+        return;
+    }
+    let dead = dead_gateway();
+    let s = site(&[&dead]);
+    let (code, _, err) = shifterimg(&s.config, &["lookup", TAG]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!("{dead}: connection refused")),
+        "{err}"
+    );
+    assert!(err.contains("is the gateway running?"), "{err}");
+}
+
+#[test]
+fn command_line_gateway_overrides_the_config_and_fails_over() {
+    if !munged() {
+        return;
+    }
+    let gw = FakeGateway::start(vec![(200, record_json(ID, TAG, "READY", ""))]);
+    let s = site(&["http://127.0.0.1:9"]);
+    let dead = dead_gateway();
+    let (code, out, err) = shifterimg(
+        &s.config,
+        &[
+            "--gateway",
+            &dead,
+            "--gateway",
+            &gw.url,
+            "--system",
+            "other",
+            "lookup",
+            TAG,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), ID);
+    assert!(gw.seen()[0].path.starts_with("/api/lookup/other/"));
+}
+
+#[test]
+fn missing_config_names_the_file_and_the_alternative() {
+    let (code, _, err) = shifterimg(Path::new("/nonexistent/shifter.toml"), &["images"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("/nonexistent/shifter.toml"), "{err}");
+    assert!(err.contains("--gateway URL and --system NAME"), "{err}");
+}
+
+#[test]
+fn bad_reference_is_refused_before_any_request() {
+    let gw = FakeGateway::start(vec![(200, record_json(ID, TAG, "READY", ""))]);
+    let s = site(&[&gw.url]);
+    let (code, _, err) = shifterimg(&s.config, &["lookup", "Ubuntu:Bad Tag"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("invalid docker reference"), "{err}");
+    assert!(gw.seen().is_empty());
+}
