@@ -1,0 +1,206 @@
+//! `shifter`: run a command in an image. Installed setuid-root (or run by
+//! root with `--user`), it prepares a container root with runtime-core,
+//! enters it, drops to the user with read-back checks and execs the command.
+
+mod cli;
+mod command;
+mod privilege;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Parser;
+use runtime_core::sys::real::RealSys;
+use runtime_core::{env, image, setup, Config, UserInfo, Volume};
+use shifter_api::{ImageId, ImageRef, ImageType};
+
+use crate::cli::Cli;
+use crate::privilege::Invocation;
+
+fn main() {
+    let cli = Cli::parse();
+    init_logging();
+    let (code, message) = match run(cli) {
+        Ok(failure) => (failure.code, failure.message),
+        Err(e) => (1, format!("error: {e:#}")),
+    };
+    eprintln!("shifter: {message}");
+    std::process::exit(code);
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SHIFTER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+/// Runs the command; returns only when it could not be executed (the
+/// failure carries the shell-style exit code 126/127).
+fn run(cli: Cli) -> Result<command::ExecFailure> {
+    let inv = Invocation::current();
+    if inv.euid != 0 {
+        bail!("shifter must run as root or be installed setuid-root (chown root; chmod u+s)");
+    }
+    let (config_path, ignored) = inv.config_path(cli.config.as_deref());
+    if ignored {
+        tracing::warn!(
+            "ignoring --config/SHIFTER_CONFIG: shifter runs setuid, so only {} is trusted",
+            config_path.display()
+        );
+    }
+    let cfg = Config::load(&config_path).context("loading the site config")?;
+    let uid = inv
+        .target_uid(cli.user.as_deref())
+        .map_err(|e| anyhow!(e))?;
+    tracing::debug!(setuid = inv.is_setuid(), uid, "caller");
+    if uid == 0 {
+        bail!("refusing to run a container as root (uid 0); as root, pass --user=NAME");
+    }
+    let user = UserInfo::lookup(uid)?;
+
+    let request = cli.image.trim().to_owned();
+    let default_type = ImageType::parse(&cfg.default_image_type).unwrap_or(ImageType::Docker);
+    let reference =
+        ImageRef::parse_with_default(&request, default_type).context("parsing --image")?;
+    let id = resolve_image(&cfg, &reference)?;
+    let img = image::check_image(&cfg, &id, &user)?;
+
+    let volumes = Volume::parse_all(&cli.volumes)?;
+    let module_names: Option<Vec<String>> = cli.module.as_deref().map(|m| {
+        m.split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect()
+    });
+    let modules = cfg
+        .resolve_modules(module_names.as_deref())
+        .map_err(|e| anyhow!(e))?;
+
+    // Everything the user asked for is read before we touch the mount
+    // namespace; files named by the user are read with the user's rights.
+    let extra_env = user_env(&cli, &user)?;
+    let job_env: env::Env = if cli.clearenv {
+        env::Env::new()
+    } else {
+        std::env::vars().collect()
+    };
+    let cwd = std::env::current_dir().ok();
+
+    let sys = RealSys;
+    let root = setup::prepare(
+        &sys,
+        &cfg,
+        &img,
+        &user,
+        &setup::Request {
+            volumes: &volumes,
+            modules: &modules,
+        },
+    )?;
+    runtime_core::enter(&sys, &root)?;
+    runtime_core::drop_to_user(&sys, &user)?;
+
+    let mut container_env = env::container_env(
+        &job_env,
+        &img.meta().env,
+        &modules,
+        &cfg,
+        id.as_str(),
+        &request,
+    );
+    container_env.extend(extra_env);
+    let workdir = match &cli.workdir {
+        Some(Some(dir)) => PathBuf::from(dir),
+        Some(None) => env::choose_workdir(None, img.meta().workdir.as_deref(), |_| false),
+        None => env::choose_workdir(cwd.as_deref(), img.meta().workdir.as_deref(), |p| {
+            p.is_dir()
+        }),
+    };
+    if let Err(e) = std::env::set_current_dir(&workdir) {
+        if cli.workdir.is_some() {
+            bail!(
+                "cannot change to working directory {}: {e}",
+                workdir.display()
+            );
+        }
+        let _ = std::env::set_current_dir("/");
+    }
+    let argv = command::argv(
+        &cli.command,
+        &cli.entrypoint,
+        &img.meta().entrypoint,
+        &img.meta().cmd,
+    );
+    Ok(command::exec(&argv, &container_env))
+}
+
+/// Turns a reference into an image id: `id:` directly, tags through the gateway.
+fn resolve_image(cfg: &Config, reference: &ImageRef) -> Result<ImageId> {
+    if let ImageRef::Id(id) = reference {
+        return Ok(id.clone());
+    }
+    if cfg.gateways.is_empty() {
+        bail!("tag lookup needs a gateway: set `gateways` in the site config, or use --image=id:<id> (see `shifterimg lookup`)");
+    }
+    let client = gw_client::Client::new(
+        cfg.gateways.clone(),
+        cfg.system.clone(),
+        Duration::from_secs(cfg.lookup_timeout_secs),
+        Some(cfg.munge_socket.clone()),
+    )?;
+    let record = client.lookup(reference).with_context(|| {
+        format!("looking up {reference} (pull it first with `shifterimg pull {reference}`)")
+    })?;
+    ImageId::parse(&record.id)
+        .with_context(|| format!("the gateway returned an invalid id for {reference}"))
+}
+
+/// `--env-file` (read as the user) and `--env`, in that order.
+fn user_env(cli: &Cli, user: &UserInfo) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for f in &cli.env_file {
+        let text =
+            read_as_user(f, user).with_context(|| format!("reading --env-file {}", f.display()))?;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (k, v) = split_kv(line)
+                .with_context(|| format!("{}:{}: expected KEY=VALUE", f.display(), n + 1))?;
+            out.insert(k, v);
+        }
+    }
+    for kv in &cli.env {
+        let (k, v) = split_kv(kv).with_context(|| format!("--env {kv:?}: expected KEY=VALUE"))?;
+        out.insert(k, v);
+    }
+    Ok(out)
+}
+
+fn split_kv(s: &str) -> Option<(String, String)> {
+    let (k, v) = s.split_once('=')?;
+    (!k.is_empty()).then(|| (k.to_owned(), v.to_owned()))
+}
+
+/// Reads a small file the user named, with the user's permissions (so a
+/// setuid shifter cannot be used to read root's files).
+fn read_as_user(path: &Path, user: &UserInfo) -> Result<String> {
+    use std::io::Read;
+    let sys = RealSys;
+    let (handle, kind) = runtime_core::sys::Sys::open_as_user(&sys, path, &user.creds())?;
+    if kind != runtime_core::sys::NodeKind::File {
+        bail!("not a regular file");
+    }
+    let mut text = String::new();
+    std::fs::File::open(handle.path())?
+        .take(1 << 20)
+        .read_to_string(&mut text)?;
+    Ok(text)
+}

@@ -1,0 +1,100 @@
+//! Who is asking and what they may override. Installed setuid-root, `shifter`
+//! runs with the caller's environment, so anything in it that would choose
+//! what root reads (config path, target user) is ignored unless the real user
+//! is root.
+
+use std::path::{Path, PathBuf};
+
+use runtime_core::DEFAULT_CONFIG_PATH;
+
+/// How we were started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Invocation {
+    pub ruid: u32,
+    pub euid: u32,
+}
+
+impl Invocation {
+    pub fn current() -> Self {
+        Invocation {
+            ruid: nix::unistd::getuid().as_raw(),
+            euid: nix::unistd::geteuid().as_raw(),
+        }
+    }
+
+    /// True when a non-root user runs an installed setuid-root binary.
+    pub fn is_setuid(&self) -> bool {
+        self.ruid != self.euid
+    }
+
+    fn trusts_caller(&self) -> bool {
+        self.ruid == 0 && self.euid == 0
+    }
+
+    /// The config to load: the override only for a real root caller.
+    pub fn config_path(&self, requested: Option<&Path>) -> (PathBuf, bool) {
+        match requested {
+            Some(p) if self.trusts_caller() => (p.to_owned(), false),
+            Some(_) => (PathBuf::from(DEFAULT_CONFIG_PATH), true),
+            None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+        }
+    }
+
+    /// The target uid: `--user` only for a real root caller, else the caller.
+    pub fn target_uid(&self, requested: Option<&str>) -> Result<u32, String> {
+        match requested {
+            None => Ok(self.ruid),
+            Some(_) if !self.trusts_caller() => {
+                Err("--user is only for root; run shifter as yourself".into())
+            }
+            Some(u) => match u.parse::<u32>() {
+                Ok(n) => Ok(n),
+                Err(_) => nix::unistd::User::from_name(u)
+                    .ok()
+                    .flatten()
+                    .map(|x| x.uid.as_raw())
+                    .ok_or_else(|| format!("no such user {u:?}")),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setuid_caller_cannot_choose_the_config() {
+        let inv = Invocation {
+            ruid: 1001,
+            euid: 0,
+        };
+        assert!(inv.is_setuid());
+        let (p, ignored) = inv.config_path(Some(Path::new("/tmp/evil.toml")));
+        assert_eq!(p, Path::new(DEFAULT_CONFIG_PATH));
+        assert!(ignored);
+    }
+
+    #[test]
+    fn root_caller_may_choose_the_config_and_user() {
+        let inv = Invocation { ruid: 0, euid: 0 };
+        assert!(!inv.is_setuid());
+        assert_eq!(
+            inv.config_path(Some(Path::new("/t/s.toml"))).0,
+            Path::new("/t/s.toml")
+        );
+        assert_eq!(inv.target_uid(Some("1234")), Ok(1234));
+        assert_eq!(inv.target_uid(Some("root")), Ok(0));
+        assert_eq!(inv.target_uid(None), Ok(0));
+    }
+
+    #[test]
+    fn setuid_caller_cannot_choose_the_user() {
+        let inv = Invocation {
+            ruid: 1001,
+            euid: 0,
+        };
+        assert!(inv.target_uid(Some("0")).is_err());
+        assert_eq!(inv.target_uid(None), Ok(1001));
+    }
+}
