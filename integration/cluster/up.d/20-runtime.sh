@@ -1,0 +1,49 @@
+# shellcheck shell=bash
+# Hook (sourced by up.sh after the base cluster is up): the runtime's site
+# config, $SHIFTER_TB/etc/shifter.toml, read by the Slurm plugin, `shifter`
+# and `shifterimg`; and a setuid-root copy of `shifter` for the test users.
+#
+# The file must be root-owned and not group/other-writable (runtime-core
+# refuses it otherwise). Adds SHIFTER_CONFIG, SHIFTER_MOUNT_ROOT and
+# SHIFTER_SETUID_BIN to $SHIFTER_TB/env.
+
+rt_conf="$SHIFTER_TB/etc/shifter.toml"
+rt_mnt="$SHIFTER_TB/mnt"
+install -d -o root -g root -m 0755 "$SHIFTER_TB/etc" "$rt_mnt"
+gw_uid=$(id -u "$SHIFTER_GW_USER")
+
+cat >"$rt_conf" <<CONF
+# written by integration/cluster/up.d/20-runtime.sh
+system = "testbed"
+image_dir = "$SHIFTER_TB/images"
+gateways = ["http://127.0.0.1:${SHIFTER_GW_PORT:-7777}"]
+gateway_uid = $gw_uid
+mount_root = "$rt_mnt"
+upper_size = "128m"
+tmp = "private"
+tmp_size = "256m"
+munge_socket = "/run/munge/munge.socket.2"
+lookup_timeout_secs = 10
+
+[site_env]
+SHIFTER_TESTBED = "1"
+
+[modules.testmod]
+description = "a module the tests enable with --module=testmod"
+env = { SHIFTER_TESTMOD = "on" }
+CONF
+chown root:root "$rt_conf"
+chmod 0644 "$rt_conf"
+
+# `shifter` as users run it: setuid-root, in a root-owned directory.
+if [ -x "$SHIFTER_BIN_DIR/shifter" ]; then
+    install -d -o root -g root -m 0755 "$SHIFTER_TB/sbin"
+    install -o root -g root -m 4755 "$SHIFTER_BIN_DIR/shifter" "$SHIFTER_TB/sbin/shifter"
+    env_add SHIFTER_SETUID_BIN "$SHIFTER_TB/sbin/shifter"
+else
+    say "runtime: $SHIFTER_BIN_DIR/shifter is missing (cargo build -p shifter); no setuid copy installed"
+fi
+
+env_add SHIFTER_CONFIG "$rt_conf"
+env_add SHIFTER_MOUNT_ROOT "$rt_mnt"
+say "runtime: $rt_conf (image_dir $SHIFTER_TB/images, mount_root $rt_mnt)"
