@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use shifter_api::record::PullProgress;
 use shifter_api::{DockerRef, ImageAcl, ImageId, ImageMeta, ImageStatus};
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 use crate::engine::{Credentials, EngineError, ProgressSink, PullSpec, Stage};
 use crate::error::ApiError;
@@ -126,14 +127,9 @@ pub async fn start_or_join(
     drop(running);
     state.metrics.job_started();
     tracing::info!(image = %key, reference = %reference.canonical(), "pull job started");
-    tokio::spawn(run(
-        state.clone(),
-        sys.clone(),
-        key,
-        reference,
-        credentials,
-        job,
-    ));
+    // The job keeps the starting request's span, so its logs carry that request id.
+    let task = run(state.clone(), sys.clone(), key, reference, credentials, job);
+    tokio::spawn(task.in_current_span());
     Ok(Started {
         record,
         joined: false,
@@ -199,11 +195,13 @@ async fn set_status(
     Ok(())
 }
 
-fn engine_failure(reference: &DockerRef, e: EngineError) -> Failure {
+/// `reference` is what the user asked for, `fetched` where it was pulled from
+/// (they differ when Docker Hub references go to a configured mirror).
+fn engine_failure(reference: &DockerRef, fetched: &DockerRef, e: EngineError) -> Failure {
     let what = format!(
         "pull of {} from registry {} failed",
         reference.canonical(),
-        reference.registry
+        fetched.registry
     );
     match e {
         EngineError::NotFound(m) | EngineError::Registry(m) | EngineError::Rejected(m) => {
@@ -338,10 +336,11 @@ async fn run_inner(
     let engine = state.engine.clone();
     let conv_start = Instant::now();
     let staging2 = staging.clone();
+    let mapped = spec.reference.clone();
     let pulled = tokio::task::spawn_blocking(move || engine.pull(&spec, &staging2, &sink))
         .await
         .map_err(|e| internal(&e))?
-        .map_err(|e| engine_failure(reference, e))?;
+        .map_err(|e| engine_failure(reference, &mapped, e))?;
     state.metrics.conversion_finished(conv_start.elapsed());
 
     set_status(state, key, ImageStatus::Transfer, "")

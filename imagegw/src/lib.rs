@@ -16,6 +16,7 @@ pub mod metrics;
 mod munge;
 pub mod openapi;
 pub mod publish;
+pub mod pull_engine;
 pub mod state;
 pub mod store;
 

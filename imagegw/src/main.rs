@@ -8,7 +8,8 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use shifter_imagegw::auth::MungeDecoder;
 use shifter_imagegw::config::{self, Config, StoreUrl};
-use shifter_imagegw::engine::{NoEngine, PullEngine};
+use shifter_imagegw::engine::PullEngine;
+use shifter_imagegw::pull_engine::{compression_of, ShifterPullEngine};
 use shifter_imagegw::state::{AppState, SystemState};
 use shifter_imagegw::store::{PostgresStore, SqliteStore, Store};
 use shifter_imagegw::{app, jobs};
@@ -49,7 +50,8 @@ fn init_tracing(json: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if json {
         builder.json().init();
     } else {
@@ -57,8 +59,8 @@ fn init_tracing(json: bool) {
     }
 }
 
-fn pull_engine(_cfg: &Config) -> Arc<dyn PullEngine> {
-    Arc::new(NoEngine)
+fn pull_engine(cfg: &Config) -> Result<Arc<dyn PullEngine>> {
+    Ok(Arc::new(ShifterPullEngine::from_config(cfg)?))
 }
 
 async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>> {
@@ -120,12 +122,15 @@ async fn shutdown_signal() {
 async fn run(cli: Cli) -> Result<()> {
     let cfg = Config::load(&cli.config)?;
     let systems = build_systems(&cfg)?;
+    for (name, sys) in &cfg.systems {
+        compression_of(name, &sys.compression)?;
+    }
     if cli.check {
         println!("{}: ok", cli.config.display());
         return Ok(());
     }
     let store = open_store(&cfg).await?;
-    let mut state = AppState::new(systems, store, pull_engine(&cfg), cfg.workers);
+    let mut state = AppState::new(systems, store, pull_engine(&cfg)?, cfg.workers);
     state.default_registry = cfg.default_registry.clone();
     state.expire_after_secs =
         i64::try_from(cfg.expire_after_days.saturating_mul(86400)).unwrap_or(i64::MAX);
