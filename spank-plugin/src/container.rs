@@ -1,42 +1,67 @@
 //! The plugin's only door to runtime-core: prepare the container root once per
-//! step (in slurmstepd, as root, in a fresh private mount namespace that every
-//! task forked afterwards inherits) and enter it in each task.
+//! step (in slurmstepd, as root; runtime-core unshares slurmstepd's mount
+//! namespace, so every task forked afterwards inherits the root and it all
+//! goes away with the step) and enter it in each task.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use runtime_core::Config;
-use shifter_api::ImageId;
+use runtime_core::env::{choose_workdir, container_env, Env};
+use runtime_core::setup::Request;
+use runtime_core::sys::real::RealSys;
+use runtime_core::{Config, PreparedRoot, UserInfo, Volume};
+use shifter_api::{ImageId, ImageMeta};
 use thiserror::Error;
+
+use crate::timing::Phase;
 
 #[derive(Debug, Error)]
 pub enum ContainerError {
-    #[error("this build of the plugin has no container runtime yet (runtime-core prepare/enter): ask the site admin")]
-    Unavailable,
+    #[error(transparent)]
+    Image(#[from] runtime_core::ImageError),
+    #[error(transparent)]
+    Volume(#[from] runtime_core::VolumeError),
+    #[error(transparent)]
+    Setup(#[from] runtime_core::SetupError),
+    #[error(transparent)]
+    Entry(#[from] runtime_core::EntryError),
+    #[error("{0}")]
+    Module(String),
+    #[error("cannot change to {path} in the container: {source}")]
+    Workdir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Everything the node knows about the step, as plain data.
-// Read by runtime-core's prepare() once it lands; until then only carried.
-#[allow(dead_code)]
 #[derive(Debug, Clone)]
 pub struct StepSpec<'a> {
     pub config: &'a Config,
     pub image: &'a ImageId,
+    /// The reference as the user wrote it (`SHIFTER_IMAGEREQUEST`).
+    pub request: &'a str,
     pub uid: u32,
     pub gid: u32,
     pub groups: Vec<u32>,
+    /// `;`-separated `SOURCE:DEST[:flags]` volumes.
     pub volumes: Vec<String>,
     /// `None`: the site's default modules.
     pub modules: Option<Vec<String>>,
-    pub job_env: Vec<String>,
     pub job: u32,
     pub step: u32,
 }
 
 /// A prepared container root, kept in slurmstepd between callbacks.
-#[allow(dead_code)]
 #[derive(Debug)]
 pub struct Prepared {
-    pub image: ImageId,
+    root: PreparedRoot,
+    config: Config,
+    modules: Option<Vec<String>>,
+    meta: ImageMeta,
+    user: UserInfo,
+    image: ImageId,
+    request: String,
 }
 
 /// Where a task ended up, for the one-line notice when the submit directory
@@ -47,19 +72,96 @@ pub struct Entered {
     pub cwd_fallback_from: Option<PathBuf>,
 }
 
+/// The job's user with Slurm's view of the groups (which may differ from the
+/// node's account database) and the name/home from the account database.
+fn user_for(spec: &StepSpec<'_>) -> UserInfo {
+    match UserInfo::lookup(spec.uid) {
+        Ok(u) => UserInfo::from_ids(&u.name, spec.uid, spec.gid, &spec.groups, &u.home),
+        Err(_) => UserInfo::from_ids(&spec.uid.to_string(), spec.uid, spec.gid, &spec.groups, "/"),
+    }
+}
+
+fn modules<'c>(
+    cfg: &'c Config,
+    names: Option<&[String]>,
+) -> Result<Vec<(&'c str, &'c runtime_core::Module)>, ContainerError> {
+    cfg.resolve_modules(names).map_err(ContainerError::Module)
+}
+
 pub fn prepare(spec: &StepSpec<'_>) -> Result<Prepared, ContainerError> {
-    let _ = spec;
-    Err(ContainerError::Unavailable)
+    let cfg = spec.config;
+    let user = user_for(spec);
+    let phase = Phase::start("check");
+    let image = runtime_core::check_image(cfg, spec.image, &user)?;
+    phase.done(spec.job, spec.step);
+    let volumes = Volume::parse_all(&spec.volumes)?;
+    let mods = modules(cfg, spec.modules.as_deref())?;
+    let phase = Phase::start("mount+assemble");
+    let root = runtime_core::prepare(
+        &RealSys,
+        cfg,
+        &image,
+        &user,
+        &Request {
+            volumes: &volumes,
+            modules: &mods,
+        },
+    )?;
+    phase.done(spec.job, spec.step);
+    Ok(Prepared {
+        root,
+        config: cfg.clone(),
+        modules: spec.modules.clone(),
+        meta: image.meta().clone(),
+        user,
+        image: spec.image.clone(),
+        request: spec.request.to_owned(),
+    })
 }
 
+/// Per task, as root: chroot into the root, drop privileges' upper bounds,
+/// and change to the submit directory if the container has it.
 pub fn enter(prepared: &Prepared, cwd: Option<PathBuf>) -> Result<Entered, ContainerError> {
-    let _ = (prepared, cwd);
-    Err(ContainerError::Unavailable)
+    runtime_core::enter(&RealSys, &prepared.root)?;
+    let wanted = choose_workdir(
+        cwd.as_deref(),
+        prepared.meta.workdir.as_deref(),
+        |p: &Path| p.is_dir(),
+    );
+    std::env::set_current_dir(&wanted).map_err(|source| ContainerError::Workdir {
+        path: wanted.clone(),
+        source,
+    })?;
+    let cwd_fallback_from = cwd.filter(|c| *c != wanted);
+    Ok(Entered {
+        cwd: wanted,
+        cwd_fallback_from,
+    })
 }
 
-/// The task's environment inside the container (job env, then image ENV,
-/// modules and site edits), as `KEY=VALUE`.
-pub fn environment(prepared: &Prepared, job_env: &[String]) -> Vec<String> {
-    let _ = prepared;
-    job_env.to_vec()
+/// After Slurm switched the task to the user: fail closed unless ids,
+/// capabilities and no_new_privs are what they must be.
+pub fn verify(prepared: &Prepared) -> Result<(), ContainerError> {
+    Ok(runtime_core::entry::verify(&RealSys, &prepared.user)?)
+}
+
+/// The task's environment inside the container: job env, then image `ENV`,
+/// modules and site edits, and `SHIFTER_IMAGE=id:<hex>` so that a nested
+/// srun pins the same image.
+pub fn environment(prepared: &Prepared, job_env: &[String]) -> Result<Vec<String>, ContainerError> {
+    let job: Env = job_env
+        .iter()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let mods = modules(&prepared.config, prepared.modules.as_deref())?;
+    let env = container_env(
+        &job,
+        &prepared.meta.env,
+        &mods,
+        &prepared.config,
+        &format!("id:{}", prepared.image),
+        &prepared.request,
+    );
+    Ok(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect())
 }

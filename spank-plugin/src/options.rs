@@ -64,7 +64,8 @@ fn validate(st: &mut state::State, name: &str, value: &str) -> Result<(), Plugin
             request::parse_image("--image", value, ty)?;
         }
         "volume" => {
-            volume::check("--volume", value)?;
+            let cfg = st.config()?;
+            volume::check("--volume", value, Some(cfg))?;
         }
         "module" => {
             let cfg = st.config()?;

@@ -14,7 +14,6 @@ use crate::error::PluginError;
 use crate::request::{self, ENV_IMAGE, ENV_IMAGE_REQUEST, ENV_MODULE, ENV_VOLUME};
 use crate::state;
 use crate::timing::{step_name, Phase};
-use crate::volume;
 
 /// What this node does for the step.
 #[derive(Debug)]
@@ -24,7 +23,7 @@ pub enum StepPlan {
     Container {
         image: ImageId,
         request: String,
-        prepared: Prepared,
+        prepared: Box<Prepared>,
     },
     /// Setup failed; raised in every task.
     Failed(String),
@@ -87,7 +86,6 @@ fn plan_step(spank: &Spank, job: u32, step: u32) -> Result<Option<StepPlan>, Plu
     if step == BATCH_STEP_ID && st.args.batch == BatchMode::Host {
         return Ok(Some(StepPlan::Host { image, request }));
     }
-    let volumes = volume::check(ENV_VOLUME, &volumes)?;
     let cfg = st.config()?.clone();
     let modules = match modules {
         Some(m) => Some(request::parse_modules(ENV_MODULE, &m, Some(&cfg))?),
@@ -99,33 +97,33 @@ fn plan_step(spank: &Spank, job: u32, step: u32) -> Result<Option<StepPlan>, Plu
         uid: spank.uid()?,
         gid: spank.gid()?,
         groups: spank.supplementary_gids()?,
-        volumes,
+        volumes: vec![volumes],
         modules,
-        job_env: spank.job_env()?,
+        request: &request,
         job,
         step,
     };
-    let phase = Phase::start("prepare");
     let prepared = container::prepare(&spec)?;
-    phase.done(job, step);
     Ok(Some(StepPlan::Container {
         image,
         request,
-        prepared,
+        prepared: Box::new(prepared),
     }))
 }
 
 pub fn task_init_privileged(spank: &Spank) -> Result<(), PluginError> {
-    let st = state::lock();
-    match &st.step {
-        None | Some(StepPlan::Host { .. }) => Ok(()),
-        Some(StepPlan::Failed(msg)) => Err(PluginError::OnNode {
-            node: node_name(),
-            message: msg.trim_start_matches("shifter: ").to_owned(),
-        }),
+    let mut st = state::lock();
+    let workdir = match &st.step {
+        None | Some(StepPlan::Host { .. }) => return Ok(()),
+        Some(StepPlan::Failed(msg)) => {
+            return Err(PluginError::OnNode {
+                node: node_name(),
+                message: msg.trim_start_matches("shifter: ").to_owned(),
+            })
+        }
         Some(StepPlan::Container { prepared, .. }) => {
-            // slurmstepd already chdir'ed to the submit directory on the host;
-            // the runtime re-resolves it inside the container.
+            // slurmstepd forked us in the submit directory on the host; the
+            // runtime picks the directory inside the container instead.
             let cwd = std::env::current_dir().ok();
             let phase = Phase::start("enter");
             let entered = container::enter(prepared, cwd).map_err(|e| PluginError::OnNode {
@@ -133,8 +131,8 @@ pub fn task_init_privileged(spank: &Spank) -> Result<(), PluginError> {
                 message: error_chain(&e),
             })?;
             phase.done(spank.job_id().unwrap_or(0), spank.step_id().unwrap_or(0));
-            if let Some(from) = entered.cwd_fallback_from {
-                if spank.task_id().unwrap_or(0) == 0 {
+            if let Some(from) = &entered.cwd_fallback_from {
+                if spank.node_id().unwrap_or(0) == 0 && spank.task_id().unwrap_or(0) == 0 {
                     spank_sys::log::user(&format!(
                         "shifter: {} does not exist in the image; starting in {}",
                         from.display(),
@@ -142,9 +140,11 @@ pub fn task_init_privileged(spank: &Spank) -> Result<(), PluginError> {
                     ));
                 }
             }
-            Ok(())
+            entered.cwd
         }
-    }
+    };
+    st.task_workdir = Some(workdir);
+    Ok(())
 }
 
 pub fn task_init(spank: &Spank) -> Result<(), PluginError> {
@@ -157,8 +157,33 @@ pub fn task_init(spank: &Spank) -> Result<(), PluginError> {
             request,
             prepared,
         }) => {
+            container::verify(prepared)?;
+            // Slurm chdirs to the submit directory after task_init_privileged,
+            // which inside the container may not exist (it then falls back to
+            // /tmp): go where the runtime decided.
+            if let Some(dir) = &st.task_workdir {
+                if let Err(e) = std::env::set_current_dir(dir) {
+                    // An image WORKDIR the user may not enter (e.g. /root).
+                    let first =
+                        spank.node_id().unwrap_or(0) == 0 && spank.task_id().unwrap_or(0) == 0;
+                    first.then(|| {
+                        spank_sys::log::user(&format!(
+                            "shifter: cannot enter {} in the image ({e}); starting in /",
+                            dir.display()
+                        ))
+                    });
+                    std::env::set_current_dir("/").map_err(|e| PluginError::OnNode {
+                        node: node_name(),
+                        message: format!("cannot change to / in the container: {e}"),
+                    })?;
+                }
+            }
             let current = spank.job_env()?;
-            apply_env(spank, &current, &container::environment(prepared, &current))?;
+            apply_env(
+                spank,
+                &current,
+                &container::environment(prepared, &current)?,
+            )?;
             (image, request)
         }
     };

@@ -148,13 +148,13 @@ pub fn build(
     let image = parse_image(image_origin, &image_text, default_type)?;
     let volumes = if opts.volumes.is_empty() {
         match env(ENV_VOLUME) {
-            Some(v) => volume::check(ENV_VOLUME, &v)?,
+            Some(v) => volume::check(ENV_VOLUME, &v, cfg)?,
             None => Vec::new(),
         }
     } else {
         let mut all = Vec::new();
         for v in &opts.volumes {
-            all.extend(volume::check("--volume", v)?);
+            all.extend(volume::check("--volume", v, cfg)?);
         }
         all
     };

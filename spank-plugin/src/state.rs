@@ -19,6 +19,8 @@ pub struct State {
     pub opts: RawOptions,
     /// What the node does for this step (remote context only).
     pub step: Option<StepPlan>,
+    /// The task's working directory in the container (task callbacks only).
+    pub task_workdir: Option<std::path::PathBuf>,
 }
 
 static STATE: Mutex<Option<State>> = Mutex::new(None);
