@@ -181,3 +181,71 @@ fn dead_gateway_error_names_it_and_its_reason() {
     );
     assert!(r.stderr.contains("is the gateway running?"), "{r}");
 }
+
+#[test]
+fn pull_with_user_list_keeps_the_image_from_other_users() {
+    let Some(gw) = gateway() else { return };
+    // multi:dockerlist is used by no other test, so making it private here
+    // cannot break them.
+    let image = format!("docker:{}/multi:dockerlist", gw.tb.registry());
+    let owner = gw.tb.user().to_owned();
+    gw.run(&["pull", "--user", &owner, &image]).assert_ok();
+    let mine = gw.run(&["lookup", &image]);
+    mine.assert_ok();
+    assert_eq!(mine.stdout.trim().len(), 64, "{mine}");
+
+    let bin = gw.bin();
+    let other = |args: &[&str]| {
+        let mut all = vec![bin.as_str(), "--gateway", &gw.url, "--system", &gw.system];
+        all.extend_from_slice(args);
+        gw.tb.run_as(gw.tb.user2(), &all, TIMEOUT)
+    };
+    let theirs = other(&["lookup", &image]);
+    theirs.assert_failed();
+    assert!(theirs.stdout.is_empty(), "{theirs}");
+    let listed = other(&["images"]);
+    listed.assert_ok();
+    assert!(!listed.stdout.contains("multi:dockerlist"), "{listed}");
+}
+
+#[test]
+fn import_publishes_a_site_squashfs_as_custom_image() {
+    let Some(gw) = gateway() else { return };
+    let dir = gw
+        .tb
+        .workdir()
+        .join(format!("shifterimg-import-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("root/etc")).unwrap();
+    std::fs::write(dir.join("root/etc/os-release"), "ID=site-import\n").unwrap();
+    let sqfs = dir.join("site.sqfs");
+    let mk = gw.tb.run_root(
+        &[
+            "mksquashfs",
+            dir.join("root").to_str().unwrap(),
+            sqfs.to_str().unwrap(),
+            "-noappend",
+            "-quiet",
+        ],
+        TIMEOUT,
+    );
+    mk.assert_ok();
+    // The gateway reads the file as the caller: let the test user own it.
+    let chown = gw.tb.run_root(
+        &["chown", "-R", gw.tb.user(), dir.to_str().unwrap()],
+        TIMEOUT,
+    );
+    chown.assert_ok();
+    let want = registry::sha256_digest(&std::fs::read(&sqfs).unwrap())
+        .strip_prefix("sha256:")
+        .unwrap()
+        .to_owned();
+
+    let name = format!("e2e-import-{}", std::process::id());
+    let r = gw.run(&["import", sqfs.to_str().unwrap(), &name]);
+    let _ = std::fs::remove_dir_all(&dir);
+    r.assert_ok();
+    assert_eq!(r.stdout.trim(), want, "{r}");
+    let lookup = gw.run(&["lookup", &format!("custom:{name}")]);
+    lookup.assert_ok();
+    assert_eq!(lookup.stdout.trim(), want, "{lookup}");
+}

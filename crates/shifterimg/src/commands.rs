@@ -72,6 +72,10 @@ impl Ctx {
                 } else {
                     rec.status_message
                 };
+                // The gateway's message usually names the image already.
+                if msg.contains(&image.tag()) {
+                    bail!("{msg}")
+                }
                 bail!("pull of {image} failed: {msg}")
             }
             other => bail!("pull of {image} ended {other}: pull it again"),
@@ -102,7 +106,12 @@ impl Ctx {
         let rec = self
             .client(self.settings.timeout)?
             .lookup(&image)
-            .map_err(|e| with_hint(e, &image))?;
+            .map_err(|e| match e {
+                ClientError::Forbidden { .. } => anyhow!(
+                    "{e}\nhint: the image is private; its owner can add you with `shifterimg pull --user/--group`"
+                ),
+                e => with_hint(e, &image),
+            })?;
         if rec.id.is_empty() {
             bail!(
                 "the gateway knows {image} but has no id for it yet: wait for its pull to finish"
@@ -167,19 +176,14 @@ impl Ctx {
     }
 }
 
-/// Adds what to do next to the errors users hit most.
+/// Adds what to do next to the errors users hit most, unless the gateway's
+/// message already says it.
 fn with_hint(e: ClientError, image: &ImageRef) -> anyhow::Error {
+    let said = e.body().map(|b| b.message.clone()).unwrap_or_default();
     match &e {
-        ClientError::NotFound { .. } => {
-            anyhow!(
-                "{e}\nhint: pull it first with `shifterimg pull {image}`, or check the spelling"
-            )
-        }
-        ClientError::Forbidden { .. } => {
-            anyhow!(
-                "{e}\nhint: the image's owner can add you with `shifterimg pull --user/--group`"
-            )
-        }
+        ClientError::NotFound { .. } if !said.contains("shifterimg pull") => anyhow!(
+            "{e}\nhint: pull it first with `shifterimg pull {image}`, or check the spelling"
+        ),
         _ => anyhow!(e),
     }
 }
