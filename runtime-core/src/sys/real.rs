@@ -662,6 +662,12 @@ fn receive_fd(sock: &OwnedFd, path: &Path) -> SysResult<(Handle, NodeKind)> {
 /// killed). For tests and tools that must not change the caller's process
 /// state; the caller should have no other threads doing allocation-heavy work.
 pub fn run_in_child(f: impl FnOnce() -> i32) -> SysResult<i32> {
+    wait_for(spawn_child(f)?)
+}
+
+/// Forks a child that runs `f` and exits with its result (101 on panic);
+/// returns the child's pid without waiting, e.g. to signal it.
+pub fn spawn_child(f: impl FnOnce() -> i32) -> SysResult<Pid> {
     // SAFETY: the child runs `f` and leaves with _exit; it never returns into
     // the caller's stack frames.
     match unsafe { nix::unistd::fork() }.map_err(|e| SysError::new("fork", "", e))? {
@@ -670,7 +676,7 @@ pub fn run_in_child(f: impl FnOnce() -> i32) -> SysResult<i32> {
             // SAFETY: _exit is async-signal-safe and skips the parent's atexit handlers.
             unsafe { libc::_exit(code) }
         }
-        ForkResult::Parent { child } => wait_for(child),
+        ForkResult::Parent { child } => Ok(child),
     }
 }
 
