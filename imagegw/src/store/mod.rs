@@ -247,6 +247,7 @@ pub(crate) mod contract {
         let b_now = store.get(&key("b")).await.unwrap().unwrap();
         assert_eq!(b_now.status, ImageStatus::Failure);
         assert_eq!(b_now.status_message, "interrupted");
+        assert!(b_now.updated > 11, "the failure time is recorded");
         let a_now = store.get(&key("a")).await.unwrap().unwrap();
         assert_eq!(a_now.status, ImageStatus::Ready, "READY rows are untouched");
 

@@ -140,9 +140,9 @@ impl super::Store for PostgresStore {
         let rows = self
             .client
             .query(
-                "UPDATE images SET status='FAILURE', status_message=$2
+                "UPDATE images SET status='FAILURE', status_message=$2, updated=$3
                  WHERE status = ANY($1) RETURNING system, itype, tag",
-                &[&in_flight, &message],
+                &[&in_flight, &message, &crate::state::now()],
             )
             .await?;
         Ok(rows

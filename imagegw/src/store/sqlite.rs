@@ -195,8 +195,8 @@ impl super::Store for SqliteStore {
                 rows.collect::<Result<Vec<_>, _>>()?
             };
             tx.execute(
-                "UPDATE images SET status='FAILURE', status_message=?5 WHERE status IN (?1,?2,?3,?4)",
-                params![IN_FLIGHT[0], IN_FLIGHT[1], IN_FLIGHT[2], IN_FLIGHT[3], message],
+                "UPDATE images SET status='FAILURE', status_message=?5, updated=?6 WHERE status IN (?1,?2,?3,?4)",
+                params![IN_FLIGHT[0], IN_FLIGHT[1], IN_FLIGHT[2], IN_FLIGHT[3], message, crate::state::now()],
             )?;
             tx.commit()?;
             Ok(keys)

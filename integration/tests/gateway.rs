@@ -1,0 +1,537 @@
+//! End-to-end: the gateway process as the non-root gateway account, against the
+//! cluster's real munged and registry. Each test starts its own gateway (own
+//! port, config, store and image directory under `$SHIFTER_TB`) so it can
+//! restart or `kill -9` it without disturbing the cluster's gateway.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use shifter_integration::{registry, Testbed};
+
+const T: Duration = Duration::from_secs(20);
+
+struct Gateway {
+    tb: Testbed,
+    dir: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn uid_of(user: &str) -> u32 {
+    let out = Command::new("id").args(["-u", user]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+impl Gateway {
+    /// A fresh gateway for test `name`, or None (after a loud notice) without a cluster.
+    fn start(name: &str) -> Option<Gateway> {
+        let tb = Testbed::get()?;
+        let bin = tb.bin_dir().join("shifter-imagegw");
+        assert!(
+            bin.exists(),
+            "{} missing: cargo build -p shifter-imagegw",
+            bin.display()
+        );
+        let dir = tb.dir.join(format!("gwtest-{name}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let gw_user = tb.var("SHIFTER_GW_USER").to_owned();
+        for sub in ["", "images", "state", "cache", "work"] {
+            let p = dir.join(sub);
+            std::fs::create_dir_all(&p).unwrap();
+            let st = Command::new("chown")
+                .arg(format!("{gw_user}:"))
+                .arg(&p)
+                .status()
+                .unwrap();
+            assert!(st.success());
+        }
+        let port = free_port();
+        let config = format!(
+            r#"listen = "127.0.0.1:{port}"
+default_registry = "{registry}"
+workers = 2
+store = "sqlite://{dir}/state/gw.sqlite"
+work_dir = "{dir}/work"
+cache_dir = "{dir}/cache"
+[systems.testbed]
+image_dir = "{dir}/images"
+admins = [0]
+import_users = ["{user}"]
+[registries."{registry}"]
+plain_http = true
+"#,
+            registry = tb.registry(),
+            dir = dir.display(),
+            user = tb.user(),
+        );
+        std::fs::write(dir.join("imagegw.toml"), config).unwrap();
+        let mut gw = Gateway {
+            tb,
+            dir,
+            port,
+            child: None,
+        };
+        gw.spawn();
+        Some(gw)
+    }
+
+    fn spawn(&mut self) {
+        let gw_user = self.tb.var("SHIFTER_GW_USER").to_owned();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("gateway.log"))
+            .unwrap();
+        // setpriv execs, so the child's PID is the gateway's.
+        let child = Command::new("setpriv")
+            .arg(format!("--reuid={gw_user}"))
+            .arg(format!("--regid={}", gid_of(&gw_user)))
+            .arg("--init-groups")
+            .arg(self.tb.bin_dir().join("shifter-imagegw"))
+            .arg("--config")
+            .arg(self.dir.join("imagegw.toml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start the gateway");
+        self.child = Some(child);
+        let url = self.url("/healthz");
+        let up = Testbed::wait_until(T, || ureq::get(&url).call().is_ok());
+        assert!(up, "gateway did not answer /healthz:\n{}", self.log());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("gateway.log")).unwrap_or_default()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn images(&self) -> PathBuf {
+        self.dir.join("images")
+    }
+
+    /// SIGTERM and wait: the graceful path.
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let start = Instant::now();
+            loop {
+                if c.try_wait().unwrap().is_some() {
+                    break;
+                }
+                assert!(
+                    start.elapsed() < T,
+                    "gateway ignored SIGTERM:\n{}",
+                    self.log()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    fn kill_9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// A fresh munge credential for `user` (`root` for the admin).
+    fn cred(&self, user: &str) -> String {
+        let r = if user == "root" {
+            self.tb.run_root(&["munge", "-n"], T)
+        } else {
+            self.tb.run_as(user, &["munge", "-n"], T)
+        };
+        r.assert_ok();
+        r.stdout.trim().to_owned()
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        cred: Option<&str>,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let mut req = ureq::request(method, &self.url(path)).timeout(T);
+        if let Some(c) = cred {
+            req = req.set("authentication", c);
+        }
+        let result = match body {
+            Some(b) => req.send_json(b.clone()),
+            None => req.call(),
+        };
+        let resp = match result {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{method} {path}: {e}\n{}", self.log()),
+        };
+        let status = resp.status();
+        let mut text = String::new();
+        resp.into_reader().read_to_string(&mut text).unwrap();
+        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, v)
+    }
+
+    fn as_user(&self, user: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let c = self.cred(user);
+        self.call(method, path, Some(&c), body)
+    }
+
+    /// Pulls and polls (by re-posting, as clients do) until the status is final.
+    fn pull_until_final(&self, user: &str, image_path: &str, body: Option<&Value>) -> Value {
+        let start = Instant::now();
+        loop {
+            let (st, v) = self.as_user(
+                user,
+                "POST",
+                &format!("/api/pull/testbed/{image_path}/"),
+                body,
+            );
+            assert_eq!(st, 200, "pull {image_path}: {v}\n{}", self.log());
+            if ["READY", "FAILURE"].contains(&v["status"].as_str().unwrap_or("")) {
+                return v;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "pull of {image_path} stuck: {v}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn metric(&self, name: &str) -> f64 {
+        let (_, v) = self.call("GET", "/metrics", None, None);
+        let text = v.as_str().unwrap().to_owned();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|r| r.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("metric {name} missing:\n{text}"))
+    }
+
+    /// Names in the image directory.
+    fn files(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.images())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill_9();
+    }
+}
+
+fn gid_of(user: &str) -> u32 {
+    let out = Command::new("id").args(["-g", user]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// `docker/<registry>/<repo:tag>` percent-encoded for a gateway path.
+fn image_path(tb: &Testbed, repo_tag: &str) -> String {
+    let full = format!("{}/{repo_tag}", tb.registry());
+    let enc: String = full
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    format!("docker/{enc}")
+}
+
+fn assert_published(dir: &Path, id: &str) {
+    for ext in ["json", "squashfs"] {
+        let p = dir.join(format!("{id}.{ext}"));
+        assert!(p.is_file(), "{} missing", p.display());
+    }
+}
+
+#[test]
+fn every_test_image_reaches_ready_and_keeps_its_id_across_two_restarts() {
+    let Some(mut gw) = Gateway::start("ready") else {
+        return;
+    };
+    let user = gw.tb.user().to_owned();
+    let images: Vec<String> = gw
+        .tb
+        .var("SHIFTER_IMAGES")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    assert!(!images.is_empty());
+    let mut ids = Vec::new();
+    for img in &images {
+        let path = image_path(&gw.tb, img);
+        let rec = gw.pull_until_final(&user, &path, None);
+        assert_eq!(rec["status"], "READY", "{img}: {rec}\n{}", gw.log());
+        let id = rec["id"].as_str().unwrap().to_owned();
+        assert_eq!(id.len(), 64, "{img}: {rec}");
+        assert_published(&gw.images(), &id);
+        ids.push((path, id));
+    }
+    // busybox:latest's id is the digest of the manifest the registry serves.
+    let m = registry::get_manifest(gw.tb.registry(), "busybox", "latest").unwrap();
+    let digest = registry::sha256_digest(&m.body);
+    let busybox = ids
+        .iter()
+        .find(|(p, _)| p.ends_with("busybox%3Alatest"))
+        .unwrap();
+    assert_eq!(format!("sha256:{}", busybox.1), digest);
+
+    for round in 0..2 {
+        gw.restart();
+        for (path, id) in &ids {
+            let (st, v) = gw.as_user(&user, "GET", &format!("/api/lookup/testbed/{path}/"), None);
+            assert_eq!(st, 200, "after restart {round}: {path}: {v}");
+            assert_eq!(v["id"], id.as_str(), "after restart {round}: {path}");
+        }
+    }
+}
+
+#[test]
+fn twenty_concurrent_pulls_of_one_tag_run_one_job() {
+    let Some(gw) = Gateway::start("concurrent") else {
+        return;
+    };
+    let user = gw.tb.user().to_owned();
+    let path = image_path(&gw.tb, "layered:latest");
+    let creds: Vec<String> = (0..20).map(|_| gw.cred(&user)).collect();
+    let barrier = Arc::new(Barrier::new(creds.len()));
+    let url = gw.url(&format!("/api/pull/testbed/{path}/"));
+    let threads: Vec<_> = creds
+        .into_iter()
+        .map(|c| {
+            let (barrier, url) = (barrier.clone(), url.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                let r = ureq::post(&url).set("authentication", &c).timeout(T).call();
+                let resp = r.unwrap_or_else(|e| panic!("pull: {e}"));
+                resp.into_json::<Value>().unwrap()
+            })
+        })
+        .collect();
+    for t in threads {
+        let v = t.join().unwrap();
+        assert!(v["status"].is_string(), "{v}");
+    }
+    let rec = gw.pull_until_final(&user, &path, None);
+    assert_eq!(rec["status"], "READY", "{rec}");
+    assert_eq!(
+        gw.metric("shifter_imagegw_pull_jobs_started_total"),
+        1.0,
+        "{}",
+        gw.log()
+    );
+    assert_eq!(
+        gw.metric("shifter_imagegw_pulls_total{status=\"READY\"}"),
+        1.0
+    );
+}
+
+#[test]
+fn replayed_expired_and_missing_credentials_are_refused() {
+    let Some(gw) = Gateway::start("auth") else {
+        return;
+    };
+    let user = gw.tb.user().to_owned();
+    let c = gw.cred(&user);
+    let (st, v) = gw.call("GET", "/api/list/testbed/", Some(&c), None);
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = gw.call("GET", "/api/list/testbed/", Some(&c), None);
+    assert_eq!(st, 401, "replayed: {v}");
+    assert!(v["message"].as_str().unwrap().contains("replayed"), "{v}");
+
+    let r = gw.tb.run_as(&user, &["munge", "-n", "-t", "1"], T);
+    r.assert_ok();
+    std::thread::sleep(Duration::from_millis(2500));
+    let (st, v) = gw.call("GET", "/api/list/testbed/", Some(r.stdout.trim()), None);
+    assert_eq!(st, 401, "expired: {v}");
+    assert!(v["message"].as_str().unwrap().contains("expired"), "{v}");
+
+    let (st, v) = gw.call("GET", "/api/list/testbed/", None, None);
+    assert_eq!(st, 401, "missing: {v}");
+    let (st, v) = gw.call("GET", "/api/list/testbed/", Some("not-a-credential"), None);
+    assert_eq!(st, 401, "garbage: {v}");
+    assert_eq!(v["error"], "unauthorized");
+    assert!(
+        !gw.log().contains(&c),
+        "the gateway log must not contain credentials"
+    );
+}
+
+#[test]
+fn a_non_admin_cannot_expire_and_an_admin_removes_the_files() {
+    let Some(gw) = Gateway::start("expire") else {
+        return;
+    };
+    let user = gw.tb.user().to_owned();
+    let path = image_path(&gw.tb, "busybox:oci");
+    let rec = gw.pull_until_final(&user, &path, None);
+    assert_eq!(rec["status"], "READY", "{rec}");
+    let id = rec["id"].as_str().unwrap().to_owned();
+    let expire = format!("/api/expire/testbed/{path}/");
+    let (st, v) = gw.as_user(&user, "GET", &expire, None);
+    assert_eq!(st, 403, "{v}");
+    assert_published(&gw.images(), &id);
+    let (st, v) = gw.as_user(&user, "GET", "/api/autoexpire/testbed/", None);
+    assert_eq!(st, 403, "{v}");
+
+    let (st, v) = gw.as_user("root", "GET", &expire, None);
+    assert_eq!(st, 200, "{v}");
+    assert!(gw.files().is_empty(), "{:?}", gw.files());
+    let (st, _) = gw.as_user(&user, "GET", &format!("/api/lookup/testbed/{path}/"), None);
+    assert_eq!(st, 404);
+}
+
+/// Pushes a copy of busybox:oci whose manifest differs by an annotation, so
+/// the ACL'd image has its own id and no other test shares it.
+fn push_private_copy(tb: &Testbed, tag: &str) {
+    let m = registry::get_manifest(tb.registry(), "busybox", "oci").unwrap();
+    let mut v: Value = serde_json::from_slice(&m.body).unwrap();
+    v["annotations"] = json!({"org.shifter-rs.test": tag});
+    let url = format!("http://{}/v2/busybox/manifests/{tag}", tb.registry());
+    ureq::put(&url)
+        .set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+        .send_string(&v.to_string())
+        .unwrap_or_else(|e| panic!("PUT {url}: {e}"));
+}
+
+#[test]
+fn an_acl_image_is_invisible_and_unusable_for_the_second_user() {
+    let Some(gw) = Gateway::start("acl") else {
+        return;
+    };
+    let (user, user2) = (gw.tb.user().to_owned(), gw.tb.user2().to_owned());
+    let tag = format!("gwtest-acl-{}", std::process::id());
+    push_private_copy(&gw.tb, &tag);
+    let path = image_path(&gw.tb, &format!("busybox:{tag}"));
+    let uid = uid_of(&user);
+    let body = json!({"allowed_uids": uid.to_string()});
+    let rec = gw.pull_until_final(&user, &path, Some(&body));
+    assert_eq!(rec["status"], "READY", "{rec}");
+    let id = rec["id"].as_str().unwrap().to_owned();
+
+    let lookup = format!("/api/lookup/testbed/{path}/");
+    assert_eq!(gw.as_user(&user, "GET", &lookup, None).0, 200);
+    let (st, v) = gw.as_user(&user2, "GET", &lookup, None);
+    assert_eq!(st, 403, "{v}");
+    let (st, _) = gw.as_user(
+        &user2,
+        "GET",
+        &format!("/api/lookup/testbed/id/{id}/"),
+        None,
+    );
+    assert_eq!(st, 403, "by id too");
+    let (_, v) = gw.as_user(&user2, "GET", "/api/list/testbed/", None);
+    assert!(!v.to_string().contains(&id), "listed for user2: {v}");
+    let (_, v) = gw.as_user(&user, "GET", "/api/list/testbed/", None);
+    assert!(v.to_string().contains(&id), "not listed for its owner: {v}");
+    let (st, _) = gw.as_user(&user2, "POST", &format!("/api/pull/testbed/{path}/"), None);
+    assert_eq!(st, 403, "user2 cannot re-pull it to make it public");
+
+    // The runtime enforces the ACL from the files: private mode and the ACL in the meta.
+    use std::os::unix::fs::PermissionsExt;
+    for ext in ["json", "squashfs"] {
+        let md = std::fs::metadata(gw.images().join(format!("{id}.{ext}"))).unwrap();
+        assert_eq!(md.permissions().mode() & 0o777, 0o600, "{ext}");
+    }
+    let meta: Value =
+        serde_json::from_slice(&std::fs::read(gw.images().join(format!("{id}.json"))).unwrap())
+            .unwrap();
+    assert_eq!(meta["acl"]["uids"], json!([uid]), "{meta}");
+}
+
+#[test]
+fn a_pull_of_an_unknown_tag_fails_naming_tag_and_registry() {
+    let Some(gw) = Gateway::start("unknown") else {
+        return;
+    };
+    let user = gw.tb.user().to_owned();
+    let path = image_path(&gw.tb, "busybox:no-such-tag");
+    let rec = gw.pull_until_final(&user, &path, None);
+    assert_eq!(rec["status"], "FAILURE", "{rec}");
+    let msg = rec["status_message"].as_str().unwrap();
+    assert!(msg.contains("no-such-tag"), "{msg}");
+    assert!(msg.contains(gw.tb.registry()), "{msg}");
+    assert!(gw.files().is_empty(), "{:?}", gw.files());
+}
+
+#[test]
+fn kill_9_mid_pull_then_restart_leaves_no_partial_file_and_a_failure_status() {
+    let Some(mut gw) = Gateway::start("kill9") else {
+        return;
+    };
+    let user = gw.tb.user().to_owned();
+    let path = image_path(&gw.tb, "layered:oci");
+    let (st, v) = gw.as_user(&user, "POST", &format!("/api/pull/testbed/{path}/"), None);
+    assert_eq!(st, 200, "{v}");
+    // Kill as soon as the job has a staging directory (or at once if it is quicker).
+    let images = gw.images();
+    Testbed::wait_until(Duration::from_secs(2), || {
+        std::fs::read_dir(&images)
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with(".staging"))
+            })
+            .unwrap_or(false)
+    });
+    gw.kill_9();
+    gw.spawn();
+
+    for f in gw.files() {
+        assert!(
+            !f.starts_with('.') && (f.ends_with(".json") || f.ends_with(".squashfs")),
+            "leftover {f} after restart"
+        );
+    }
+    // Whatever was published is complete: every squashfs has its meta.
+    for f in gw.files().iter().filter(|f| f.ends_with(".squashfs")) {
+        assert!(
+            gw.images().join(f.replace(".squashfs", ".json")).exists(),
+            "{f} without meta"
+        );
+    }
+    let (st, v) = gw.as_user(&user, "POST", &format!("/api/pull/testbed/{path}/"), None);
+    assert_eq!(st, 200);
+    if gw.files().is_empty() {
+        assert_eq!(v["status"], "FAILURE", "{v}");
+        assert!(
+            v["status_message"].as_str().unwrap().contains("restart"),
+            "{v}"
+        );
+    }
+    // And pulling again works.
+    std::thread::sleep(Duration::from_secs(10));
+    let rec = gw.pull_until_final(&user, &path, None);
+    assert_eq!(rec["status"], "READY", "{rec}\n{}", gw.log());
+}
