@@ -97,6 +97,10 @@ pub fn convert_to_file(
     let file: File = out
         .into_inner()
         .map_err(|e| io("write", tmp.path())(e.into_error()))?;
+    // The writer may have written past the image's end (a duplicate file's data is
+    // rewound over); cut the file to the image.
+    file.set_len(wstats.image_bytes)
+        .map_err(io("truncate", tmp.path()))?;
     file.sync_all().map_err(io("fsync", tmp.path()))?;
     set_mode(tmp.path(), 0o644).map_err(io("chmod", tmp.path()))?;
     tmp.persist(dest)

@@ -26,7 +26,7 @@ pub fn parse(bytes: &[u8], content_type: &str, reference: &str) -> Result<Docume
     let v: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| malformed(e.to_string()))?;
     if v.get("schemaVersion").and_then(|s| s.as_u64()) == Some(1)
-        || content_type.contains("manifest.v1+")
+        || content_type.starts_with("application/vnd.docker.distribution.manifest.v1")
     {
         return Err(RegistryError::Schema1 {
             reference: reference.to_owned(),
