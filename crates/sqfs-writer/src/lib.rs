@@ -26,7 +26,7 @@ mod tree;
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom, Write};
 
-use sha2::{Digest, Sha256};
+use xxhash_rust::xxh3::Xxh3;
 
 pub use error::{Error, PathBytes};
 pub use options::{Compression, Meta, Options};
@@ -70,8 +70,10 @@ pub struct Writer<W: Write + Seek> {
     /// The fragment block being filled with small files and tails.
     fragment: Vec<u8>,
     fragment_jobs: Vec<u64>,
-    /// Files already stored, by size and (truncated) SHA-256 of their content.
-    stored: HashMap<(u64, [u8; 16]), NodeId>,
+    /// Files already stored, by size and 128-bit XXH3 of their content. Not a
+    /// cryptographic hash, on purpose: SHA-256 cost a fifth of the CPU time, and a
+    /// crafted collision could only make an image's author confuse their own files.
+    stored: HashMap<(u64, u128), NodeId>,
     /// The furthest byte ever written; a rewind for a duplicate file may leave stale
     /// bytes before it that `finish` overwrites.
     high_water: u64,
@@ -248,7 +250,7 @@ impl<W: Write + Seek> Writer<W> {
     /// its own blocks, already written, are taken back.
     fn store(&mut self, id: NodeId, path: &[u8], data: &mut dyn Read) -> Result<FileData, Error> {
         let bs = self.opts.block_size as usize;
-        let mut hash = Sha256::new();
+        let mut hash = Xxh3::new();
         let mut stored = FileData::default();
         let tail = loop {
             let mut buf = self.pipeline.buffer();
@@ -276,9 +278,7 @@ impl<W: Write + Seek> Writer<W> {
         if stored.size == 0 {
             return Ok(stored);
         }
-        let digest: [u8; 32] = hash.finalize().into();
-        let mut key = (stored.size, [0u8; 16]);
-        key.1.copy_from_slice(&digest[..16]);
+        let key = (stored.size, hash.digest128());
         if let Some(&earlier) = self.stored.get(&key) {
             if stored.blocks > 0 {
                 self.take_back(stored.first_job)?;
