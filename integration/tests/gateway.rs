@@ -68,13 +68,14 @@ cache_dir = "{dir}/cache"
 [systems.testbed]
 image_dir = "{dir}/images"
 admins = [0]
-import_users = ["{user}"]
+import_users = ["{user}", "{user2}"]
 [registries."{registry}"]
 plain_http = true
 "#,
             registry = tb.registry(),
             dir = dir.display(),
             user = tb.user(),
+            user2 = tb.user2(),
         );
         std::fs::write(dir.join("imagegw.toml"), config).unwrap();
         let mut gw = Gateway {
@@ -534,4 +535,86 @@ fn kill_9_mid_pull_then_restart_leaves_no_partial_file_and_a_failure_status() {
     std::thread::sleep(Duration::from_secs(10));
     let rec = gw.pull_until_final(&user, &path, None);
     assert_eq!(rec["status"], "READY", "{rec}\n{}", gw.log());
+}
+
+#[test]
+fn import_publishes_a_squashfs_the_caller_can_read_and_refuses_one_they_cannot() {
+    let Some(gw) = Gateway::start("import") else {
+        return;
+    };
+    let (user, user2) = (gw.tb.user().to_owned(), gw.tb.user2().to_owned());
+    let work = gw
+        .tb
+        .workdir()
+        .join(format!("gw-import-{}", std::process::id()));
+    let script = format!(
+        "set -e; mkdir -p {w}/src; echo site > {w}/src/hello; \
+         mksquashfs {w}/src {w}/site.sqfs -noappend -quiet >/dev/null; chmod 0644 {w}/site.sqfs; \
+         echo junk > {w}/junk.sqfs; chmod 0644 {w}/junk.sqfs",
+        w = work.display()
+    );
+    gw.tb.run_as(&user, &["sh", "-c", &script], T).assert_ok();
+    let file = work.join("site.sqfs");
+    let body = json!({"filepath": file.to_str().unwrap(), "format": "squashfs"});
+    let (st, v) = gw.as_user(
+        &user,
+        "POST",
+        "/api/doimport/testbed/custom/gwtest-site/",
+        Some(&body),
+    );
+    assert_eq!(st, 200, "{v}\n{}", gw.log());
+    let bytes = std::fs::read(&file).unwrap();
+    let id = registry::sha256_digest(&bytes);
+    assert_eq!(
+        format!("sha256:{}", v["id"].as_str().unwrap()),
+        id,
+        "id is the file's sha256"
+    );
+    let (st, v) = gw.as_user(
+        &user2,
+        "GET",
+        "/api/lookup/testbed/custom/gwtest-site/",
+        None,
+    );
+    assert_eq!(st, 200, "{v}");
+    let hex = id.trim_start_matches("sha256:");
+    assert_eq!(
+        std::fs::read(gw.images().join(format!("{hex}.squashfs"))).unwrap(),
+        bytes
+    );
+
+    let junk = json!({"filepath": work.join("junk.sqfs").to_str().unwrap()});
+    let (st, v) = gw.as_user(
+        &user,
+        "POST",
+        "/api/doimport/testbed/custom/gwtest-junk/",
+        Some(&junk),
+    );
+    assert_eq!(st, 400, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("squashfs"), "{v}");
+
+    // Readable by the gateway's group but not by user2: refused for user2.
+    let gw_user = gw.tb.var("SHIFTER_GW_USER").to_owned();
+    let f = file.to_str().unwrap();
+    gw.tb.run_root(&["chgrp", &gw_user, f], T).assert_ok();
+    gw.tb.run_root(&["chmod", "0640", f], T).assert_ok();
+    let (st, v) = gw.as_user(
+        &user2,
+        "POST",
+        "/api/doimport/testbed/custom/gwtest-stolen/",
+        Some(&body),
+    );
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("may not read"),
+        "{v}"
+    );
+    let (st, _) = gw.as_user(
+        &user2,
+        "GET",
+        "/api/lookup/testbed/custom/gwtest-stolen/",
+        None,
+    );
+    assert_eq!(st, 404);
+    let _ = std::fs::remove_dir_all(&work);
 }
