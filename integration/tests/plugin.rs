@@ -5,6 +5,7 @@
 //! (`SHIFTER_GATEWAY` in `$SHIFTER_TB/env`); without it they skip loudly.
 
 use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use shifter_integration::{Run, Testbed};
@@ -13,6 +14,14 @@ const T: Duration = Duration::from_secs(60);
 /// Resolution happens in srun before anything is queued: a refused request
 /// must come back this fast, from srun itself and not from a node.
 const SUBMIT_FAILS_WITHIN: Duration = Duration::from_secs(15);
+
+/// The tests share two nodes and check the whole cluster for leftovers, so
+/// they run one at a time (a failed test must not block the others).
+static CLUSTER: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    CLUSTER.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 fn srun(tb: &Testbed, user: &str, args: &[&str]) -> Run {
     let mut all = vec!["srun"];
@@ -44,6 +53,7 @@ fn ids_by_task(stdout: &str) -> BTreeMap<String, String> {
 #[test]
 fn srun_without_image_is_untouched_by_the_plugin() {
     let Some(tb) = Testbed::get() else { return };
+    let _serial = serial();
     let r = srun(
         &tb,
         tb.user(),
@@ -70,6 +80,7 @@ fn srun_without_image_is_untouched_by_the_plugin() {
 #[test]
 fn srun_help_lists_the_image_volume_and_module_options() {
     let Some(tb) = Testbed::get() else { return };
+    let _serial = serial();
     let r = srun(&tb, tb.user(), &["--help"]);
     r.assert_ok();
     for opt in ["--image=REF", "--volume=SRC:DST[:ro]", "--module=a,b|none"] {
@@ -80,6 +91,7 @@ fn srun_help_lists_the_image_volume_and_module_options() {
 #[test]
 fn sbatch_and_salloc_know_the_image_option() {
     let Some(tb) = Testbed::get() else { return };
+    let _serial = serial();
     for cmd in ["sbatch", "salloc"] {
         let r = tb.run_as(tb.user(), &[cmd, "--help"], T);
         r.assert_ok();
@@ -90,6 +102,7 @@ fn sbatch_and_salloc_know_the_image_option() {
 #[test]
 fn bad_volume_fails_at_submit_with_a_message_naming_the_option() {
     let Some(tb) = Testbed::get() else { return };
+    let _serial = serial();
     let id = format!("id:{}", "c".repeat(64));
     let image = format!("--image={id}");
     let r = srun(&tb, tb.user(), &[&image, "--volume=/scratch", "true"]);
@@ -103,6 +116,7 @@ fn bad_volume_fails_at_submit_with_a_message_naming_the_option() {
 #[test]
 fn volume_without_image_is_refused_at_submit() {
     let Some(tb) = Testbed::get() else { return };
+    let _serial = serial();
     let r = srun(&tb, tb.user(), &["--volume=/tmp:/data", "true"]);
     assert_refused_at_submit(&r, "--volume was given without --image");
 }
@@ -110,6 +124,7 @@ fn volume_without_image_is_refused_at_submit() {
 #[test]
 fn malformed_image_reference_fails_at_submit() {
     let Some(tb) = Testbed::get() else { return };
+    let _serial = serial();
     let r = srun(&tb, tb.user(), &["--image=Ubuntu:Latest", "true"]);
     assert_refused_at_submit(&r, "--image=\"Ubuntu:Latest\"");
     let r = tb.run_as_with_env(tb.user(), &["srun", "true"], &[("SHIFTER_IMAGE", "id:nothex")], T);
@@ -119,6 +134,7 @@ fn malformed_image_reference_fails_at_submit() {
 #[test]
 fn sbatch_image_keeps_the_script_on_the_host_with_the_pinned_id() {
     let Some(tb) = Testbed::get() else { return };
+    let _serial = serial();
     // An id needs no gateway lookup, so this holds before any image exists.
     let id = "d".repeat(64);
     let out = tb.dir.join("out").join(format!("plugin-sbatch-host-{}.out", std::process::id()));
@@ -200,6 +216,7 @@ fn assert_nothing_left(tb: &Testbed) {
 #[test]
 fn srun_n2_image_runs_in_the_image_on_both_nodes_without_privilege() {
     let Some(tb) = Testbed::get() else { return };
+    let _serial = serial();
     if gateway(&tb).is_none() {
         return;
     }
@@ -238,6 +255,7 @@ fn srun_n2_image_runs_in_the_image_on_both_nodes_without_privilege() {
 #[test]
 fn sbatch_image_runs_every_srun_in_the_image() {
     let Some(tb) = Testbed::get() else { return };
+    let _serial = serial();
     if gateway(&tb).is_none() {
         return;
     }
@@ -268,6 +286,7 @@ fn sbatch_image_runs_every_srun_in_the_image() {
 #[test]
 fn salloc_image_then_srun_runs_in_the_image() {
     let Some(tb) = Testbed::get() else { return };
+    let _serial = serial();
     if gateway(&tb).is_none() {
         return;
     }
@@ -285,6 +304,7 @@ fn salloc_image_then_srun_runs_in_the_image() {
 #[test]
 fn unknown_image_fails_at_submit_with_the_gateways_message() {
     let Some(tb) = Testbed::get() else { return };
+    let _serial = serial();
     if gateway(&tb).is_none() {
         return;
     }
@@ -298,6 +318,7 @@ fn unknown_image_fails_at_submit_with_the_gateways_message() {
 #[test]
 fn acl_image_is_refused_for_another_user_at_submit_and_on_the_node() {
     let Some(tb) = Testbed::get() else { return };
+    let _serial = serial();
     if gateway(&tb).is_none() {
         return;
     }
@@ -326,6 +347,7 @@ fn acl_image_is_refused_for_another_user_at_submit_and_on_the_node() {
 #[test]
 fn sixteen_concurrent_steps_on_one_image_all_succeed() {
     let Some(tb) = Testbed::get() else { return };
+    let _serial = serial();
     if gateway(&tb).is_none() {
         return;
     }
@@ -356,6 +378,7 @@ fn sixteen_concurrent_steps_on_one_image_all_succeed() {
 #[test]
 fn scancel_of_a_running_image_step_leaves_nothing_behind() {
     let Some(tb) = Testbed::get() else { return };
+    let _serial = serial();
     if gateway(&tb).is_none() {
         return;
     }
@@ -368,10 +391,15 @@ fn scancel_of_a_running_image_step_leaves_nothing_behind() {
     r.assert_ok();
     let job = r.stdout.trim().to_owned();
     let running = Testbed::wait_until(T, || {
-        let q = tb.run_root(&["squeue", "-h", "-s", "-j", &job, "-o", "%i %T"], Duration::from_secs(10));
-        q.stdout.contains(&format!("{job}.0 RUNNING"))
+        let q = tb.run_root(&["squeue", "-h", "-s", "-j", &job, "-o", "%i"], Duration::from_secs(10));
+        q.stdout.lines().any(|l| l.trim() == format!("{job}.0"))
     });
-    assert!(running, "step {job}.0 never started");
+    if !running {
+        tb.run_root(&["scancel", &job], T);
+        panic!("step {job}.0 never started");
+    }
+    // Let the step's container be set up before killing it.
+    std::thread::sleep(Duration::from_millis(500));
     tb.run_root(&["scancel", &job], T).assert_ok();
     assert_nothing_left(&tb);
 }
