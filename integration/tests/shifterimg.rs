@@ -249,3 +249,32 @@ fn import_publishes_a_site_squashfs_as_custom_image() {
     lookup.assert_ok();
     assert_eq!(lookup.stdout.trim(), want, "{lookup}");
 }
+
+#[test]
+fn login_stores_credentials_at_the_gateway_without_echoing_them() {
+    let Some(gw) = gateway() else { return };
+    let bin = gw.bin();
+    // A script's way in: the password on standard input, never in argv.
+    let script = format!(
+        "printf 'e2e-secret-pw\\n' | {bin} --gateway {} --system {} login --username e2e-user --password-stdin {}",
+        gw.url,
+        gw.system,
+        gw.tb.registry()
+    );
+    let r = gw.tb.run_as(gw.tb.user(), &["sh", "-c", &script], TIMEOUT);
+    r.assert_ok();
+    assert!(r.stderr.contains("stored at the gateway"), "{r}");
+    assert!(
+        !r.stdout.contains("e2e-secret-pw") && !r.stderr.contains("e2e-secret-pw"),
+        "{r}"
+    );
+    // The gateway must not log it either.
+    let log = gw.tb.dir.join("log/imagegw.log");
+    if let Ok(text) = std::fs::read_to_string(&log) {
+        assert!(
+            !text.contains("e2e-secret-pw"),
+            "password in {}",
+            log.display()
+        );
+    }
+}

@@ -72,6 +72,15 @@ pub enum Command {
     Login {
         /// Registry host[:port]; Docker Hub when omitted.
         registry: Option<String>,
+        /// Registry user name (prompted for when omitted).
+        #[arg(short, long, value_name = "USER")]
+        username: Option<String>,
+        /// Read the password from standard input instead of prompting (for scripts).
+        #[arg(long)]
+        password_stdin: bool,
+        /// Send the password to a plain-http gateway on another host anyway.
+        #[arg(long)]
+        allow_http: bool,
     },
     /// Publish a site-built squashfs as custom:NAME (import users only).
     Import { path: PathBuf, name: String },
@@ -168,6 +177,14 @@ mod tests {
             assert!(r.is_err(), "{args:?} parsed");
         }
         let login = parse(&["login"]);
-        assert!(matches!(login.command, Command::Login { registry: None }));
+        assert!(matches!(
+            login.command,
+            Command::Login {
+                registry: None,
+                username: None,
+                password_stdin: false,
+                allow_http: false
+            }
+        ));
     }
 }

@@ -16,6 +16,13 @@ use crate::settings::Settings;
 /// Imports copy a whole image file at the gateway before it answers.
 const IMPORT_TIMEOUT: Duration = Duration::from_secs(600);
 
+pub struct LoginArgs<'a> {
+    pub registry: Option<&'a str>,
+    pub username: Option<&'a str>,
+    pub password_stdin: bool,
+    pub allow_http: bool,
+}
+
 pub struct Ctx {
     pub settings: Settings,
 }
@@ -121,14 +128,42 @@ impl Ctx {
         Ok(())
     }
 
-    pub fn login(&self, registry: Option<&str>) -> Result<()> {
-        let registry = registry.unwrap_or(shifter_api::reference::DOCKER_HUB);
-        let username = prompt(&format!("Username for {registry}: "))?;
+    pub fn login(&self, args: &LoginArgs<'_>) -> Result<()> {
+        let registry = args.registry.unwrap_or(shifter_api::reference::DOCKER_HUB);
+        if !args.allow_http {
+            if let Some(gw) = self
+                .settings
+                .gateways
+                .iter()
+                .find(|g| !is_private_transport(g))
+            {
+                bail!(
+                    "gateway {gw} is plain http on another host: your registry password would cross \
+                     the network unencrypted; use an https:// gateway, or pass --allow-http if the network is trusted"
+                );
+            }
+        }
+        let username = match args.username {
+            Some(u) => u.to_owned(),
+            None if args.password_stdin => {
+                bail!("--password-stdin needs --username: standard input carries the password")
+            }
+            None => prompt(&format!("Username for {registry}: "))?,
+        };
         if username.is_empty() {
             bail!("no username given");
         }
-        let password =
-            rpassword::prompt_password("Password: ").context("cannot read the password")?;
+        let password = if args.password_stdin {
+            let mut line = String::new();
+            io::stdin().lock().read_line(&mut line)?;
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        } else {
+            rpassword::prompt_password("Password: ")
+                .context("cannot read the password (no terminal? use --password-stdin)")?
+        };
+        if password.is_empty() {
+            bail!("no password given");
+        }
         let client = self.client(self.settings.timeout)?;
         match client.login(registry, &username, &password) {
             Ok(_) => {
@@ -136,8 +171,8 @@ impl Ctx {
                 Ok(())
             }
             Err(ClientError::NotFound { gateway, .. }) => bail!(
-                "gateway {gateway} does not support storing registry credentials yet (it has no /api/login endpoint); \
-                 ask your site to use public images or to configure the registry's credentials in imagegw.toml"
+                "gateway {gateway} does not support storing registry credentials (it has no /api/login endpoint); \
+                 ask your site to configure the registry's credentials in imagegw.toml"
             ),
             Err(e) => Err(e.into()),
         }
@@ -188,6 +223,26 @@ fn with_hint(e: ClientError, image: &ImageRef) -> anyhow::Error {
     }
 }
 
+/// True for https, and for http to this host (the password never leaves it).
+fn is_private_transport(url: &str) -> bool {
+    if url.starts_with("https://") {
+        return true;
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or_default()
+    } else {
+        authority.split(':').next().unwrap_or_default()
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn prompt(text: &str) -> Result<String> {
     let mut err = io::stderr();
     write!(err, "{text}")?;
@@ -195,4 +250,30 @@ fn prompt(text: &str) -> Result<String> {
     let mut line = String::new();
     io::stdin().lock().read_line(&mut line)?;
     Ok(line.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_go_only_over_https_or_to_this_host() {
+        for ok in [
+            "https://gw.example.org",
+            "http://127.0.0.1:7777",
+            "http://127.1.2.3",
+            "http://localhost:7777/x",
+            "http://[::1]:7777",
+        ] {
+            assert!(is_private_transport(ok), "{ok}");
+        }
+        for bad in [
+            "http://gw.example.org:7777",
+            "http://10.0.0.5",
+            "http://[fe80::1]:1",
+            "ftp://x",
+        ] {
+            assert!(!is_private_transport(bad), "{bad}");
+        }
+    }
 }

@@ -39,7 +39,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => ctx.pull(image, user.as_deref(), group.as_deref(), *max_wait),
         Command::Images { json } => ctx.images(*json),
         Command::Lookup { image } => ctx.lookup(image),
-        Command::Login { registry } => ctx.login(registry.as_deref()),
+        Command::Login {
+            registry,
+            username,
+            password_stdin,
+            allow_http,
+        } => ctx.login(&commands::LoginArgs {
+            registry: registry.as_deref(),
+            username: username.as_deref(),
+            password_stdin: *password_stdin,
+            allow_http: *allow_http,
+        }),
         Command::Import { path, name } => ctx.import(path, name),
         Command::Expire { image } => ctx.expire(image),
         Command::Autoexpire => ctx.autoexpire(),

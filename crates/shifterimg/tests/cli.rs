@@ -2,7 +2,7 @@
 //! (skipped loudly when munged is not running): what a user types and reads.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use gw_client::fake::{dead_gateway, record_json, FakeGateway};
 
@@ -43,14 +43,29 @@ fn site(gateways: &[&str]) -> Site {
 }
 
 fn shifterimg(config: &Path, args: &[&str]) -> (i32, String, String) {
-    let out: Output = Command::new(env!("CARGO_BIN_EXE_shifterimg"))
+    shifterimg_stdin(config, args, "")
+}
+
+fn shifterimg_stdin(config: &Path, args: &[&str], stdin: &str) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shifterimg"))
         .env_remove("SHIFTER_CONFIG")
         .env_remove("SHIFTER_LOG")
         .arg("--config")
         .arg(config)
         .args(args)
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out: Output = child.wait_with_output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -262,4 +277,74 @@ fn bad_reference_is_refused_before_any_request() {
     assert_eq!(code, 1);
     assert!(err.contains("invalid docker reference"), "{err}");
     assert!(gw.seen().is_empty());
+}
+
+#[test]
+fn login_sends_registry_user_and_password_from_stdin() {
+    if !munged() {
+        return;
+    }
+    let gw = FakeGateway::start(vec![(200, r#"{"result":"stored"}"#.into())]);
+    let s = site(&[&gw.url]);
+    let (code, out, err) = shifterimg_stdin(
+        &s.config,
+        &[
+            "login",
+            "--username",
+            "alice",
+            "--password-stdin",
+            "registry.example.org:5000",
+        ],
+        "p4ss word\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !out.contains("p4ss") && !err.contains("p4ss"),
+        "password echoed: {out}{err}"
+    );
+    let seen = gw.seen();
+    assert_eq!(seen[0].method, "POST");
+    assert_eq!(seen[0].path, "/api/login/cluster9/");
+    let body: serde_json::Value = serde_json::from_str(&seen[0].body).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"registry": "registry.example.org:5000", "username": "alice", "password": "p4ss word"})
+    );
+}
+
+#[test]
+fn login_refuses_plain_http_to_another_host_before_asking() {
+    let s = site(&["http://gw.invalid:7777"]);
+    let (code, _, err) = shifterimg_stdin(
+        &s.config,
+        &["login", "-u", "alice", "--password-stdin"],
+        "pw\n",
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("http://gw.invalid:7777") && err.contains("--allow-http"),
+        "{err}"
+    );
+}
+
+#[test]
+fn login_on_a_gateway_without_the_endpoint_says_so() {
+    if !munged() {
+        return;
+    }
+    let gw = FakeGateway::start(vec![(
+        404,
+        r#"{"error":"not_found","message":"no route"}"#.into(),
+    )]);
+    let s = site(&[&gw.url]);
+    let (code, _, err) = shifterimg_stdin(
+        &s.config,
+        &["login", "-u", "alice", "--password-stdin"],
+        "pw\n",
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("does not support storing registry credentials"),
+        "{err}"
+    );
 }
