@@ -413,8 +413,11 @@ impl RepoClient {
             .or(reply.access_token)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| fail("the reply has no token".into()))?;
-        HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| fail("the token is not a valid header value".into()))
+        let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| fail("the token is not a valid header value".into()))?;
+        // Keeps the token out of debug output and HTTP/2 header compression tables.
+        value.set_sensitive(true);
+        Ok(value)
     }
 }
 
@@ -471,5 +474,135 @@ async fn error_message(resp: Response) -> String {
         status.canonical_reason().unwrap_or("error").to_owned()
     } else {
         msg.chars().filter(|c| !c.is_control()).take(300).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use axum::extract::State;
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    use axum::Router;
+
+    use super::*;
+
+    /// Answers 503 to the first `fail` requests, then `body` as a manifest.
+    #[derive(Clone)]
+    struct Flaky {
+        hits: Arc<AtomicUsize>,
+        fail: usize,
+        body: Arc<Vec<u8>>,
+    }
+
+    async fn flaky(State(s): State<Flaky>) -> axum::response::Response {
+        if s.hits.fetch_add(1, Ordering::SeqCst) < s.fail {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                r#"{"errors":[{"message":"try later"}]}"#,
+            )
+                .into_response();
+        }
+        (
+            [("content-type", super::super::manifest::OCI_MANIFEST)],
+            s.body.as_ref().clone(),
+        )
+            .into_response()
+    }
+
+    async fn client_for(s: Flaky) -> RepoClient {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            axum::serve(listener, Router::new().fallback(flaky).with_state(s)).await
+        });
+        let cfg = RegistryConfig {
+            plain_http: true,
+            ..Default::default()
+        };
+        RepoClient::new(
+            http_client(&addr, &cfg).unwrap(),
+            &addr,
+            "repo",
+            &cfg,
+            None,
+            3,
+            Duration::from_millis(10),
+        )
+    }
+
+    fn flaky_state(fail: usize, body: Vec<u8>) -> Flaky {
+        Flaky {
+            hits: Arc::new(AtomicUsize::new(0)),
+            fail,
+            body: Arc::new(body),
+        }
+    }
+
+    #[tokio::test]
+    async fn server_errors_are_retried_until_the_registry_answers() {
+        let s = flaky_state(2, b"{}".to_vec());
+        let c = client_for(s.clone()).await;
+        let m = c.manifest("latest").await.expect("third attempt succeeds");
+        assert_eq!(m.bytes, b"{}");
+        assert_eq!(m.digest, Sha256Digest::of(b"{}"));
+        assert_eq!(s.hits.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_registry_that_keeps_failing_is_given_up_on_with_its_message() {
+        let s = flaky_state(100, Vec::new());
+        let c = client_for(s.clone()).await;
+        let e = c.manifest("latest").await.unwrap_err();
+        assert!(
+            matches!(e, RegistryError::Status { status: 503, .. }),
+            "{e}"
+        );
+        assert!(e.to_string().contains("try later"), "{e}");
+        assert_eq!(
+            s.hits.load(Ordering::SeqCst),
+            3,
+            "exactly the configured attempts"
+        );
+    }
+
+    #[tokio::test]
+    async fn manifest_fetched_by_digest_must_match_it() {
+        let c = client_for(flaky_state(0, b"{\"a\":1}".to_vec())).await;
+        let wrong = Sha256Digest::of(b"other");
+        let e = c.manifest(&wrong.to_string()).await.unwrap_err();
+        assert!(matches!(e, RegistryError::DigestMismatch { .. }), "{e}");
+    }
+
+    #[tokio::test]
+    async fn oversized_manifest_is_refused() {
+        let c = client_for(flaky_state(
+            0,
+            vec![b' '; (MAX_MANIFEST_BYTES + 1) as usize],
+        ))
+        .await;
+        assert!(matches!(
+            c.manifest("latest").await,
+            Err(RegistryError::TooLarge { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn blob_longer_than_its_descriptor_never_enters_the_cache() {
+        let body = vec![7u8; 4096];
+        let c = client_for(flaky_state(0, body.clone())).await;
+        let dir = tempfile::tempdir().unwrap();
+        let cache = BlobCache::open(dir.path(), 1 << 30).unwrap();
+        let d = Sha256Digest::of(&body);
+        let e = c.blob_to_cache(&d, 100, &cache, &|_| {}).await.unwrap_err();
+        assert!(
+            matches!(e, RegistryError::SizeMismatch { expected: 100, .. }),
+            "{e}"
+        );
+        assert!(cache.lookup(&d, None).unwrap().is_none());
+        let ok = c.blob_to_cache(&d, 4096, &cache, &|_| {}).await.unwrap();
+        assert_eq!(ok.size, 4096);
     }
 }
