@@ -100,3 +100,98 @@ fn kernel_finds_every_name_in_large_directories() {
     };
     assert_same_tree(&walk(&root), &expected(&entries));
 }
+
+/// Fragment (512 per block), export (1024) and id (2048 per block) tables spanning
+/// several metadata blocks, with lookup tables listing each block.
+#[test]
+fn tables_spanning_several_metadata_blocks_are_read_back() {
+    let mut entries = Vec::new();
+    for i in 0..3000u32 {
+        let name = format!("d{}/f{i}", i % 7);
+        entries.push(file(
+            &name,
+            meta(10_000 + i, 20_000 + i % 50, 0o644, i),
+            text_bytes(i.into(), 1500 + (i % 900) as usize),
+        ));
+    }
+    let (_tmp, image, stats) = build(&entries, opts(Compression::Zstd { level: 3 }, 4096, 2));
+    assert!(stats.fragment_blocks > 600, "{stats:?}");
+    if unsquashfs_available() {
+        let (_x, root) = extract(&image);
+        assert_same_tree(&walk(&root), &expected(&entries));
+    }
+    let Some((_y, root)) = kernel_copy(&image) else {
+        return;
+    };
+    assert_same_tree(&walk(&root), &expected(&entries));
+}
+
+/// A zero-filled reader that ends with a short marker, without holding the data.
+struct ZerosThen {
+    zeros: u64,
+    tail: &'static [u8],
+}
+
+impl std::io::Read for ZerosThen {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.zeros > 0 {
+            let n = (buf.len() as u64).min(self.zeros) as usize;
+            buf[..n].fill(0);
+            self.zeros -= n as u64;
+            return Ok(n);
+        }
+        let n = buf.len().min(self.tail.len());
+        buf[..n].copy_from_slice(&self.tail[..n]);
+        self.tail = &self.tail[n..];
+        Ok(n)
+    }
+}
+
+/// Sizes past 4 GiB need the extended file inode; the kernel must see the size and
+/// the data at the end.
+#[test]
+fn files_over_4_gib_are_readable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let image = tmp.path().join("big.sqfs");
+    let o = opts(Compression::Lz4, 1 << 20, 2);
+    let mut w = sqfs_writer::Writer::new(std::fs::File::create(&image).unwrap(), o).unwrap();
+    let size = (4u64 << 30) + (1 << 20) + 3;
+    let mut data = ZerosThen {
+        zeros: size - 3,
+        tail: b"end",
+    };
+    assert_eq!(
+        w.add_file(b"huge", meta(0, 0, 0o644, 0), &mut data)
+            .unwrap(),
+        size
+    );
+    let (_, stats) = w.finish().unwrap();
+    assert_eq!(stats.sparse_blocks, 4097);
+    let Some(out) = with_kernel_mount(&image, r#"stat -c %s "$MNT/huge"; tail -c 3 "$MNT/huge""#)
+    else {
+        return;
+    };
+    assert_eq!(String::from_utf8(out).unwrap(), format!("{size}\nend"));
+}
+
+/// Images without fragments, and an image with nothing but its root, are valid too.
+#[test]
+fn images_without_fragments_or_without_entries_mount() {
+    let empty: Vec<E> = Vec::new();
+    let blocks = vec![
+        file("one-block", meta(0, 0, 0o644, 0), text_bytes(1, 4096)),
+        dir("d", meta(0, 0, 0o700, 0)),
+    ];
+    for entries in [empty, blocks] {
+        let (_tmp, image, stats) = build(&entries, opts(Compression::Gzip { level: 9 }, 4096, 1));
+        assert_eq!(stats.fragment_blocks, 0);
+        if unsquashfs_available() {
+            let (_x, root) = extract(&image);
+            assert_same_tree(&walk(&root), &expected(&entries));
+        }
+        let Some((_y, root)) = kernel_copy(&image) else {
+            return;
+        };
+        assert_same_tree(&walk(&root), &expected(&entries));
+    }
+}
