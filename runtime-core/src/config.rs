@@ -222,6 +222,12 @@ impl Config {
     /// Reads and validates the config, refusing it unless the file and its
     /// directories are root-owned and not writable by group or others.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        if let Err(source) = std::fs::metadata(path) {
+            return Err(ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            });
+        }
         let parent = path.parent().unwrap_or(Path::new("/"));
         let parent = if parent.as_os_str().is_empty() {
             Path::new(".")

@@ -24,7 +24,7 @@ fn main() {
     init_logging();
     let (code, message) = match run(cli) {
         Ok(failure) => (failure.code, failure.message),
-        Err(e) => (1, format!("error: {e:#}")),
+        Err(e) => (1, format!("error: {}", chain(&e))),
     };
     eprintln!("shifter: {message}");
     std::process::exit(code);
@@ -38,6 +38,22 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
+}
+
+/// The error and its causes, skipping a cause whose text the message above
+/// it already includes (library errors carry their cause in their message).
+fn chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
 }
 
 /// Runs the command; returns only when it could not be executed (the
@@ -106,14 +122,10 @@ fn run(cli: Cli) -> Result<command::ExecFailure> {
     runtime_core::enter(&sys, &root)?;
     runtime_core::drop_to_user(&sys, &user)?;
 
-    let mut container_env = env::container_env(
-        &job_env,
-        &img.meta().env,
-        &modules,
-        &cfg,
-        id.as_str(),
-        &request,
-    );
+    // `id:<hex>`, as the Slurm plugin sets it, so a nested launch pins the same image.
+    let pinned = format!("id:{id}");
+    let mut container_env =
+        env::container_env(&job_env, &img.meta().env, &modules, &cfg, &pinned, &request);
     container_env.extend(extra_env);
     let workdir = match &cli.workdir {
         Some(Some(dir)) => PathBuf::from(dir),
