@@ -24,7 +24,7 @@ fi
 
 if [ "$tier" = all ] || [ "$tier" = unit ]; then
     banner "unit and root tests (root: $( [ "$(id -u)" = 0 ] && echo yes || echo 'NO - root tests will skip'))"
-    cargo test --workspace --exclude shifter-integration "$@"
+    cargo test --no-fail-fast --workspace --exclude shifter-integration "$@"
 fi
 
 if [ "$tier" = all ] || [ "$tier" = e2e ]; then
@@ -35,7 +35,7 @@ if [ "$tier" = all ] || [ "$tier" = e2e ]; then
     fi
     integration/cluster/up.sh
     rc=0
-    SHIFTER_E2E_REQUIRED=1 cargo test -p shifter-integration "$@" -- --test-threads=1 || rc=$?
+    SHIFTER_E2E_REQUIRED=1 cargo test --no-fail-fast -p shifter-integration "$@" -- --test-threads=1 || rc=$?
     if [ $rc != 0 ]; then
         banner "end-to-end tier FAILED; cluster logs follow"
         for f in "$SHIFTER_TB"/log/*; do printf '\n--- %s ---\n' "$f"; tail -n 40 "$f"; done
