@@ -12,11 +12,20 @@ rt_mnt="$SHIFTER_TB/mnt"
 install -d -o root -g root -m 0755 "$SHIFTER_TB/etc" "$rt_mnt"
 gw_uid=$(id -u "$SHIFTER_GW_USER")
 
+# The gateway hook (50-gateway.sh, sourced later in the same shell) listens on
+# $SHIFTER_GW_PORT when that port is free. Choose it here, so the URL written
+# below is the one the gateway will use even when 7777 is taken.
+if [ -z "${SHIFTER_GW_PORT:-}" ] && (exec 3<>/dev/tcp/127.0.0.1/7777) 2>/dev/null; then
+    SHIFTER_GW_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    say "runtime: port 7777 is busy; the gateway will use $SHIFTER_GW_PORT"
+fi
+export SHIFTER_GW_PORT=${SHIFTER_GW_PORT:-7777}
+
 cat >"$rt_conf" <<CONF
 # written by integration/cluster/up.d/20-runtime.sh
 system = "testbed"
 image_dir = "$SHIFTER_TB/images"
-gateways = ["http://127.0.0.1:${SHIFTER_GW_PORT:-7777}"]
+gateways = ["http://127.0.0.1:$SHIFTER_GW_PORT"]
 gateway_uid = $gw_uid
 mount_root = "$rt_mnt"
 upper_size = "128m"
