@@ -121,12 +121,11 @@ pub fn emit(
                 continue;
             }
             let mut entry = entry.map_err(corrupt)?;
-            let same = normalize(&entry.path_bytes()).is_ok_and(|p| {
-                p == scanned[l]
-                    .iter()
-                    .find(|e| e.ordinal == w.ordinal)
-                    .map_or(&[][..], |e| &e.path[..])
-            });
+            // Entries are in tar order, so the index pass's record is found by bisection.
+            let recorded = scanned[l]
+                .binary_search_by_key(&w.ordinal, |e| e.ordinal)
+                .map(|i| &scanned[l][i].path[..]);
+            let same = normalize(&entry.path_bytes()).is_ok_and(|p| Ok(&p[..]) == recorded);
             if !same {
                 return Err(MergeError::Changed {
                     layer: layers[l].name.clone(),

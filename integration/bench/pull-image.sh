@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Registry → finished squashfs: shifter-pull against the pipeline Shifter's and
+# Sarus's gateways use (skopeo copy + umoci raw unpack + mksquashfs -no-xattrs) and
+# against the floors (fetch + sha256 of every blob; decompressing every layer;
+# sqfs-writer's dir2sqfs on the pre-merged tree). Wall, CPU, peak RSS, output size.
+#
+# The image is built locally from this machine's own files (no network): 3 gzip
+# layers plus a whiteout layer, about 280 MiB of tar and 5,000 entries:
+#   1: /usr/lib/python3.11 + /usr/lib/python3   2: /usr/lib/gcc + /usr/libexec
+#   3: whiteouts (python3.11/test, an opaque dir) + a changed file
+# and pushed to the local registry as bench/pull:latest.
+#   SHIFTER_REGISTRY  registry (default 127.0.0.1:5000)   RUNS  runs each (default 3)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+reg=${SHIFTER_REGISTRY:-127.0.0.1:5000}
+runs=${RUNS:-3}
+for t in skopeo umoci mksquashfs python3 curl; do
+    command -v $t >/dev/null || { echo "$t is needed" >&2; exit 1; }
+done
+[ -x /usr/bin/time ] || { echo "/usr/bin/time (Debian package time) is needed" >&2; exit 1; }
+curl -sf "http://$reg/v2/" >/dev/null || { echo "no registry at $reg (make cluster-up)" >&2; exit 1; }
+
+(cd "$root" && cargo build --quiet --release -p shifter-pull --example pull -p sqfs-writer --example dir2sqfs)
+bin="${CARGO_TARGET_DIR:-$root/target}/release/examples"
+work=$(mktemp -d /var/tmp/pull-bench.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+
+# ---- the image -----------------------------------------------------------------
+python3 - "$work/layout" <<'PY'
+import gzip, hashlib, io, json, os, sys, tarfile
+out = sys.argv[1]
+os.makedirs(f"{out}/blobs/sha256")
+def blob(data):
+    d = hashlib.sha256(data).hexdigest()
+    open(f"{out}/blobs/sha256/{d}", "wb").write(data)
+    return "sha256:" + d, len(data)
+def layer(fill):
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as t:
+        fill(t)
+    raw = raw.getvalue()
+    gz = gzip.compress(raw, compresslevel=6, mtime=0)
+    return raw, gz
+def add_tree(t, src, dst):
+    t.add(src, arcname=dst, recursive=True, filter=lambda ti: ti if ti.type in (tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE) else None)
+def l1(t):
+    add_tree(t, "/usr/lib/python3.11", "usr/lib/python3.11"); add_tree(t, "/usr/lib/python3", "usr/lib/python3")
+def l2(t):
+    add_tree(t, "/usr/lib/gcc", "usr/lib/gcc"); add_tree(t, "/usr/libexec", "usr/libexec")
+def l3(t):
+    for name in ["usr/lib/python3.11/.wh.test", "usr/lib/python3/dist-packages/.wh..wh..opq"]:
+        ti = tarfile.TarInfo(name); t.addfile(ti, io.BytesIO(b""))
+    data = b"changed by the top layer\n"
+    ti = tarfile.TarInfo("usr/lib/python3.11/os.py"); ti.size = len(data); t.addfile(ti, io.BytesIO(data))
+layers = [layer(f) for f in (l1, l2, l3)]
+descs, diff_ids = [], []
+for raw, gz in layers:
+    d, n = blob(gz)
+    descs.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": n})
+    diff_ids.append("sha256:" + hashlib.sha256(raw).hexdigest())
+cfg = {"architecture": "amd64", "os": "linux", "config": {"Env": ["PATH=/usr/bin:/bin"]},
+       "rootfs": {"type": "layers", "diff_ids": diff_ids}, "history": []}
+cd, cn = blob(json.dumps(cfg, sort_keys=True).encode())
+man = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+       "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cn}, "layers": descs}
+md, mn = blob(json.dumps(man, sort_keys=True).encode())
+json.dump({"schemaVersion": 2, "manifests": [{"mediaType": man["mediaType"], "digest": md, "size": mn,
+           "annotations": {"org.opencontainers.image.ref.name": "latest"}}]}, open(f"{out}/index.json", "w"))
+open(f"{out}/oci-layout", "w").write('{"imageLayoutVersion": "1.0.0"}')
+print(f"image: {len(layers)} layers, {sum(len(r) for r, _ in layers) >> 20} MiB of tar, {sum(len(g) for _, g in layers) >> 20} MiB compressed")
+PY
+skopeo copy --quiet --dest-tls-verify=false "oci:$work/layout:latest" "docker://$reg/bench/pull:latest"
+ref="$reg/bench/pull:latest"
+layers=$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print(" ".join(l["digest"] for l in m["layers"]))' \
+    "$work/layout/blobs/sha256/$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["manifests"][0]["digest"][7:])' "$work/layout/index.json")")
+
+# ---- measurements ----------------------------------------------------------------
+printf '%-26s %8s %8s %9s %12s\n' what wall_s cpu_s rss_mib bytes
+measure() { # label output-file command...
+    local label=$1 out=$2; shift 2
+    for _ in $(seq "$runs"); do
+        rm -rf "$work/run"; mkdir -p "$work/run"
+        /usr/bin/time -o "$work/t" -f '%e %U %S %M' "$@" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
+        read -r wall user sys rss <"$work/t"
+        local size=0
+        [ -n "$out" ] && size=$(stat -c %s $out)
+        awk -v l="$label" -v w="$wall" -v u="$user" -v s="$sys" -v r="$rss" -v b="$size" \
+            'BEGIN { printf "%-26s %8.2f %8.2f %9.1f %12d\n", l, w, u + s, r / 1024, b }'
+    done
+}
+for comp in gzip zstd:3 lz4; do
+    measure "shifter-pull $comp" "$work/run/*.squashfs" \
+        "$bin/pull" "$ref" "$work/run" --plain-http "$reg" --compression "$comp" --cache "$work/run/cache"
+done
+anchor='skopeo copy --quiet --src-tls-verify=false docker://'"$ref"' oci:'"$work"'/run/oci:x &&
+    umoci raw unpack --image '"$work"'/run/oci:x '"$work"'/run/rootfs &&
+    mksquashfs '"$work"'/run/rootfs '"$work"'/run/out.sqfs -noappend -no-xattrs -comp gzip -quiet -no-progress'
+measure "anchor skopeo+umoci+mksq" "$work/run/out.sqfs" bash -c "$anchor"
+fetch='for d in '"$layers"'; do curl -sf http://'"$reg"'/v2/bench/pull/blobs/$d | sha256sum >/dev/null; done'
+measure "floor fetch+sha256" "" bash -c "$fetch"
+measure "floor decompress layers" "" bash -c 'for f in '"$work"'/layout/blobs/sha256/*; do gzip -dc <"$f" >/dev/null 2>&1 || true; done'
+skopeo copy --quiet --src-tls-verify=false "docker://$ref" "oci:$work/merged-oci:x"
+umoci raw unpack --image "$work/merged-oci:x" "$work/merged"
+measure "floor dir2sqfs merged gzip" "$work/run/out.sqfs" "$bin/dir2sqfs" "$work/merged" "$work/run/out.sqfs" gzip 131072 "$(nproc)"
+measure "mksquashfs merged gzip" "$work/run/out.sqfs" mksquashfs "$work/merged" "$work/run/out.sqfs" -noappend -no-xattrs -comp gzip -quiet -no-progress
