@@ -60,7 +60,8 @@ impl Ctx {
         let client = self.client(self.settings.timeout)?;
         let stdout = io::stdout();
         let tty = stdout.is_terminal();
-        let mut progress = Progress::new(stdout.lock(), tty, image.to_string());
+        let width = terminal_size::terminal_size_of(&stdout).map(|(w, _)| usize::from(w.0));
+        let mut progress = Progress::new(stdout.lock(), tty, image.to_string()).with_width(width);
         let poll = PollOptions {
             interval: Duration::from_millis(500),
             max_wait: max_wait.map(Duration::from_secs),

@@ -142,6 +142,7 @@ pub struct Progress<W: Write> {
     image: String,
     last: Option<String>,
     drawn: bool,
+    width: Option<usize>,
 }
 
 impl<W: Write> Progress<W> {
@@ -152,14 +153,29 @@ impl<W: Write> Progress<W> {
             image: image.into(),
             last: None,
             drawn: false,
+            width: None,
         }
+    }
+
+    /// Terminal width: the live line is cut to fit, because a wrapped line
+    /// cannot be rewritten in place with `\r`.
+    pub fn with_width(mut self, width: Option<usize>) -> Self {
+        self.width = width;
+        self
     }
 
     pub fn update(&mut self, rec: &ImageRecord) -> io::Result<()> {
         let text = progress_text(rec);
         if self.tty {
+            let mut line = format!("{}: {text}", self.image);
+            // The final line is followed by a newline, so it may wrap.
+            if let Some(w) = self.width.filter(|w| *w > 1 && !rec.status.is_final()) {
+                if line.chars().count() >= w {
+                    line = line.chars().take(w - 1).collect();
+                }
+            }
             // \r + erase-line keeps one line that changes in place.
-            write!(self.out, "\r\x1b[2K{}: {text}", self.image)?;
+            write!(self.out, "\r\x1b[2K{line}")?;
             self.drawn = true;
         } else {
             // Without a terminal only status changes are worth a line.
@@ -298,6 +314,21 @@ mod tests {
             text,
             "docker:busybox: PENDING\ndocker:busybox: PULLING\ndocker:busybox: READY 0123456789ab (5.0 MiB)\n"
         );
+    }
+
+    #[test]
+    fn terminal_progress_line_is_cut_to_the_terminal_width() {
+        let image = "docker:registry.example.org/a/very/long/name:tag";
+        let mut p = Progress::new(Vec::new(), true, image).with_width(Some(30));
+        p.update(&rec("t", ImageStatus::Pulling, 0)).unwrap();
+        let text = String::from_utf8(p.out.clone()).unwrap();
+        let line = text.strip_prefix("\r\x1b[2K").unwrap();
+        assert_eq!(line.chars().count(), 29, "{line:?}");
+        // The final line ends with a newline, so it is shown whole.
+        p.update(&rec("t", ImageStatus::Ready, 0)).unwrap();
+        p.finish().unwrap();
+        let text = String::from_utf8(p.out).unwrap();
+        assert!(text.ends_with("READY 0123456789ab (5.0 MiB)\n"), "{text:?}");
     }
 
     #[test]
