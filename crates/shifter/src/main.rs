@@ -63,6 +63,13 @@ fn run(cli: Cli) -> Result<command::ExecFailure> {
     if inv.euid != 0 {
         bail!("shifter must run as root or be installed setuid-root (chown root; chmod u+s)");
     }
+    let uid = inv
+        .target_uid(cli.user.as_deref())
+        .map_err(|e| anyhow!(e))?;
+    tracing::debug!(setuid = inv.is_setuid(), uid, "caller");
+    if uid == 0 {
+        bail!("refusing to run a container as root (uid 0); as root, pass --user=NAME");
+    }
     let (config_path, ignored) = inv.config_path(cli.config.as_deref());
     if ignored {
         tracing::warn!(
@@ -71,13 +78,6 @@ fn run(cli: Cli) -> Result<command::ExecFailure> {
         );
     }
     let cfg = Config::load(&config_path).context("loading the site config")?;
-    let uid = inv
-        .target_uid(cli.user.as_deref())
-        .map_err(|e| anyhow!(e))?;
-    tracing::debug!(setuid = inv.is_setuid(), uid, "caller");
-    if uid == 0 {
-        bail!("refusing to run a container as root (uid 0); as root, pass --user=NAME");
-    }
     let user = UserInfo::lookup(uid)?;
 
     let request = cli.image.trim().to_owned();
