@@ -403,3 +403,71 @@ fn scancel_of_a_running_image_step_leaves_nothing_behind() {
     tb.run_root(&["scancel", &job], T).assert_ok();
     assert_nothing_left(&tb);
 }
+
+#[test]
+fn tag_repushed_while_the_job_is_pending_does_not_change_its_image() {
+    let Some(tb) = Testbed::get() else { return };
+    let _serial = serial();
+    if gateway(&tb).is_none() {
+        return;
+    }
+    let repo_tag = format!("plugin-retag-{}:latest", std::process::id());
+    let push = |layout: &str| {
+        let src = format!("oci:{}/oci/{layout}:latest", tb.dir.display());
+        let dest = format!("docker://{}/{repo_tag}", tb.registry());
+        tb.run_root(
+            &["skopeo", "--insecure-policy", "copy", "--quiet", "--dest-tls-verify=false", "--format", "v2s2", &src, &dest],
+            Duration::from_secs(120),
+        )
+        .assert_ok();
+    };
+    let image = format!("docker:{}/{repo_tag}", tb.registry());
+    push("layered");
+    shifterimg(&tb, tb.user(), &["pull", &image]).assert_ok();
+    let first = shifterimg(&tb, tb.user(), &["lookup", &image]);
+    first.assert_ok();
+
+    let out = tb.dir.join("out").join(format!("plugin-retag-{}.out", std::process::id()));
+    let r = tb.run_as(
+        tb.user(),
+        &[
+            "sbatch",
+            "--parsable",
+            "--hold",
+            "-N1",
+            &format!("--image={image}"),
+            "-o",
+            out.to_str().unwrap(),
+            "--wrap",
+            "srun grep ^ID= /etc/os-release",
+        ],
+        T,
+    );
+    r.assert_ok();
+    let job = r.stdout.trim().to_owned();
+
+    // While the job is held, the tag moves to another image (expired first,
+    // as an admin, so the gateway pulls the tag afresh).
+    push("busybox");
+    let bin = tb.bin_dir().join("shifterimg");
+    let cfg = config_path(&tb);
+    tb.run_root(&[bin.to_str().unwrap(), "--config", &cfg, "expire", &image], T).assert_ok();
+    shifterimg(&tb, tb.user(), &["pull", &image]).assert_ok();
+    let second = shifterimg(&tb, tb.user(), &["lookup", &image]);
+    second.assert_ok();
+    if first.stdout.trim() == second.stdout.trim() {
+        tb.run_root(&["scancel", &job], T);
+        panic!("the gateway did not follow the re-pushed tag, so this test proves nothing: {second}");
+    }
+
+    tb.run_root(&["scontrol", "release", &job], T).assert_ok();
+    let done = Testbed::wait_until(Duration::from_secs(90), || {
+        let q = tb.run_root(&["squeue", "-h", "-j", &job, "-o", "%i"], Duration::from_secs(10));
+        q.success() && q.stdout.trim().is_empty()
+    });
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    let _ = std::fs::remove_file(&out);
+    assert!(done, "job {job} did not finish: {text}");
+    assert!(text.contains("ID=shifter-layered"), "the job must run the image pinned at submit: {text}");
+    assert_nothing_left(&tb);
+}

@@ -36,6 +36,15 @@ pub fn init_post_opt(spank: &Spank) -> Result<(), PluginError> {
     phase.done(spank.job_id().unwrap_or(0), spank.step_id().unwrap_or(0));
     tracing::debug!("shifter: {} resolved to id:{id}", req.image_text);
     pin(&req, &id, st.opts.image.is_some());
+    if st.opts.image.is_some() {
+        // Slurm also keeps the raw --image in the job's spank environment and
+        // hands it to every srun of the job as SLURM_SPANK_<option> (its way
+        // of setting an option from the environment): pin that copy too, or
+        // a nested srun would resolve the tag again.
+        if let Err(e) = spank.job_control_setenv(SLURM_IMAGE_OPTION_ENV, &format!("id:{id}")) {
+            tracing::debug!("shifter: cannot pin the job's spank environment: {e}");
+        }
+    }
     Ok(())
 }
 
