@@ -38,18 +38,13 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/shifter/shifter.toml";
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
+    #[error("cannot read config {path}: {cause}")]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("config {path} is not trusted: {source}")]
-    Untrusted {
-        path: PathBuf,
-        #[source]
-        source: TrustError,
-    },
+    #[error("config {path} is not trusted: {cause}")]
+    Untrusted { path: PathBuf, cause: TrustError },
     #[error("config {path}: {message}fix the key named above (unknown keys are errors; see docs/runtime.md)")]
     Parse { path: PathBuf, message: String },
     #[error("config {path}: key `{key}`: {problem}; {fix}")]
@@ -225,7 +220,7 @@ impl Config {
         if let Err(source) = std::fs::metadata(path) {
             return Err(ConfigError::Read {
                 path: path.to_owned(),
-                source,
+                cause: source,
             });
         }
         let parent = path.parent().unwrap_or(Path::new("/"));
@@ -237,7 +232,7 @@ impl Config {
         trust::check_file_and_parents(path, parent, &Owners::root_only()).map_err(|source| {
             ConfigError::Untrusted {
                 path: path.to_owned(),
-                source,
+                cause: source,
             }
         })?;
         Self::load_untrusted(path)
@@ -248,7 +243,7 @@ impl Config {
     pub fn load_untrusted(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            cause: source,
         })?;
         Self::parse(&text, path)
     }

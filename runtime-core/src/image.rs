@@ -19,17 +19,12 @@ const SQUASHFS_MAGIC: &[u8; 4] = b"hsqs";
 pub enum ImageError {
     #[error("image {id} is not in {dir}: pull it first (shifterimg pull) or check the id")]
     NotFound { id: ImageId, dir: PathBuf },
-    #[error("refusing image {id}: {source}")]
-    Untrusted {
-        id: ImageId,
-        #[source]
-        source: TrustError,
-    },
-    #[error("cannot read {path}: {source}")]
+    #[error("refusing image {id}: {cause}")]
+    Untrusted { id: ImageId, cause: TrustError },
+    #[error("cannot read {path}: {cause}")]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("image metadata {path} is invalid ({why}): re-pull the image")]
     BadMeta { path: PathBuf, why: String },
@@ -83,14 +78,14 @@ pub fn check_image(
     let owners = Owners::root_and(cfg.gateway_uid);
     let untrusted = |source| ImageError::Untrusted {
         id: id.clone(),
-        source,
+        cause: source,
     };
     trust::check_file_and_parents(&squashfs, dir, &owners).map_err(untrusted)?;
     trust::check_file_and_parents(&meta_path, dir, &owners).map_err(untrusted)?;
 
     let bytes = std::fs::read(&meta_path).map_err(|source| ImageError::Read {
         path: meta_path.clone(),
-        source,
+        cause: source,
     })?;
     let bad_meta = |why: String| ImageError::BadMeta {
         path: meta_path.clone(),
@@ -119,7 +114,7 @@ pub fn check_image(
         .and_then(|mut f| f.read_exact(&mut magic))
         .map_err(|source| ImageError::Read {
             path: squashfs.clone(),
-            source,
+            cause: source,
         })?;
     if &magic != SQUASHFS_MAGIC {
         return Err(ImageError::NotSquashfs { path: squashfs });
@@ -210,7 +205,7 @@ mod tests {
             matches!(
                 err,
                 ImageError::Untrusted {
-                    source: TrustError::Writable { .. },
+                    cause: TrustError::Writable { .. },
                     ..
                 }
             ),

@@ -19,12 +19,8 @@ pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty
 
 #[derive(Debug, Error)]
 pub enum SetupError {
-    #[error("{step}: {source}")]
-    Sys {
-        step: String,
-        #[source]
-        source: SysError,
-    },
+    #[error("{step}: {cause}")]
+    Sys { step: String, cause: SysError },
     #[error(transparent)]
     Volume(#[from] VolumeError),
     #[error("cannot read your volume source {source_path}: {errno}; check that you can read it (ls -ld {source_path})")]
@@ -102,7 +98,7 @@ impl Assembler<'_> {
     fn step<T>(&self, step: impl Into<String>, r: Result<T, SysError>) -> Result<T, SetupError> {
         r.map_err(|source| SetupError::Sys {
             step: step.into(),
-            source,
+            cause: source,
         })
     }
 
@@ -325,7 +321,7 @@ fn assemble(
         Err(source) => {
             return Err(SetupError::Sys {
                 step: "mounting the image".into(),
-                source,
+                cause: source,
             })
         }
     }

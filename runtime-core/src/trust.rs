@@ -13,11 +13,10 @@ const STICKY: u32 = 0o1000;
 
 #[derive(Debug, Error)]
 pub enum TrustError {
-    #[error("cannot inspect {path}: {source}")]
+    #[error("cannot inspect {path}: {cause}")]
     Stat {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{path} is owned by uid {uid}, but only {allowed} may own it: chown it to root")]
     BadOwner {
@@ -100,18 +99,18 @@ pub fn check_file_and_parents(
     owners: &Owners,
 ) -> Result<Metadata, TrustError> {
     let stat = |p: &Path| {
-        std::fs::symlink_metadata(p).map_err(|source| TrustError::Stat {
+        std::fs::symlink_metadata(p).map_err(|cause| TrustError::Stat {
             path: p.to_owned(),
-            source,
+            cause,
         })
     };
-    let canon = std::fs::canonicalize(file).map_err(|source| TrustError::Stat {
+    let canon = std::fs::canonicalize(file).map_err(|cause| TrustError::Stat {
         path: file.to_owned(),
-        source,
+        cause,
     })?;
-    let top = std::fs::canonicalize(trusted_top).map_err(|source| TrustError::Stat {
+    let top = std::fs::canonicalize(trusted_top).map_err(|cause| TrustError::Stat {
         path: trusted_top.to_owned(),
-        source,
+        cause,
     })?;
     let meta = stat(&canon)?;
     if !meta.file_type().is_file() {
@@ -126,9 +125,9 @@ pub fn check_file_and_parents(
 pub fn check_dirs_above(path: &Path, top: &Path, owners: &Owners) -> Result<(), TrustError> {
     let mut above_top = !path.starts_with(top);
     for dir in path.ancestors().skip(1) {
-        let meta = std::fs::symlink_metadata(dir).map_err(|source| TrustError::Stat {
+        let meta = std::fs::symlink_metadata(dir).map_err(|cause| TrustError::Stat {
             path: dir.to_owned(),
-            source,
+            cause,
         })?;
         let mode = meta.permissions().mode();
         let sticky_root = meta.uid() == 0 && mode & STICKY != 0;
