@@ -158,6 +158,7 @@ impl<W: Write + Seek> Writer<W> {
         Ok(size)
     }
 
+    /// Symlinks are stored with mode 0777 (as Linux shows them), whatever `meta.mode` says.
     pub fn add_symlink(&mut self, path: &[u8], meta: Meta, target: &[u8]) -> Result<(), Error> {
         self.usable()?;
         check_mode(path, meta)?;
@@ -170,6 +171,12 @@ impl<W: Write + Seek> Writer<W> {
             });
         }
         let kind = Kind::Symlink(target.into());
+        // Linux shows every symlink as 0777 whatever was asked for, so an image made
+        // from an unpacked tree (mksquashfs) has 0777; match it.
+        let meta = Meta {
+            mode: 0o777,
+            ..meta
+        };
         self.tree.insert(path, &comps, Node { meta, kind })?;
         self.stats.symlinks += 1;
         Ok(())
@@ -338,4 +345,17 @@ fn check_mode(path: &[u8], meta: Meta) -> Result<(), Error> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The gateway runs conversions on blocking worker threads.
+    #[test]
+    fn writer_can_move_to_another_thread() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Writer<std::fs::File>>();
+        assert_send::<Error>();
+    }
 }

@@ -32,7 +32,7 @@ fn lln_listing_shows_modes_owners_sizes_times_and_targets() {
         file("a/suid", meta(0, 0, 0o4755, 86400), "x"),
         dir("a", meta(1000, 100, 0o2750, 86460)),
         dir("t", meta(0, 0, 0o1777, 0)),
-        symlink("a/link", meta(5, 6, 0o777, 1_700_000_000), "../t/target"),
+        symlink("a/link", meta(5, 6, 0o700, 1_700_000_000), "../t/target"),
         file(
             "t/data",
             meta(65534, 65534, 0o600, 0),

@@ -150,7 +150,10 @@ pub fn expected(entries: &[E]) -> BTreeMap<Vec<u8>, Seen> {
                 groups.push(vec![p.clone()]);
                 (p, seen('f', m, d.clone()))
             }
-            E::Symlink(p, m, target) => (p, seen('l', m, target.clone())),
+            E::Symlink(p, m, target) => {
+                let m = Meta { mode: 0o777, ..*m };
+                (p, seen('l', &m, target.clone()))
+            }
             E::Hardlink(p, target) => {
                 let s = t[target].clone();
                 groups
