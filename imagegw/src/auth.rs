@@ -2,7 +2,9 @@
 //! carries `authentication: <munge credential>`; decoding talks to munged over
 //! a socket, so it runs on a blocking thread. Credentials are never logged.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::{FromRequestParts, RawPathParams};
 use axum::http::request::Parts;
@@ -92,6 +94,35 @@ pub fn groups_of(uid: u32, gid: u32) -> Vec<u32> {
     gids
 }
 
+/// Group lists by (uid, gid), kept for a minute: reading the group database
+/// on every request would cost more than the rest of a lookup.
+#[derive(Default)]
+pub struct GroupCache {
+    entries: std::sync::Mutex<HashMap<(u32, u32), CachedGroups>>,
+}
+
+/// When the list was read, and the groups.
+type CachedGroups = (Instant, Vec<u32>);
+
+const GROUP_TTL: Duration = Duration::from_secs(60);
+
+impl GroupCache {
+    pub fn groups(&self, uid: u32, gid: u32) -> Vec<u32> {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, gids)) = entries.get(&(uid, gid)) {
+            if at.elapsed() < GROUP_TTL {
+                return gids.clone();
+            }
+        }
+        let gids = groups_of(uid, gid);
+        if entries.len() > 100_000 {
+            entries.clear();
+        }
+        entries.insert((uid, gid), (Instant::now(), gids.clone()));
+        gids
+    }
+}
+
 impl FromRequestParts<Arc<AppState>> for Caller {
     type Rejection = ApiError;
 
@@ -129,9 +160,10 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .trim()
             .to_owned();
         let decoder = sys.decoder.clone();
+        let st = state.clone();
         let decoded = tokio::task::spawn_blocking(move || {
             decoder.decode(&credential).map(|c| {
-                let gids = groups_of(c.uid, c.gid);
+                let gids = st.groups.groups(c.uid, c.gid);
                 (c, gids)
             })
         })

@@ -11,7 +11,7 @@ use shifter_imagegw::config::{self, Config, StoreUrl};
 use shifter_imagegw::engine::PullEngine;
 use shifter_imagegw::pull_engine::{compression_of, ShifterPullEngine};
 use shifter_imagegw::state::{AppState, SystemState};
-use shifter_imagegw::store::{PostgresStore, SqliteStore, Store};
+use shifter_imagegw::store::{CachedStore, PostgresStore, SqliteStore, Store};
 use shifter_imagegw::{app, jobs};
 
 /// The shifter-rs image gateway.
@@ -64,21 +64,25 @@ fn pull_engine(cfg: &Config) -> Result<Arc<dyn PullEngine>> {
 }
 
 async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>> {
-    Ok(match StoreUrl::parse(&cfg.store)? {
+    // SQLite has one writer, this gateway; PostgreSQL may be shared by replicas.
+    let (inner, ttl): (Arc<dyn Store>, _) = match StoreUrl::parse(&cfg.store)? {
         StoreUrl::Sqlite(path) => {
             let p = path.clone();
-            Arc::new(
-                tokio::task::spawn_blocking(move || SqliteStore::open(&p))
-                    .await?
-                    .with_context(|| format!("opening sqlite store {}", path.display()))?,
-            )
+            let s = tokio::task::spawn_blocking(move || SqliteStore::open(&p))
+                .await?
+                .with_context(|| format!("opening sqlite store {}", path.display()))?;
+            (Arc::new(s), None)
         }
-        StoreUrl::Postgres(url) => Arc::new(
-            PostgresStore::connect(&url)
-                .await
-                .context("connecting to the postgres store (check `store` in the config)")?,
+        StoreUrl::Postgres(url) => (
+            Arc::new(
+                PostgresStore::connect(&url)
+                    .await
+                    .context("connecting to the postgres store (check `store` in the config)")?,
+            ),
+            Some(Duration::from_secs(2)),
         ),
-    })
+    };
+    Ok(Arc::new(CachedStore::new(inner, ttl)))
 }
 
 fn build_systems(cfg: &Config) -> Result<Vec<SystemState>> {

@@ -29,6 +29,7 @@ pub struct AppState {
     /// Where Docker Hub references are pulled from (a mirror, or docker.io itself).
     pub default_registry: String,
     pub expire_after_secs: i64,
+    pub groups: crate::auth::GroupCache,
 }
 
 impl AppState {
@@ -49,6 +50,7 @@ impl AppState {
             metrics: Metrics::new(),
             default_registry: shifter_api::reference::DOCKER_HUB.into(),
             expire_after_secs: 90 * 86400,
+            groups: Default::default(),
         }
     }
 

@@ -7,9 +7,11 @@ use async_trait::async_trait;
 use shifter_api::{ImageAcl, ImageMeta, ImageStatus};
 use thiserror::Error;
 
+mod cached;
 mod postgres;
 mod sqlite;
 
+pub use cached::CachedStore;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
