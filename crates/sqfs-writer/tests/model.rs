@@ -40,9 +40,8 @@ fn random_path(rng: &mut Rng) -> Vec<u8> {
 /// What the writer must say about adding `kind` at `path`, given the model.
 fn verdict(model: &BTreeMap<Vec<u8>, Kind>, path: &[u8], kind: Kind) -> Result<(), &'static str> {
     for (i, _) in path.iter().enumerate().filter(|(_, &b)| b == b'/') {
-        match model.get(&path[..i]) {
-            Some(Kind::File | Kind::Symlink) => return Err("NotADirectory"),
-            _ => {}
+        if let Some(Kind::File | Kind::Symlink) = model.get(&path[..i]) {
+            return Err("NotADirectory");
         }
     }
     match (model.get(path), kind) {
