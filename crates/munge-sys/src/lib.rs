@@ -10,6 +10,8 @@
 mod cred;
 mod error;
 pub mod ffi;
+#[cfg(feature = "test-utils")]
+pub mod testing;
 
 pub use cred::{decode, encode, encode_with, Decoded, EncodeOptions, DEFAULT_SOCKET};
 pub use error::MungeError;

@@ -3,16 +3,10 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use munge_sys::{decode, encode, encode_with, EncodeOptions, MungeError, DEFAULT_SOCKET};
+use munge_sys::{decode, encode, encode_with, EncodeOptions, MungeError};
 
 fn munged() -> Option<&'static Path> {
-    let socket = Path::new(DEFAULT_SOCKET);
-    if encode(b"", Some(socket)).is_ok() {
-        Some(socket)
-    } else {
-        eprintln!("\n!!!! SKIPPED: munged is not running at {DEFAULT_SOCKET}; start it to run this test\n");
-        None
-    }
+    munge_sys::testing::munged()
 }
 
 #[test]
