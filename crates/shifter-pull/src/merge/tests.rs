@@ -670,3 +670,26 @@ fn progress_reports_every_file_byte() {
     .unwrap();
     assert_eq!((total, stats.file_bytes, stats.files), (8, 8, 2));
 }
+
+#[test]
+fn links_to_a_replaced_target_share_one_copy_of_the_old_content() {
+    let l1 = Tar::default()
+        .file("t", "old")
+        .hardlink("l1", "t")
+        .hardlink("l2", "t")
+        .finish();
+    let l2 = Tar::default().file("t", "new").finish();
+    let s = merge(vec![l1, l2]);
+    assert_eq!(s.get("l1"), Some(&Recorded::File(M0, b"old".to_vec())));
+    assert_eq!(s.get("l2"), Some(&Recorded::Hardlink(b"l1".to_vec())));
+    assert_eq!(content(&s, "t"), "new");
+}
+
+#[test]
+fn a_link_to_a_link_of_an_older_layer_reaches_the_file() {
+    let l1 = Tar::default().file("f", "data").hardlink("a", "f").finish();
+    let l2 = Tar::default().hardlink("b", "a").finish();
+    let s = merge(vec![l1, l2]);
+    assert_eq!(s.get("b"), Some(&Recorded::Hardlink(b"f".to_vec())));
+    assert_eq!(s.get("a"), Some(&Recorded::Hardlink(b"f".to_vec())));
+}
