@@ -10,7 +10,7 @@ use thiserror::Error;
 use crate::config::{Config, Module, SiteMount, TmpMode};
 use crate::etc;
 use crate::image::CheckedImage;
-use crate::sys::{MntFlags, MountAttrs, MsFlags, NodeKind, Sys, SysError};
+use crate::sys::{Create, MntFlags, MountAttrs, MsFlags, NodeKind, Sys, SysError};
 use crate::user::UserInfo;
 use crate::volume::{DestinationPolicy, Volume, VolumeError};
 
@@ -35,6 +35,8 @@ pub enum SetupError {
         image: PathBuf,
         errno: nix::errno::Errno,
     },
+    #[error("volume destination {destination} does not exist and would have to be created inside another mount (a site mount or /tmp): create it there yourself first, or choose a path of the image")]
+    DestinationOnHostMount { destination: PathBuf },
     #[error("{what} {path} resolved to {resolved} inside the container, which is not allowed")]
     Redirected {
         what: &'static str,
@@ -128,7 +130,10 @@ impl Assembler<'_> {
     ) -> Result<crate::sys::Handle, SetupError> {
         let h = self.step(
             format!("creating {path} in the container"),
-            self.sys.resolve_in_root(root, Path::new(path), Some(kind)),
+            // System paths may cross our own mounts (/dev/pts under /dev); the
+            // exactness check below keeps image symlinks from redirecting them.
+            self.sys
+                .resolve_in_root(root, Path::new(path), Create::anywhere(kind)),
         )?;
         let resolved = container_path(root, h.host_path());
         if resolved.as_deref() != Some(Path::new(path)) {
@@ -156,10 +161,21 @@ impl Assembler<'_> {
         recursive: bool,
         policy: Option<&DestinationPolicy>,
     ) -> Result<(), SetupError> {
-        let target = self.step(
-            format!("{step}: creating {}", dest.display()),
-            self.sys.resolve_in_root(root, dest, Some(kind)),
-        )?;
+        // A user's destination is only created on the container's own
+        // writable layer; site and module mounts are the admin's choice.
+        let create = if policy.is_some() {
+            Create::here(kind)
+        } else {
+            Create::anywhere(kind)
+        };
+        let target = match self.sys.resolve_in_root(root, dest, create) {
+            Err(e) if policy.is_some() && e.errno == nix::errno::Errno::EXDEV => {
+                return Err(SetupError::DestinationOnHostMount {
+                    destination: dest.to_owned(),
+                })
+            }
+            other => self.step(format!("{step}: creating {}", dest.display()), other)?,
+        };
         let resolved =
             container_path(root, target.host_path()).ok_or_else(|| SetupError::Redirected {
                 what: "destination",
@@ -747,7 +763,7 @@ mod tests {
             Call::Resolve {
                 root: "/run/shifter/root".into(),
                 path: "/data".into(),
-                create: Some(NodeKind::Dir)
+                create: Create::here(NodeKind::Dir)
             }
         );
         assert_eq!(
@@ -926,6 +942,39 @@ mod tests {
             .filter(|c| matches!(c, Call::Mount { target, .. } if target != Path::new("/")))
             .count();
         assert_eq!(umounts.len(), mounts, "every mount is undone");
+    }
+
+    #[test]
+    fn volume_destination_missing_inside_another_mount_is_not_created_by_root() {
+        let sys = FakeSys::new();
+        sys.fail_when(Errno::EXDEV, |c| {
+            matches!(c, Call::Resolve { path, create: Some(Create { across_mounts: false, .. }), .. }
+                if path == Path::new("/home/bob/new"))
+        });
+        let c = cfg("[[site_fs]]\nsource = \"/home\"\n");
+        let vols = Volume::parse_all(&["/scratch:/home/bob/new"]).unwrap();
+        let err = prepare(
+            &sys,
+            &c,
+            &image(),
+            &user(),
+            &Request {
+                volumes: &vols,
+                modules: &[],
+            },
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, SetupError::DestinationOnHostMount { .. }),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("create it there yourself first"),
+            "{err}"
+        );
+        // The site mount itself may be created across mounts: it is the admin's.
+        assert!(sys.calls().iter().any(|c| matches!(c, Call::Resolve { path, create: Some(Create { across_mounts: true, .. }), .. }
+            if path == Path::new("/home"))));
     }
 
     #[test]

@@ -493,6 +493,34 @@ fn image_symlink_to_slash_used_as_destination_stays_inside_the_root() {
 }
 
 #[test]
+fn missing_volume_destination_is_never_created_on_a_host_mount() {
+    root_tier!("missing_volume_destination_is_never_created_on_a_host_mount");
+    let mut s = store();
+    let site = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(site.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir(site.path().join("exists")).unwrap();
+    s.cfg.site_fs.push(runtime_core::SiteMount {
+        source: site.path().to_owned(),
+        destination: Some("/site".into()),
+        read_only: false,
+        recursive: false,
+    });
+    let vol = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(vol.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let spec = format!("{}:/site/created-by-root", vol.path().display());
+    let err = in_container(&s, &[&spec], || "entered".into()).unwrap_err();
+    assert!(err.contains("create it there yourself first"), "{err}");
+    assert!(
+        !site.path().join("created-by-root").exists(),
+        "root created a directory on the host"
+    );
+    // An existing directory inside the site mount is a fine destination.
+    let spec = format!("{}:/site/exists", vol.path().display());
+    let out = in_container(&s, &[&spec], || "entered".into()).unwrap();
+    assert_eq!(out, "entered");
+}
+
+#[test]
 fn group_writable_image_file_is_refused() {
     root_tier!("group_writable_image_file_is_refused");
     let s = store_with(|images| {

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 
 use super::{
-    CapSets, Creds, Handle, Ids, LoopDev, MntFlags, MountAttrs, MsFlags, NodeKind, Sys, SysError,
-    SysResult,
+    CapSets, Create, Creds, Handle, Ids, LoopDev, MntFlags, MountAttrs, MsFlags, NodeKind, Sys,
+    SysError, SysResult,
 };
 
 /// One recorded kernel call.
@@ -38,7 +38,7 @@ pub enum Call {
     Resolve {
         root: PathBuf,
         path: PathBuf,
-        create: Option<NodeKind>,
+        create: Option<Create>,
     },
     Write {
         path: PathBuf,
@@ -228,7 +228,7 @@ impl Sys for FakeSys {
         &self,
         root: &Path,
         path: &Path,
-        create: Option<NodeKind>,
+        create: Option<Create>,
     ) -> SysResult<Handle> {
         self.record(
             Call::Resolve {

@@ -43,6 +43,34 @@ pub enum NodeKind {
     File,
 }
 
+/// How `resolve_in_root` creates what is missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Create {
+    /// What the last component becomes (parents are always directories).
+    pub kind: NodeKind,
+    /// Whether the walk that creates may cross mount points. Without it,
+    /// missing components are only created on the mount the root itself is
+    /// (the container's own writable layer), never inside a bind of a host
+    /// filesystem, where root would otherwise create files on the user's behalf.
+    pub across_mounts: bool,
+}
+
+impl Create {
+    pub fn here(kind: NodeKind) -> Option<Create> {
+        Some(Create {
+            kind,
+            across_mounts: false,
+        })
+    }
+
+    pub fn anywhere(kind: NodeKind) -> Option<Create> {
+        Some(Create {
+            kind,
+            across_mounts: true,
+        })
+    }
+}
+
 /// An open reference to a path, usable as a mount source or target.
 ///
 /// For the real implementation `path()` is `/proc/self/fd/N`, so the kernel
@@ -182,12 +210,12 @@ pub trait Sys {
     fn mkdir_all(&self, path: &Path, mode: u32) -> SysResult<()>;
     /// Opens `path` inside `root` as if `root` were `/` (`openat2`
     /// `RESOLVE_IN_ROOT`), creating missing components as directories and the
-    /// last one as `create` when given.
+    /// last one as `create.kind` when given (see [`Create`]).
     fn resolve_in_root(
         &self,
         root: &Path,
         path: &Path,
-        create: Option<NodeKind>,
+        create: Option<Create>,
     ) -> SysResult<Handle>;
     /// Replaces `path` inside `root` with a new regular file (never writing
     /// through a symlink of the image).

@@ -18,7 +18,9 @@ use nix::sys::stat::{Mode, SFlag};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{ForkResult, Gid, Pid, Uid};
 
-use super::{CapSets, Creds, Handle, Ids, LoopDev, MountAttrs, NodeKind, Sys, SysError, SysResult};
+use super::{
+    CapSets, Create, Creds, Handle, Ids, LoopDev, MountAttrs, NodeKind, Sys, SysError, SysResult,
+};
 
 const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
 const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
@@ -115,9 +117,18 @@ fn open_root(root: &Path) -> SysResult<OwnedFd> {
 }
 
 fn openat2_in_root(rootfd: &OwnedFd, rel: &Path, flags: OFlag) -> Result<OwnedFd, Errno> {
+    openat2_resolving(rootfd, rel, flags, ResolveFlag::empty())
+}
+
+fn openat2_resolving(
+    rootfd: &OwnedFd,
+    rel: &Path,
+    flags: OFlag,
+    extra: ResolveFlag,
+) -> Result<OwnedFd, Errno> {
     let how = OpenHow::new()
         .flags(flags | OFlag::O_CLOEXEC)
-        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS | extra);
     let rel = if rel.as_os_str().is_empty() {
         Path::new(".")
     } else {
@@ -141,7 +152,7 @@ impl RealSys {
             return Err(SysError::new(op, rel, Errno::EINVAL));
         };
         let parent: PathBuf = parents.iter().collect();
-        let h = self.resolve_in_root(root, &parent, Some(super::NodeKind::Dir))?;
+        let h = self.resolve_in_root(root, &parent, Create::here(NodeKind::Dir))?;
         let fd = nix::fcntl::open(
             h.path(),
             OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
@@ -307,7 +318,7 @@ impl Sys for RealSys {
         &self,
         root: &Path,
         path: &Path,
-        create: Option<NodeKind>,
+        create: Option<Create>,
     ) -> SysResult<Handle> {
         let shown = root.join(path.strip_prefix("/").unwrap_or(path));
         let comps = components("resolve", path)?;
@@ -320,7 +331,16 @@ impl Sys for RealSys {
         }
         // Create what is missing one component at a time, each time resolving
         // the parent inside the root again, so a symlink can never redirect
-        // the creation outside it.
+        // the creation outside it; and, unless allowed, never across a mount
+        // point (RESOLVE_NO_XDEV), so nothing is created on a bound host path.
+        let Some(create) = create else {
+            return Err(SysError::new("openat2", &shown, Errno::ENOENT));
+        };
+        let xdev = if create.across_mounts {
+            ResolveFlag::empty()
+        } else {
+            ResolveFlag::RESOLVE_NO_XDEV
+        };
         let mut parent =
             openat2_in_root(&rootfd, Path::new(""), OFlag::O_PATH | OFlag::O_DIRECTORY)
                 .map_err(|e| SysError::new("openat2", root, e))?;
@@ -328,7 +348,7 @@ impl Sys for RealSys {
         for (i, name) in comps.iter().enumerate() {
             sofar.push(name);
             let last = i + 1 == comps.len();
-            match openat2_in_root(&rootfd, &sofar, OFlag::O_PATH) {
+            match openat2_resolving(&rootfd, &sofar, OFlag::O_PATH, xdev) {
                 Ok(fd) => {
                     parent = fd;
                     continue;
@@ -336,7 +356,7 @@ impl Sys for RealSys {
                 Err(Errno::ENOENT) => {}
                 Err(e) => return Err(SysError::new("openat2", &shown, e)),
             }
-            if last && create == Some(NodeKind::File) {
+            if last && create.kind == NodeKind::File {
                 let fd = nix::fcntl::openat(
                     Some(parent.as_raw_fd()),
                     *name,
@@ -749,18 +769,18 @@ mod tests {
         std::os::unix::fs::symlink("/nowhere/at/all", root.join("dangling")).unwrap();
         // A dangling link is refused rather than guessed at; nothing is created.
         let err = RealSys
-            .resolve_in_root(root, Path::new("/dangling/x"), Some(NodeKind::Dir))
+            .resolve_in_root(root, Path::new("/dangling/x"), Create::here(NodeKind::Dir))
             .unwrap_err();
         assert_eq!(err.errno, Errno::ENOENT);
         assert!(!root.join("nowhere").exists());
         std::fs::create_dir(root.join("etc")).unwrap();
         let h = RealSys
-            .resolve_in_root(root, Path::new("/escape/data"), Some(NodeKind::Dir))
+            .resolve_in_root(root, Path::new("/escape/data"), Create::here(NodeKind::Dir))
             .unwrap();
         let canon = std::fs::canonicalize(root).unwrap();
         assert_eq!(h.host_path(), canon.join("data"));
         let h = RealSys
-            .resolve_in_root(root, Path::new("/up/passwd"), Some(NodeKind::File))
+            .resolve_in_root(root, Path::new("/up/passwd"), Create::here(NodeKind::File))
             .unwrap();
         assert_eq!(h.host_path(), canon.join("etc/passwd"));
         assert!(root.join("etc/passwd").is_file());
