@@ -712,3 +712,36 @@ async fn registry_login_is_used_for_that_users_pulls_only() {
         .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn shutdown_marks_pulls_still_running_after_the_grace_failed() {
+    let gw = gateway_with(FakeEngine {
+        delay: Duration::from_millis(1500),
+        ..Default::default()
+    });
+    let (st, _) = gw.pull(BUSYBOX, USER1, "").await;
+    assert_eq!(st, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        gw.files().iter().any(|f| f.starts_with(".staging")),
+        "{:?}",
+        gw.files()
+    );
+    shifter_imagegw::jobs::drain(&gw.state, Duration::from_millis(200)).await;
+    let row = gw.state.store.get(&gw.key(BUSYBOX)).await.unwrap().unwrap();
+    assert_eq!(row.status, ImageStatus::Failure);
+    assert_eq!(row.status_message, shifter_imagegw::jobs::SHUTDOWN_MESSAGE);
+    assert!(gw.files().is_empty(), "staging removed: {:?}", gw.files());
+}
+
+#[tokio::test]
+async fn shutdown_waits_for_pulls_that_finish_within_the_grace() {
+    let gw = gateway_with(FakeEngine {
+        delay: Duration::from_millis(200),
+        ..Default::default()
+    });
+    gw.pull(BUSYBOX, USER1, "").await;
+    shifter_imagegw::jobs::drain(&gw.state, Duration::from_secs(10)).await;
+    let row = gw.state.store.get(&gw.key(BUSYBOX)).await.unwrap().unwrap();
+    assert_eq!(row.status, ImageStatus::Ready);
+}

@@ -618,3 +618,29 @@ fn import_publishes_a_squashfs_the_caller_can_read_and_refuses_one_they_cannot()
     assert_eq!(st, 404);
     let _ = std::fs::remove_dir_all(&work);
 }
+
+#[test]
+fn sigterm_mid_pull_lets_the_pull_finish_before_exiting() {
+    let Some(mut gw) = Gateway::start("sigterm") else {
+        return;
+    };
+    let user = gw.tb.user().to_owned();
+    let path = image_path(&gw.tb, "multi:latest");
+    let (st, v) = gw.as_user(&user, "POST", &format!("/api/pull/testbed/{path}/"), None);
+    assert_eq!(st, 200, "{v}");
+    gw.stop();
+    assert!(gw.log().contains("SIGTERM"), "{}", gw.log());
+    gw.spawn();
+    let (st, v) = gw.as_user(&user, "GET", &format!("/api/lookup/testbed/{path}/"), None);
+    assert_eq!(
+        st,
+        200,
+        "the pull finished during the grace period: {v}\n{}",
+        gw.log()
+    );
+    assert!(
+        gw.files().iter().all(|f| !f.starts_with('.')),
+        "{:?}",
+        gw.files()
+    );
+}

@@ -17,11 +17,12 @@ if [ -f "$SHIFTER_TB/etc/shifter.toml" ]; then
     [ -n "$gw_found" ] && gw_system=$gw_found
 fi
 
+# 20-runtime.sh chooses SHIFTER_GW_PORT (7777, or a free port when another
+# cluster on this machine holds 7777) and writes it into shifter.toml, so the
+# port is not changed here: a busy port is an error.
 gw_port=${SHIFTER_GW_PORT:-7777}
 if (exec 3<>"/dev/tcp/127.0.0.1/$gw_port") 2>/dev/null; then
-    # Another cluster on this machine holds the port: take a free one.
-    gw_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    say "port ${SHIFTER_GW_PORT:-7777} is busy; the gateway listens on $gw_port"
+    die "gateway port $gw_port is already in use (set SHIFTER_GW_PORT to a free port)"
 fi
 
 gw_dir="$SHIFTER_TB/gw"
