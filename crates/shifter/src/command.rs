@@ -140,4 +140,30 @@ mod tests {
         );
         assert_eq!(argv(&[], &Some(None), &[], &[]), s(&["/bin/sh"]));
     }
+
+    #[test]
+    fn command_missing_from_path_exits_127() {
+        let env = BTreeMap::from([(
+            "PATH".to_string(),
+            "/nonexistent-a:/nonexistent-b".to_string(),
+        )]);
+        let f = exec(&s(&["no-such-command-xyz"]), &env);
+        assert_eq!(f.code, 127);
+        assert!(
+            f.message.contains("no-such-command-xyz: command not found"),
+            "{}",
+            f.message
+        );
+    }
+
+    #[test]
+    fn non_executable_file_exits_126() {
+        let dir = std::env::temp_dir().join(format!("shifter-cmd-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("not-exec");
+        std::fs::write(&f, "#!/bin/sh\n").unwrap();
+        let out = exec(&[f.display().to_string()], &BTreeMap::new());
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(out.code, 126, "{}", out.message);
+    }
 }
