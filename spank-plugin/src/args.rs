@@ -10,39 +10,24 @@ use thiserror::Error;
 pub enum ArgsError {
     #[error("plugstack.conf: argument {0:?} is not key=value: write e.g. config=/etc/shifter/shifter.toml")]
     NotKeyValue(String),
-    #[error(
-        "plugstack.conf: unknown argument `{0}`: the plugin takes config=PATH and batch=host|image"
-    )]
+    #[error("plugstack.conf: unknown argument `{0}`: the plugin takes config=PATH")]
     UnknownKey(String),
     #[error("plugstack.conf: `{0}` is given twice: keep one")]
     Duplicate(String),
     #[error("plugstack.conf: config={0:?} is not an absolute path")]
     RelativeConfig(String),
-    #[error("plugstack.conf: batch={0:?}: use batch=host (the script runs on the host, like Shifter) or batch=image")]
-    BadBatch(String),
-}
-
-/// Where the batch script of an `sbatch --image` job runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BatchMode {
-    /// On the host; its `srun` steps and `shifter` calls use the image.
-    Host,
-    /// Inside the image too.
-    Image,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginArgs {
     /// The site config (`config=`), default `/etc/shifter/shifter.toml`.
     pub config: PathBuf,
-    pub batch: BatchMode,
 }
 
 impl Default for PluginArgs {
     fn default() -> Self {
         PluginArgs {
             config: PathBuf::from(runtime_core::DEFAULT_CONFIG_PATH),
-            batch: BatchMode::Host,
         }
     }
 }
@@ -66,13 +51,6 @@ impl PluginArgs {
                     }
                     out.config = PathBuf::from(value);
                 }
-                "batch" => {
-                    out.batch = match value {
-                        "host" => BatchMode::Host,
-                        "image" => BatchMode::Image,
-                        _ => return Err(ArgsError::BadBatch(value.to_owned())),
-                    }
-                }
                 _ => return Err(ArgsError::UnknownKey(key.to_owned())),
             }
         }
@@ -89,17 +67,17 @@ mod tests {
     }
 
     #[test]
-    fn no_arguments_give_the_documented_defaults() {
-        let a = parse(&[]).unwrap();
-        assert_eq!(a.config, PathBuf::from("/etc/shifter/shifter.toml"));
-        assert_eq!(a.batch, BatchMode::Host);
+    fn no_arguments_give_the_documented_default_config() {
+        assert_eq!(
+            parse(&[]).unwrap().config,
+            PathBuf::from("/etc/shifter/shifter.toml")
+        );
     }
 
     #[test]
-    fn config_and_batch_are_read() {
-        let a = parse(&["config=/tmp/tb/etc/shifter.toml", "batch=image"]).unwrap();
+    fn config_path_is_read() {
+        let a = parse(&["config=/tmp/tb/etc/shifter.toml"]).unwrap();
         assert_eq!(a.config, PathBuf::from("/tmp/tb/etc/shifter.toml"));
-        assert_eq!(a.batch, BatchMode::Image);
     }
 
     #[test]
@@ -122,10 +100,6 @@ mod tests {
         assert_eq!(
             parse(&["config=etc/shifter.toml"]).unwrap_err(),
             ArgsError::RelativeConfig("etc/shifter.toml".into())
-        );
-        assert_eq!(
-            parse(&["batch=maybe"]).unwrap_err(),
-            ArgsError::BadBatch("maybe".into())
         );
     }
 }

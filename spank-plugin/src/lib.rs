@@ -19,7 +19,7 @@ mod volume;
 
 use spank_sys::{BoxError, Context, Plugin, Spank};
 
-pub use args::{ArgsError, BatchMode, PluginArgs};
+pub use args::{ArgsError, PluginArgs};
 pub use request::{RawOptions, Request, RequestError};
 pub use volume::VolumeError;
 

@@ -8,7 +8,6 @@
 use shifter_api::{ImageId, ImageRef};
 use spank_sys::{error_chain, Spank, BATCH_STEP_ID, EXTERN_STEP_ID};
 
-use crate::args::BatchMode;
 use crate::container::{self, Prepared, StepSpec};
 use crate::error::PluginError;
 use crate::request::{self, ENV_IMAGE, ENV_IMAGE_REQUEST, ENV_MODULE, ENV_VOLUME};
@@ -83,7 +82,9 @@ fn plan_step(spank: &Spank, job: u32, step: u32) -> Result<Option<StepPlan>, Plu
         Ok(ImageRef::Id(id)) => id,
         _ => return Err(PluginError::NotPinned { request: text }),
     };
-    if step == BATCH_STEP_ID && st.args.batch == BatchMode::Host {
+    // The batch script stays on the host (like Shifter): it lives in slurmd's
+    // spool, which the container does not have. Its sruns use the image.
+    if step == BATCH_STEP_ID {
         return Ok(Some(StepPlan::Host { image, request }));
     }
     let cfg = st.config()?.clone();
