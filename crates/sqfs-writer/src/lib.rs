@@ -282,6 +282,19 @@ impl<W: Write + Seek> Writer<W> {
                 .checked_add(1)
                 .ok_or(Error::TooLarge("a file of more than 2^32 blocks"))?;
         };
+        let stored = self.store_end(id, stored, hash, &tail);
+        self.pipeline.recycle(tail);
+        stored
+    }
+
+    /// Shares an earlier identical file's data, or puts the tail in a fragment.
+    fn store_end(
+        &mut self,
+        id: NodeId,
+        mut stored: FileData,
+        hash: Xxh3,
+        tail: &[u8],
+    ) -> Result<FileData, Error> {
         if stored.size == 0 {
             return Ok(stored);
         }
@@ -297,7 +310,7 @@ impl<W: Write + Seek> Writer<W> {
         }
         self.stats.data_blocks += u64::from(stored.blocks);
         if !tail.is_empty() {
-            stored.fragment = Some(self.store_tail(&tail)?);
+            stored.fragment = Some(self.store_tail(tail)?);
         }
         self.stored.insert(key, id);
         Ok(stored)

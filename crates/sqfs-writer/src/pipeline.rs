@@ -106,6 +106,12 @@ impl Pipeline {
             .unwrap_or_else(|| Vec::with_capacity(self.block_size))
     }
 
+    /// Returns a buffer from [`Pipeline::buffer`] that was not submitted.
+    pub fn recycle(&mut self, mut buf: Vec<u8>) {
+        buf.clear();
+        self.spare.push(buf);
+    }
+
     /// Queues `data` for compression; returns its job number.
     pub fn submit(
         &mut self,
