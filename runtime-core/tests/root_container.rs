@@ -521,6 +521,59 @@ fn missing_volume_destination_is_never_created_on_a_host_mount() {
 }
 
 #[test]
+fn failed_setup_unmounts_everything_and_frees_the_loop_device() {
+    root_tier!("failed_setup_unmounts_everything_and_frees_the_loop_device");
+    let mut s = store();
+    // Fails late: after the image, overlay, /proc, /sys, /dev and /tmp are mounted.
+    s.cfg.site_fs.push(runtime_core::SiteMount {
+        source: "/nonexistent/site/path".into(),
+        destination: None,
+        read_only: false,
+        recursive: false,
+    });
+    let user = test_user();
+    let mount_root = s.cfg.mount_root.to_str().unwrap().to_owned();
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let code = run_in_child(|| {
+        let img = check_image(&s.cfg, &s.id, &user).unwrap();
+        let err = prepare(&RealSys, &s.cfg, &img, &user, &Request::default()).unwrap_err();
+        // Still in the namespace prepare made: nothing of ours may remain mounted.
+        let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let left: Vec<&str> = mi.lines().filter(|l| l.contains(&mount_root)).collect();
+        // And the loop device is released by the rollback itself, not only
+        // when the namespace dies.
+        let start = Instant::now();
+        while !loop_devices_backed_by(&s.cfg.image_dir).is_empty()
+            && start.elapsed() < Duration::from_secs(5)
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let loops = loop_devices_backed_by(&s.cfg.image_dir).len();
+        let report = format!(
+            "{err}\nleft={} loops={loops}\n{}",
+            left.len(),
+            left.join("\n")
+        );
+        let _ = nix::unistd::write(&w, report.as_bytes());
+        0
+    })
+    .unwrap();
+    drop(w);
+    let mut out = String::new();
+    std::fs::File::from(r).read_to_string(&mut out).unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("/nonexistent/site/path"),
+        "the error names the path: {out}"
+    );
+    assert!(
+        out.contains("left=0"),
+        "mounts remain after rollback: {out}"
+    );
+    assert_no_loop_device_for(&s.cfg.image_dir, Duration::from_secs(5));
+}
+
+#[test]
 fn group_writable_image_file_is_refused() {
     root_tier!("group_writable_image_file_is_refused");
     let s = store_with(|images| {
