@@ -33,8 +33,13 @@ use thiserror::Error;
 
 use crate::trust::{self, Owners, TrustError};
 
-/// Where the site config lives unless a (root) caller says otherwise.
-pub const DEFAULT_CONFIG_PATH: &str = "/etc/shifter/shifter.toml";
+/// Where the site config lives unless a (root) caller says otherwise. Sites
+/// that install elsewhere set `SHIFTER_CONFIG_PATH` when building; a setuid
+/// `shifter` trusts only this path.
+pub const DEFAULT_CONFIG_PATH: &str = match option_env!("SHIFTER_CONFIG_PATH") {
+    Some(p) => p,
+    None => "/etc/shifter/shifter.toml",
+};
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
