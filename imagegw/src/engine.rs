@@ -74,6 +74,13 @@ pub enum EngineError {
 }
 
 pub trait PullEngine: Send + Sync {
+    /// The image id `spec.reference` resolves to now (manifest requests only),
+    /// so a re-pull of an unchanged tag can skip download and conversion.
+    /// Engines that cannot tell cheaply return None.
+    fn resolve(&self, _spec: &PullSpec) -> Result<Option<String>, EngineError> {
+        Ok(None)
+    }
+
     /// Pulls and converts `spec.reference`, writing only inside `staging`.
     /// Blocking: the gateway calls it on a blocking thread.
     fn pull(

@@ -333,6 +333,9 @@ async fn run_inner(
         job: job.clone(),
         handle: tokio::runtime::Handle::current(),
     };
+    if let Some(()) = unchanged(state, sys, key, reference, &spec).await? {
+        return Ok(());
+    }
     let engine = state.engine.clone();
     let conv_start = Instant::now();
     let staging2 = staging.clone();
@@ -378,6 +381,58 @@ async fn run_inner(
     state.store.put(&row).await.map_err(|e| internal(&e))?;
     tracing::info!(image = %key, id = %id, size, "image published");
     Ok(())
+}
+
+/// Re-pull of a published tag whose manifest did not change: nothing to
+/// download or convert; refresh the record (and the ACL in `<id>.json`).
+async fn unchanged(
+    state: &Arc<AppState>,
+    sys: &Arc<SystemState>,
+    key: &ImageKey,
+    reference: &DockerRef,
+    spec: &PullSpec,
+) -> Result<Option<()>, Failure> {
+    let internal = |e: &dyn std::fmt::Display| Failure::Internal(e.to_string());
+    let Some(mut row) = state.store.get(key).await.map_err(|e| internal(&e))? else {
+        return Ok(None);
+    };
+    let Some(meta) = row.meta.clone().filter(|_| row.is_published()) else {
+        return Ok(None);
+    };
+    let engine = state.engine.clone();
+    let spec2 = spec.clone();
+    let resolved = tokio::task::spawn_blocking(move || engine.resolve(&spec2))
+        .await
+        .map_err(|e| internal(&e))?
+        .map_err(|e| engine_failure(reference, &spec.reference, e))?;
+    if resolved.as_deref() != Some(row.id.as_str()) {
+        return Ok(None);
+    }
+    let id = ImageId::parse(&row.id).map_err(|e| internal(&e))?;
+    if !sys.cfg.image_dir.join(id.squashfs_name()).is_file() {
+        return Ok(None);
+    }
+    if meta.acl != row.acl {
+        let on_disk = file_meta(state, key, &meta, &row.acl)
+            .await
+            .map_err(|e| internal(&e))?;
+        let dir = sys.cfg.image_dir.clone();
+        let id2 = id.clone();
+        tokio::task::spawn_blocking(move || publish::set_meta(&dir, &id2, &on_disk))
+            .await
+            .map_err(|e| internal(&e))?
+            .map_err(|e| internal(&e))?;
+    }
+    let mut tag_meta = meta;
+    tag_meta.acl = row.acl.clone();
+    row.meta = Some(tag_meta);
+    row.status = ImageStatus::Ready;
+    row.status_message = String::new();
+    row.last_pull = now();
+    row.updated = now();
+    state.store.put(&row).await.map_err(|e| internal(&e))?;
+    tracing::info!(image = %key, id = %id, "tag unchanged in the registry; image kept");
+    Ok(Some(()))
 }
 
 impl AppState {

@@ -143,6 +143,18 @@ pub fn write_meta(image_dir: &Path, id: &ImageId, meta: &ImageMeta) -> Result<()
     result
 }
 
+/// Rewrites `<id>.json` of a published image (its ACL changed) and sets the
+/// squashfs mode to match: a narrowed ACL closes the image first.
+pub fn set_meta(image_dir: &Path, id: &ImageId, meta: &ImageMeta) -> Result<(), PublishError> {
+    let sq = image_dir.join(id.squashfs_name());
+    let mode = fs::Permissions::from_mode(mode_for(meta));
+    if !meta.acl.is_public() {
+        fs::set_permissions(&sq, mode.clone()).map_err(io("chmod", &sq))?;
+    }
+    write_meta(image_dir, id, meta)?;
+    fs::set_permissions(&sq, mode).map_err(io("chmod", &sq))
+}
+
 /// Removes a published image: the squashfs first, so the image disappears
 /// before its metadata does.
 pub fn remove(image_dir: &Path, id: &ImageId) -> Result<(), PublishError> {

@@ -83,25 +83,47 @@ impl ShifterPullEngine {
     }
 }
 
+fn engine_error(e: shifter_pull::PullError) -> EngineError {
+    let msg = e.to_string();
+    match e.kind() {
+        ErrorKind::NotFound => EngineError::NotFound(msg),
+        ErrorKind::Registry => EngineError::Registry(msg),
+        ErrorKind::Rejected => EngineError::Rejected(msg),
+        ErrorKind::Internal => EngineError::Internal(msg),
+    }
+}
+
+fn options(spec: &PullSpec) -> PullOptions {
+    PullOptions {
+        platform: Some(spec.platform.clone()),
+        keep_setuid: Some(spec.keep_setuid),
+        compression: Compression::parse(&spec.compression),
+        credentials: spec
+            .credentials
+            .as_ref()
+            .map(|c| shifter_pull::Credentials {
+                username: c.username.clone(),
+                password: c.password.clone(),
+            }),
+    }
+}
+
 impl PullEngine for ShifterPullEngine {
+    fn resolve(&self, spec: &PullSpec) -> Result<Option<String>, EngineError> {
+        let resolved = self
+            .handle
+            .block_on(self.puller.resolve(&spec.reference, &options(spec)))
+            .map_err(engine_error)?;
+        Ok(Some(resolved.id.to_string()))
+    }
+
     fn pull(
         &self,
         spec: &PullSpec,
         staging: &Path,
         progress: &dyn ProgressSink,
     ) -> Result<Pulled, EngineError> {
-        let opts = PullOptions {
-            platform: Some(spec.platform.clone()),
-            keep_setuid: Some(spec.keep_setuid),
-            compression: Compression::parse(&spec.compression),
-            credentials: spec
-                .credentials
-                .as_ref()
-                .map(|c| shifter_pull::Credentials {
-                    username: c.username.clone(),
-                    password: c.password.clone(),
-                }),
-        };
+        let opts = options(spec);
         // The puller calls back from async tasks, where the sink (which
         // writes the store with block_on) must not run; a plain thread
         // receives the progress instead.
@@ -151,15 +173,7 @@ impl PullEngine for ShifterPullEngine {
             done.store(true, Ordering::Relaxed);
             r
         });
-        let pulled = result.map_err(|e| {
-            let msg = e.to_string();
-            match e.kind() {
-                ErrorKind::NotFound => EngineError::NotFound(msg),
-                ErrorKind::Registry => EngineError::Registry(msg),
-                ErrorKind::Rejected => EngineError::Rejected(msg),
-                ErrorKind::Internal => EngineError::Internal(msg),
-            }
-        })?;
+        let pulled = result.map_err(engine_error)?;
         let mut meta = pulled.meta;
         meta.size = pulled.size;
         Ok(Pulled {

@@ -54,6 +54,7 @@ struct FakeEngine {
     delay: Duration,
     fail: Mutex<Option<EngineError>>,
     seen: Mutex<Vec<PullSpec>>,
+    resolves: AtomicUsize,
 }
 
 fn id_for(reference: &str) -> String {
@@ -62,6 +63,11 @@ fn id_for(reference: &str) -> String {
 }
 
 impl PullEngine for FakeEngine {
+    fn resolve(&self, spec: &PullSpec) -> Result<Option<String>, EngineError> {
+        self.resolves.fetch_add(1, Ordering::SeqCst);
+        Ok(Some(id_for(&spec.reference.canonical())))
+    }
+
     fn pull(
         &self,
         spec: &PullSpec,
@@ -744,4 +750,52 @@ async fn shutdown_waits_for_pulls_that_finish_within_the_grace() {
     shifter_imagegw::jobs::drain(&gw.state, Duration::from_secs(10)).await;
     let row = gw.state.store.get(&gw.key(BUSYBOX)).await.unwrap().unwrap();
     assert_eq!(row.status, ImageStatus::Ready);
+}
+
+#[tokio::test]
+async fn repull_of_an_unchanged_tag_skips_conversion_and_applies_a_new_acl() {
+    let gw = gateway();
+    let first = gw.pull_until_final(BUSYBOX, USER1, "").await;
+    assert_eq!(first.status, ImageStatus::Ready);
+    let age = |gw: &Gw| {
+        let key = gw.key(BUSYBOX);
+        let state = gw.state.clone();
+        async move {
+            let mut row = state.store.get(&key).await.unwrap().unwrap();
+            row.updated -= 60;
+            state.store.put(&row).await.unwrap();
+        }
+    };
+    age(&gw).await;
+    let again = gw.pull_until_final(BUSYBOX, USER1, "").await;
+    assert_eq!(
+        (again.status, again.id.as_str()),
+        (ImageStatus::Ready, first.id.as_str())
+    );
+    assert_eq!(
+        gw.engine.calls.load(Ordering::SeqCst),
+        1,
+        "no second download/conversion"
+    );
+    assert_eq!(gw.engine.resolves.load(Ordering::SeqCst), 1);
+
+    age(&gw).await;
+    let body = format!(r#"{{"allowed_uids":"{USER1}"}}"#);
+    let private = gw.pull_until_final(BUSYBOX, USER1, &body).await;
+    assert_eq!(private.status, ImageStatus::Ready);
+    assert_eq!(gw.engine.calls.load(Ordering::SeqCst), 1);
+    let meta =
+        ImageMeta::from_json(&std::fs::read(gw.image_file(&first.id, "json")).unwrap()).unwrap();
+    assert_eq!(meta.acl.uids, vec![USER1], "the new ACL reached <id>.json");
+    let mode = std::fs::metadata(gw.image_file(&first.id, "squashfs"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(
+        gw.get(&format!("/api/lookup/testbed/{BUSYBOX}/"), USER2)
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
 }
