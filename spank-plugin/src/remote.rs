@@ -158,6 +158,7 @@ pub fn task_init(spank: &Spank) -> Result<(), PluginError> {
             request,
             prepared,
         }) => {
+            let phase = Phase::start("task env");
             container::verify(prepared)?;
             // Slurm chdirs to the submit directory after task_init_privileged,
             // which inside the container may not exist (it then falls back to
@@ -185,6 +186,7 @@ pub fn task_init(spank: &Spank) -> Result<(), PluginError> {
                 &current,
                 &container::environment(prepared, &current)?,
             )?;
+            phase.done(spank.job_id().unwrap_or(0), spank.step_id().unwrap_or(0));
             (image, request)
         }
     };
