@@ -574,6 +574,40 @@ fn failed_setup_unmounts_everything_and_frees_the_loop_device() {
 }
 
 #[test]
+fn concurrent_setups_each_get_their_own_loop_device() {
+    root_tier!("concurrent_setups_each_get_their_own_loop_device");
+    use runtime_core::sys::Sys;
+    let s = store();
+    let image = s.cfg.image_dir.join(s.id.squashfs_name());
+    // Several processes racing for LOOP_CTL_GET_FREE get the same number; the
+    // losers must retry instead of failing (testbed §7).
+    let children: Vec<_> = (0..6)
+        .map(|_| {
+            spawn_child(|| match RealSys.attach_loop(&image) {
+                Ok(dev) => {
+                    std::thread::sleep(Duration::from_millis(300));
+                    drop(dev);
+                    0
+                }
+                Err(e) => {
+                    eprintln!("attach failed: {e}");
+                    1
+                }
+            })
+            .unwrap()
+        })
+        .collect();
+    for c in children {
+        assert_eq!(
+            runtime_core::sys::real::wait_for(c).unwrap(),
+            0,
+            "a concurrent attach failed"
+        );
+    }
+    assert_no_loop_device_for(&s.cfg.image_dir, Duration::from_secs(5));
+}
+
+#[test]
 fn group_writable_image_file_is_refused() {
     root_tier!("group_writable_image_file_is_refused");
     let s = store_with(|images| {
