@@ -610,3 +610,41 @@ fn bench_added_time_per_two_node_step() {
     eprintln!("added per step:              median {:?}", im.saturating_sub(pm));
     assert!(im.saturating_sub(pm) <= Duration::from_millis(50), "the plugin adds more than 50 ms per step");
 }
+
+#[test]
+fn sbatch_directives_set_image_and_volume_for_the_jobs_steps() {
+    let Some(tb) = Testbed::get() else { return };
+    let _serial = serial();
+    if gateway(&tb).is_none() {
+        return;
+    }
+    let image = pulled(&tb, "busybox:latest");
+    let pid = std::process::id();
+    let data = tb.dir.join("out").join(format!("plugin-vol-{pid}"));
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("marker"), "from-the-host\n").unwrap();
+    let script = tb.workdir().join(format!("plugin-directives-{pid}.sh"));
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n#SBATCH --image={image}\n#SBATCH --volume={}:/data:ro\nsrun sh -c 'grep ^ID= /etc/os-release; cat /data/marker; touch /data/x || echo read-only'\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let out = tb.dir.join("out").join(format!("plugin-directives-{pid}.out"));
+    let r = tb.run_as(
+        tb.user(),
+        &["sbatch", "--wait", "-o", out.to_str().unwrap(), script.to_str().unwrap()],
+        Duration::from_secs(120),
+    );
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    let _ = std::fs::remove_file(&out);
+    let _ = std::fs::remove_file(&script);
+    let _ = std::fs::remove_dir_all(&data);
+    r.assert_ok();
+    assert!(text.contains("ID=shifter-busybox"), "{text}");
+    assert!(text.contains("from-the-host"), "the volume is missing: {text}");
+    assert!(text.contains("read-only"), "a :ro volume was writable: {text}");
+    assert_nothing_left(&tb);
+}
