@@ -524,6 +524,30 @@ async fn autoexpire(
             expired.push(format!("{}:{}", row.key.itype, row.key.tag));
         }
     }
+    let referenced: std::collections::HashSet<String> = state
+        .store
+        .list(&system)
+        .await?
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    let dir = sys.cfg.image_dir.clone();
+    let before = std::time::UNIX_EPOCH + std::time::Duration::from_secs(cutoff.max(0) as u64);
+    let removed = tokio::task::spawn_blocking(move || {
+        let ids = publish::unreferenced(&dir, &referenced, before)?;
+        for id in &ids {
+            publish::remove(&dir, id)?;
+        }
+        Ok::<_, publish::PublishError>(ids)
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
+    let orphans: Vec<String> = removed.iter().map(|id| format!("id:{id}")).collect();
+    if !orphans.is_empty() {
+        tracing::info!(count = orphans.len(), "removed images no tag points at");
+    }
+    expired.extend(orphans);
     Ok(Json(json!({ "expired": expired })))
 }
 

@@ -155,6 +155,41 @@ pub fn set_meta(image_dir: &Path, id: &ImageId, meta: &ImageMeta) -> Result<(), 
     fs::set_permissions(&sq, mode).map_err(io("chmod", &sq))
 }
 
+/// Published images no record points at any more (their tag moved to a new
+/// id) whose files are older than `before`: jobs pinned to the old id keep
+/// working until autoexpire removes them.
+pub fn unreferenced(
+    image_dir: &Path,
+    referenced: &std::collections::HashSet<String>,
+    before: std::time::SystemTime,
+) -> Result<Vec<ImageId>, PublishError> {
+    let mut out = Vec::new();
+    let entries = fs::read_dir(image_dir).map_err(io("read image directory", image_dir))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name
+            .strip_suffix(".squashfs")
+            .or_else(|| name.strip_suffix(".json"))
+        else {
+            continue;
+        };
+        let Ok(id) = ImageId::parse(stem) else {
+            continue;
+        };
+        if referenced.contains(id.as_str()) || out.contains(&id) {
+            continue;
+        }
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t < before);
+        if old {
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
+
 /// Removes a published image: the squashfs first, so the image disappears
 /// before its metadata does.
 pub fn remove(image_dir: &Path, id: &ImageId) -> Result<(), PublishError> {
@@ -245,6 +280,31 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(names, vec!["keep.squashfs".to_string()]);
+    }
+
+    #[test]
+    fn unreferenced_finds_old_images_no_record_points_at() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = ImageId::parse(&"aa".repeat(32)).unwrap();
+        let orphan = ImageId::parse(&"bb".repeat(32)).unwrap();
+        for id in [&kept, &orphan] {
+            fs::write(dir.path().join(id.squashfs_name()), b"x").unwrap();
+            fs::write(dir.path().join(id.meta_name()), b"{}").unwrap();
+        }
+        fs::write(dir.path().join("unrelated.txt"), b"x").unwrap();
+        let referenced: std::collections::HashSet<String> = [kept.to_string()].into();
+        let future = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+        assert_eq!(
+            unreferenced(dir.path(), &referenced, future).unwrap(),
+            vec![orphan]
+        );
+        let past = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        assert!(
+            unreferenced(dir.path(), &referenced, past)
+                .unwrap()
+                .is_empty(),
+            "too recent"
+        );
     }
 
     #[test]

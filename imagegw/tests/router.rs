@@ -799,3 +799,33 @@ async fn repull_of_an_unchanged_tag_skips_conversion_and_applies_a_new_acl() {
         StatusCode::FORBIDDEN
     );
 }
+
+#[tokio::test]
+async fn autoexpire_removes_old_images_no_tag_points_at_and_keeps_current_ones() {
+    let gw = gateway();
+    let current = gw.pull_until_final(BUSYBOX, USER1, "").await;
+    let orphan = "0f".repeat(32);
+    let long_ago = std::time::SystemTime::now() - Duration::from_secs(100 * 86400);
+    for ext in ["json", "squashfs"] {
+        let p = gw.image_file(&orphan, ext);
+        std::fs::write(&p, b"old").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+    }
+    let (st, v) = gw.get("/api/autoexpire/testbed/", ADMIN).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["expired"],
+        serde_json::json!([format!("id:{orphan}")]),
+        "{v}"
+    );
+    assert!(!gw.image_file(&orphan, "squashfs").exists());
+    assert!(
+        gw.image_file(&current.id, "squashfs").exists(),
+        "the current image stays"
+    );
+}
