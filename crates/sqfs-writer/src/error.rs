@@ -27,6 +27,8 @@ impl From<&[u8]> for PathBytes {
     }
 }
 
+/// Why the writer refused an entry or failed. Path errors leave the writer usable;
+/// `Read` and `Io` errors make every later call return `Poisoned`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

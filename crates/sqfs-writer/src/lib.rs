@@ -62,6 +62,11 @@ pub struct Stats {
     pub duplicate_files: u64,
 }
 
+/// Builds one squashfs image in `out`: add entries in any order, then [`Writer::finish`].
+///
+/// File data is compressed by `Options::threads` threads while the caller's thread
+/// reads; at most a few blocks per thread are held in memory. Dropping a writer without
+/// finishing stops its threads and leaves an incomplete image behind.
 pub struct Writer<W: Write + Seek> {
     out: W,
     opts: Options,
