@@ -27,6 +27,15 @@ pub struct FakeGateway {
 
 impl FakeGateway {
     pub fn start(replies: Vec<(u16, String)>) -> FakeGateway {
+        Self::serve(replies.into_iter().map(|(s, b)| (s, b, None)).collect())
+    }
+
+    /// A gateway that answers every request with a redirect to `location`.
+    pub fn redirecting(location: &str) -> FakeGateway {
+        Self::serve(vec![(302, String::new(), Some(location.to_owned()))])
+    }
+
+    fn serve(replies: Vec<(u16, String, Option<String>)>) -> FakeGateway {
         assert!(
             !replies.is_empty(),
             "a fake gateway needs at least one reply"
@@ -38,12 +47,12 @@ impl FakeGateway {
         thread::spawn(move || {
             for (i, stream) in listener.incoming().enumerate() {
                 let Ok(stream) = stream else { break };
-                let (status, body) = replies[i.min(replies.len() - 1)].clone();
+                let (status, body, location) = replies[i.min(replies.len() - 1)].clone();
                 // Recorded before answering: a client that got its answer
                 // must find its request in the log.
                 if let Some(seen) = read_request(&stream) {
                     log.lock().expect("log lock").push(seen);
-                    respond(stream, status, &body);
+                    respond(stream, status, &body, location.as_deref());
                 }
             }
         });
@@ -121,11 +130,14 @@ fn read_request(stream: &TcpStream) -> Option<Seen> {
     })
 }
 
-fn respond(mut stream: TcpStream, status: u16, body: &str) {
+fn respond(mut stream: TcpStream, status: u16, body: &str, location: Option<&str>) {
+    let location = location
+        .map(|l| format!("location: {l}\r\n"))
+        .unwrap_or_default();
     // The client may have gone (timeouts in tests): nothing to do then.
     let _ = write!(
         stream,
-        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n{location}content-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
 }

@@ -339,3 +339,17 @@ fn real_munge_credential_on_the_wire_decodes_to_the_caller() {
         .unwrap();
     assert_eq!(decoded.uid.to_string(), euid);
 }
+
+#[test]
+fn redirects_are_not_followed_so_the_credential_stays_put() {
+    let elsewhere = Server::start(vec![(200, record("READY"))]);
+    let redirector = Server::redirecting(&format!("{}/api/lookup/tb/x/", elsewhere.url));
+    let c = client(vec![redirector.url.clone()], Duration::from_secs(5));
+    let err = c.lookup(&busybox()).unwrap_err();
+    let ClientError::Unavailable { tried } = &err else {
+        panic!("expected Unavailable, got {err:?}")
+    };
+    assert!(tried[0].reason.contains("302"), "{err}");
+    assert_eq!(redirector.seen().len(), 1);
+    assert!(elsewhere.seen().is_empty(), "the redirect was followed");
+}
