@@ -51,23 +51,121 @@ pub fn init_post_opt(spank: &Spank) -> Result<(), PluginError> {
 /// Writes the resolved request into this process's environment, which Slurm
 /// copies into the job (sbatch, salloc's shell) or the step (srun).
 fn pin(req: &Request, id: &ImageId, from_option: bool) {
+    let env = |k: &str| std::env::var(k).ok();
+    for (key, value) in pin_env(req, id, from_option, &env) {
+        match value {
+            Some(v) => std::env::set_var(key, v),
+            None => std::env::remove_var(key),
+        }
+    }
+}
+
+/// The environment edits that pin a resolved request: `Some` sets, `None`
+/// removes. `env` reads the current environment.
+pub fn pin_env(
+    req: &Request,
+    id: &ImageId,
+    from_option: bool,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Vec<(&'static str, Option<String>)> {
     let pinned = format!("id:{id}");
+    let mut edits = vec![(ENV_IMAGE, Some(pinned.clone()))];
     // A nested srun re-pins an already pinned id: keep the user's original words.
-    let keep_request =
-        !from_option && req.image_text == pinned && std::env::var_os(ENV_IMAGE_REQUEST).is_some();
+    let keep_request = !from_option && req.image_text == pinned && env(ENV_IMAGE_REQUEST).is_some();
     if !keep_request {
-        std::env::set_var(ENV_IMAGE_REQUEST, &req.image_text);
+        edits.push((ENV_IMAGE_REQUEST, Some(req.image_text.clone())));
     }
-    std::env::set_var(ENV_IMAGE, &pinned);
-    if std::env::var_os(SLURM_IMAGE_OPTION_ENV).is_some() {
-        std::env::set_var(SLURM_IMAGE_OPTION_ENV, &pinned);
+    if env(SLURM_IMAGE_OPTION_ENV).is_some() {
+        edits.push((SLURM_IMAGE_OPTION_ENV, Some(pinned)));
     }
-    match req.volumes.is_empty() {
-        true => std::env::remove_var(ENV_VOLUME),
-        false => std::env::set_var(ENV_VOLUME, req.volume_env()),
+    edits.push((
+        ENV_VOLUME,
+        (!req.volumes.is_empty()).then(|| req.volume_env()),
+    ));
+    edits.push((ENV_MODULE, req.module_env()));
+    edits
+}
+
+#[cfg(test)]
+mod tests {
+    use shifter_api::ImageRef;
+
+    use super::*;
+
+    fn id() -> ImageId {
+        ImageId::parse(&"ab".repeat(32)).unwrap()
     }
-    match req.module_env() {
-        Some(m) => std::env::set_var(ENV_MODULE, m),
-        None => std::env::remove_var(ENV_MODULE),
+
+    fn req(text: &str, volumes: &[&str], modules: Option<Vec<String>>) -> Request {
+        Request {
+            image: ImageRef::parse(text).unwrap(),
+            image_text: text.to_owned(),
+            volumes: volumes.iter().map(|s| s.to_string()).collect(),
+            modules,
+        }
+    }
+
+    fn get<'a>(
+        edits: &'a [(&'static str, Option<String>)],
+        key: &str,
+    ) -> Option<&'a Option<String>> {
+        edits.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    #[test]
+    fn a_tag_is_pinned_to_its_id_and_the_request_kept_for_the_user() {
+        let e = pin_env(&req("busybox:1", &[], None), &id(), true, &|_| None);
+        assert_eq!(
+            get(&e, ENV_IMAGE),
+            Some(&Some(format!("id:{}", "ab".repeat(32))))
+        );
+        assert_eq!(
+            get(&e, ENV_IMAGE_REQUEST),
+            Some(&Some("busybox:1".to_owned()))
+        );
+        assert_eq!(
+            get(&e, ENV_VOLUME),
+            Some(&None),
+            "stale SHIFTER_VOLUME must be removed"
+        );
+        assert_eq!(get(&e, ENV_MODULE), Some(&None));
+        assert_eq!(
+            get(&e, SLURM_IMAGE_OPTION_ENV),
+            None,
+            "only overwritten when Slurm set it"
+        );
+    }
+
+    #[test]
+    fn slurms_forwarded_option_is_overwritten_with_the_id() {
+        let env = |k: &str| (k == SLURM_IMAGE_OPTION_ENV).then(|| "busybox:1".to_owned());
+        let e = pin_env(&req("busybox:1", &[], None), &id(), true, &env);
+        assert_eq!(
+            get(&e, SLURM_IMAGE_OPTION_ENV),
+            Some(&Some(format!("id:{}", "ab".repeat(32))))
+        );
+    }
+
+    #[test]
+    fn nested_srun_keeps_the_original_request_of_the_job() {
+        let pinned = format!("id:{}", "ab".repeat(32));
+        let env = |k: &str| (k == ENV_IMAGE_REQUEST).then(|| "docker:busybox:1".to_owned());
+        let e = pin_env(&req(&pinned, &[], None), &id(), false, &env);
+        assert_eq!(get(&e, ENV_IMAGE_REQUEST), None, "{e:?}");
+    }
+
+    #[test]
+    fn volumes_and_modules_travel_with_the_pin() {
+        let e = pin_env(
+            &req("busybox", &["/a:/b", "/c:/d:ro"], Some(vec![])),
+            &id(),
+            true,
+            &|_| None,
+        );
+        assert_eq!(
+            get(&e, ENV_VOLUME),
+            Some(&Some("/a:/b;/c:/d:ro".to_owned()))
+        );
+        assert_eq!(get(&e, ENV_MODULE), Some(&Some("none".to_owned())));
     }
 }

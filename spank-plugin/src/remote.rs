@@ -10,7 +10,7 @@ use spank_sys::{error_chain, Spank, BATCH_STEP_ID, EXTERN_STEP_ID};
 
 use crate::container::{self, Prepared, StepSpec};
 use crate::error::PluginError;
-use crate::request::{self, ENV_IMAGE, ENV_IMAGE_REQUEST, ENV_MODULE, ENV_VOLUME};
+use crate::request::{self, RawOptions, ENV_IMAGE, ENV_IMAGE_REQUEST, ENV_MODULE, ENV_VOLUME};
 use crate::state;
 use crate::timing::{step_name, Phase};
 
@@ -57,31 +57,73 @@ fn nonempty(v: Option<String>) -> Option<String> {
     v.filter(|s| !s.trim().is_empty())
 }
 
-fn plan_step(spank: &Spank, job: u32, step: u32) -> Result<Option<StepPlan>, PluginError> {
-    let mut st = state::lock();
-    // The pinned environment written on the submit host wins; the raw option
-    // (forwarded by Slurm) only matters when something bypassed the submit side.
-    let (text, volumes, modules, request) = match nonempty(spank.getenv(ENV_IMAGE)?) {
+/// What the submit side pinned in the job's environment.
+#[derive(Debug, Default)]
+struct Pinned {
+    image: Option<String>,
+    volumes: Option<String>,
+    modules: Option<String>,
+    request: Option<String>,
+}
+
+/// The image, volumes and modules a step on this node uses.
+#[derive(Debug, PartialEq, Eq)]
+struct Choice {
+    image: ImageId,
+    volumes: String,
+    modules: Option<String>,
+    request: String,
+}
+
+/// The pinned environment written on the submit host wins; the raw option
+/// (forwarded by Slurm) only matters when something bypassed the submit side,
+/// and either way only an `id:` is accepted: a tag here was never resolved.
+fn choose(pinned: &Pinned, opts: &RawOptions) -> Result<Option<Choice>, PluginError> {
+    let (text, volumes, modules, request) = match &pinned.image {
         Some(img) => (
             img.clone(),
-            nonempty(spank.getenv(ENV_VOLUME)?).unwrap_or_default(),
-            nonempty(spank.getenv(ENV_MODULE)?),
-            nonempty(spank.getenv(ENV_IMAGE_REQUEST)?).unwrap_or(img),
+            pinned.volumes.clone().unwrap_or_default(),
+            pinned.modules.clone(),
+            pinned.request.clone().unwrap_or_else(|| img.clone()),
         ),
-        None => match st.opts.image.clone() {
+        None => match &opts.image {
             Some(img) => (
                 img.clone(),
-                st.opts.volumes.join(";"),
-                st.opts.module.clone(),
-                img,
+                opts.volumes.join(";"),
+                opts.module.clone(),
+                img.clone(),
             ),
             None => return Ok(None),
         },
     };
-    let image = match ImageRef::parse(&text) {
-        Ok(ImageRef::Id(id)) => id,
-        _ => return Err(PluginError::NotPinned { request: text }),
+    match ImageRef::parse(&text) {
+        Ok(ImageRef::Id(image)) => Ok(Some(Choice {
+            image,
+            volumes,
+            modules,
+            request,
+        })),
+        _ => Err(PluginError::NotPinned { request: text }),
+    }
+}
+
+fn plan_step(spank: &Spank, job: u32, step: u32) -> Result<Option<StepPlan>, PluginError> {
+    let mut st = state::lock();
+    let pinned = Pinned {
+        image: nonempty(spank.getenv(ENV_IMAGE)?),
+        volumes: nonempty(spank.getenv(ENV_VOLUME)?),
+        modules: nonempty(spank.getenv(ENV_MODULE)?),
+        request: nonempty(spank.getenv(ENV_IMAGE_REQUEST)?),
     };
+    let Some(choice) = choose(&pinned, &st.opts)? else {
+        return Ok(None);
+    };
+    let Choice {
+        image,
+        volumes,
+        modules,
+        request,
+    } = choice;
     // The batch script stays on the host (like Shifter): it lives in slurmd's
     // spool, which the container does not have. Its sruns use the image.
     if step == BATCH_STEP_ID {
@@ -216,4 +258,65 @@ fn apply_env(spank: &Spank, current: &[String], wanted: &[String]) -> Result<(),
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex() -> String {
+        "cd".repeat(32)
+    }
+
+    #[test]
+    fn a_step_without_image_or_option_is_left_alone() {
+        assert_eq!(
+            choose(&Pinned::default(), &RawOptions::default()).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn the_pinned_environment_wins_over_the_forwarded_option() {
+        let pinned = Pinned {
+            image: Some(format!("id:{}", hex())),
+            volumes: Some("/a:/b".into()),
+            modules: Some("none".into()),
+            request: Some("busybox:1".into()),
+        };
+        let opts = RawOptions {
+            image: Some("busybox:1".into()),
+            volumes: vec!["/x:/y".into()],
+            module: None,
+        };
+        let c = choose(&pinned, &opts).unwrap().unwrap();
+        assert_eq!(c.image.as_str(), hex());
+        assert_eq!(c.volumes, "/a:/b");
+        assert_eq!(c.modules.as_deref(), Some("none"));
+        assert_eq!(c.request, "busybox:1");
+    }
+
+    #[test]
+    fn a_forwarded_id_without_pin_is_used_so_the_node_can_enforce_the_acl() {
+        let opts = RawOptions {
+            image: Some(format!("id:{}", hex())),
+            volumes: vec!["/a:/b".into(), "/c:/d".into()],
+            module: None,
+        };
+        let c = choose(&Pinned::default(), &opts).unwrap().unwrap();
+        assert_eq!(c.volumes, "/a:/b;/c:/d");
+    }
+
+    #[test]
+    fn an_unresolved_tag_on_the_node_is_refused() {
+        let opts = RawOptions {
+            image: Some("busybox:latest".into()),
+            ..RawOptions::default()
+        };
+        let e = choose(&Pinned::default(), &opts).unwrap_err();
+        assert!(
+            e.to_string().contains("without being resolved at submit"),
+            "{e}"
+        );
+    }
 }
