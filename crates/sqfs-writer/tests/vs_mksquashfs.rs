@@ -4,7 +4,7 @@
 mod common;
 
 use std::fs::{self, File};
-use std::os::unix::fs::symlink as mklink;
+use std::os::unix::fs::{symlink as mklink, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
@@ -63,6 +63,33 @@ fn make_tree(root: &Path) {
     fs::hard_link(bin.join("lib5.so"), bin.join("hard5.so")).unwrap();
     fs::create_dir_all(root.join("big")).unwrap();
     fs::write(root.join("big/log"), text_bytes(7, 6 << 20)).unwrap();
+
+    // Owners, special modes, odd names, empty files and directories.
+    let odd = root.join("odd");
+    fs::create_dir_all(odd.join("empty-dir")).unwrap();
+    for (name, mode, owner) in [
+        ("suid", 0o4755, (0, 0)),
+        ("sgid", 0o2755, (0, 50)),
+        ("private", 0o600, (1000, 1000)),
+        ("nobody", 0o644, (65534, 65534)),
+        ("with space", 0o644, (0, 0)),
+        ("ünïcödé", 0o644, (0, 0)),
+        ("empty", 0o644, (2, 3)),
+    ] {
+        let p = odd.join(name);
+        let data = if name == "empty" {
+            vec![]
+        } else {
+            text_bytes(name.len() as u64, 3000)
+        };
+        fs::write(&p, data).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+        if is_root() {
+            std::os::unix::fs::chown(&p, Some(owner.0), Some(owner.1)).unwrap();
+        }
+    }
+    fs::set_permissions(odd.join("empty-dir"), fs::Permissions::from_mode(0o1777)).unwrap();
+    mklink("/absolute/target", odd.join("abs")).unwrap();
 }
 
 fn mksquashfs(src: &Path, out: &Path, comp: &[&str]) -> u64 {
