@@ -86,6 +86,10 @@ for b in /sys/block/loop*/loop/backing_file; do
 done
 
 rm -rf "$TB/pids"
+if [ -f "$TB/state/created-etc-shifter" ]; then
+    rmdir /etc/shifter 2>/dev/null || say "left /etc/shifter in place: it is not empty"
+    rm -f "$TB/state/created-etc-shifter"
+fi
 if [ "$keep" = 1 ]; then
     say "cluster stopped; state and logs kept in $TB"
 else

@@ -11,7 +11,7 @@ if [ -e "$TB/pids" ]; then
     die "a cluster is already up at $TB: run 'make cluster-down' first (or set SHIFTER_TB)"
 fi
 rm -rf "$TB"
-mkdir -p "$TB"/{state,spool,pids,log,out,etc,work,nodelocal,oci,build}
+mkdir -p "$TB"/{state,spool,pids,log,out,etc,etc/shifter,work,nodelocal,oci,build}
 chmod 0755 "$TB"
 chmod 1777 "$TB/out" "$TB/work"
 : >"$TB/env"
@@ -103,6 +103,14 @@ env_add SLURM_CONF "$conf"
 env_add SHIFTER_PLUGSTACK "$TB/etc/plugstack.conf"
 env_add SHIFTER_NODES "$nodes"
 
+# Inside the nodes, /etc/shifter is the cluster's own $TB/etc/shifter (bind-mounted in
+# each node's namespace), so a setuid `shifter` finds its config at the default path
+# on the nodes without the host's /etc being touched beyond an empty mount point.
+if [ ! -e /etc/shifter ]; then
+    mkdir -m 0755 /etc/shifter
+    touch "$TB/state/created-etc-shifter"
+fi
+
 start_daemon slurmctld slurmctld -D -f "$conf"
 for n in $nodes; do
     mkdir -p "$TB/spool/$n" "$TB/nodelocal/$n"
@@ -110,7 +118,7 @@ for n in $nodes; do
     # others and to the host) and its own hostname. unshare and sh exec, so the
     # recorded PID is slurmd's own.
     start_daemon "slurmd-$n" unshare --mount --propagation private --uts \
-        sh -c "hostname $n && mount -t tmpfs -o size=512m,mode=0755 shifter-$n '$TB/nodelocal/$n' && exec slurmd -D -N $n -f '$conf'"
+        sh -c "hostname $n && mount --bind '$TB/etc/shifter' /etc/shifter && mount -t tmpfs -o size=512m,mode=0755 shifter-$n '$TB/nodelocal/$n' && exec slurmd -D -N $n -f '$conf'"
 done
 
 all_idle() {

@@ -43,6 +43,9 @@ env = { SHIFTER_TESTMOD = "on" }
 CONF
 chown root:root "$rt_conf"
 chmod 0644 "$rt_conf"
+# The same file at the default path inside the nodes (up.sh bind-mounts
+# $SHIFTER_TB/etc/shifter onto /etc/shifter in each node's namespace).
+ln -f "$rt_conf" "$SHIFTER_TB/etc/shifter/shifter.toml"
 
 # `shifter` as users run it: setuid-root, in a root-owned directory.
 if [ -x "$SHIFTER_BIN_DIR/shifter" ]; then
