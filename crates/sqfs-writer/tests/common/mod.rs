@@ -363,6 +363,8 @@ pub fn is_root() -> bool {
         .is_some_and(|l| l.split_whitespace().nth(2) == Some("0"))
 }
 
+static MOUNTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Mounts `image` with the kernel (`mount -t squashfs -o loop,ro`) inside a private
 /// mount namespace of a child process, so nothing leaks into the test process or the
 /// host, and runs `script` there with `$MNT` set. Returns stdout, or None (with a loud
@@ -375,7 +377,12 @@ pub fn with_kernel_mount(image: &Path, script: &str) -> Option<Vec<u8>> {
     let tmp = tempfile::tempdir().unwrap();
     let mnt = tmp.path().join("mnt");
     fs::create_dir(&mnt).unwrap();
-    let full = format!("set -e; mount -t squashfs -o loop,ro \"$IMG\" \"$MNT\"; {script}");
+    // Concurrent loop setups can race for the same free device (EBUSY): retry.
+    let full = format!(
+        "for i in 1 2 3 4 5; do mount -t squashfs -o loop,ro \"$IMG\" \"$MNT\" && break; sleep 0.3; done; \
+         mountpoint -q \"$MNT\" || exit 1; set -e; {script}"
+    );
+    let _one_at_a_time = MOUNTS.lock().unwrap_or_else(|e| e.into_inner());
     let out = Command::new("unshare")
         .args(["--mount", "--propagation", "private", "sh", "-c", &full])
         .env("IMG", image)
