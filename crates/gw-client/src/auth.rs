@@ -15,10 +15,20 @@ pub trait Authenticator: Send + Sync {
 pub struct MungeAuth {
     /// munged's socket; `None` for libmunge's default.
     pub socket: Option<PathBuf>,
+    /// The gateway's account: when set, only it (and root) can decode our
+    /// credentials, so one sent to an impostor cannot be replayed at the gateway.
+    pub gateway_uid: Option<u32>,
 }
 
 impl Authenticator for MungeAuth {
     fn credential(&self) -> Result<String, MungeError> {
-        munge_sys::encode(b"", self.socket.as_deref())
+        munge_sys::encode_with(
+            b"",
+            &munge_sys::EncodeOptions {
+                socket: self.socket.as_deref(),
+                decoder_uid: self.gateway_uid,
+                ..Default::default()
+            },
+        )
     }
 }

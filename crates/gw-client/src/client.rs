@@ -64,6 +64,7 @@ impl Client {
             timeout,
             Box::new(MungeAuth {
                 socket: munge_socket,
+                gateway_uid: None,
             }),
         )
     }

@@ -353,3 +353,58 @@ fn redirects_are_not_followed_so_the_credential_stays_put() {
     assert_eq!(redirector.seen().len(), 1);
     assert!(elsewhere.seen().is_empty(), "the redirect was followed");
 }
+
+#[test]
+fn credentials_can_be_restricted_to_the_gateway_account() {
+    let Some(sock) = munge_sys::testing::munged() else {
+        return;
+    };
+    let s = Server::start(vec![(200, record("READY"))]);
+    let auth = gw_client::MungeAuth {
+        socket: Some(sock.into()),
+        gateway_uid: Some(65534),
+    };
+    let c = Client::with_authenticator(
+        vec![s.url.clone()],
+        "tb",
+        Duration::from_secs(5),
+        Box::new(auth),
+    )
+    .unwrap();
+    c.lookup(&busybox()).unwrap();
+    let cred = s.seen()[0].auth.clone().unwrap();
+    // Root may decode anything, so the restriction shows in munged's answer to
+    // another user: nobody (65534) may, daemon (1) may not.
+    let unmunge = |user: &str| {
+        use std::io::Write;
+        let mut child = std::process::Command::new("runuser")
+            .args(["-u", user, "--", "unmunge", "--socket"])
+            .arg(sock)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(cred.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    if !std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    {
+        eprintln!("\n!!!! SKIPPED: needs root to decode as other users\n");
+        return;
+    }
+    assert!(
+        unmunge("daemon").contains("Unauthorized"),
+        "{}",
+        unmunge("daemon")
+    );
+}

@@ -21,6 +21,9 @@ pub struct EncodeOptions<'a> {
     /// How long the credential stays valid (whole seconds, at least 1);
     /// `None` means munged's default (usually 300 s).
     pub ttl: Option<Duration>,
+    /// Only this uid (and root) may decode the credential, so one sent to the
+    /// wrong server is useless to it.
+    pub decoder_uid: Option<u32>,
 }
 
 /// A credential that munged accepted.
@@ -55,6 +58,17 @@ pub fn encode_with(payload: &[u8], opts: &EncodeOptions<'_>) -> Result<String, M
             .map_err(|_| MungeError::BadArgument(format!("ttl {ttl:?} is too long")))?;
         // SAFETY: ctx.raw is a live context; MUNGE_OPT_TTL reads one `int` vararg.
         let rc = unsafe { ffi::munge_ctx_set(ctx.raw, ffi::MUNGE_OPT_TTL as c_int, secs) };
+        ctx.check(rc)?;
+    }
+    if let Some(uid) = opts.decoder_uid {
+        // SAFETY: ctx.raw is live; MUNGE_OPT_UID_RESTRICTION reads one `uid_t` vararg.
+        let rc = unsafe {
+            ffi::munge_ctx_set(
+                ctx.raw,
+                ffi::MUNGE_OPT_UID_RESTRICTION as c_int,
+                uid as ffi::uid_t,
+            )
+        };
         ctx.check(rc)?;
     }
     let len = c_int::try_from(payload.len()).map_err(|_| {

@@ -87,6 +87,11 @@ mod tests {
         );
         assert_eq!(e(ffi::EMUNGE_BAD_CRED), MungeError::Invalid("m".into()));
         assert_eq!(e(ffi::EMUNGE_CRED_INVALID), MungeError::Invalid("m".into()));
+        assert_eq!(
+            e(ffi::EMUNGE_CRED_UNAUTHORIZED),
+            MungeError::Unauthorized("m".into())
+        );
+        assert_eq!(e(ffi::EMUNGE_CRED_REWOUND), MungeError::Rewound("m".into()));
         assert!(matches!(
             e(ffi::EMUNGE_SOCKET),
             MungeError::SocketUnavailable { ref socket, .. } if socket == "/s"

@@ -56,6 +56,7 @@ fn credential_with_one_second_ttl_expires() {
         &EncodeOptions {
             socket: Some(sock),
             ttl: Some(Duration::from_secs(1)),
+            ..Default::default()
         },
     )
     .unwrap();
@@ -118,4 +119,59 @@ fn concurrent_callers_each_get_valid_credentials() {
     for h in handles {
         h.join().unwrap();
     }
+}
+
+/// Decodes `cred` with the `unmunge` tool running as `user`; returns its STATUS line.
+fn unmunge_as(user: &str, sock: &Path, cred: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("runuser")
+        .args(["-u", user, "--", "unmunge", "--socket"])
+        .arg(sock)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(cred.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    text.lines()
+        .find(|l| l.starts_with("STATUS:") || l.contains("rror"))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn credential_restricted_to_a_uid_is_refused_to_other_users() {
+    let Some(sock) = munged() else { return };
+    let is_root = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    if !is_root {
+        eprintln!("\n!!!! SKIPPED: needs root to decode as other users\n");
+        return;
+    }
+    // nobody (65534) and daemon (1) exist on every Debian system.
+    let encode_for = |uid| {
+        encode_with(
+            b"",
+            &EncodeOptions {
+                socket: Some(sock),
+                decoder_uid: Some(uid),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
+    let status = unmunge_as("daemon", sock, &encode_for(65534));
+    assert!(status.contains("Unauthorized"), "{status}");
+    let status = unmunge_as("nobody", sock, &encode_for(65534));
+    assert!(status.contains("Success"), "{status}");
 }

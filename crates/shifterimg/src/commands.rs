@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use gw_client::{Client, ClientError, PollOptions};
+use gw_client::{Client, ClientError, MungeAuth, PollOptions};
 use shifter_api::{ImageList, ImageRef, ImageStatus, PullRequest};
 
 use crate::acl;
@@ -29,11 +29,15 @@ pub struct Ctx {
 
 impl Ctx {
     fn client(&self, timeout: Duration) -> Result<Client> {
-        Client::new(
+        let auth = MungeAuth {
+            socket: Some(self.settings.munge_socket.clone()),
+            gateway_uid: self.settings.gateway_uid,
+        };
+        Client::with_authenticator(
             self.settings.gateways.clone(),
             self.settings.system.clone(),
             timeout,
-            Some(self.settings.munge_socket.clone()),
+            Box::new(auth),
         )
         .map_err(Into::into)
     }

@@ -1,5 +1,6 @@
 //! `shifterimg`: the user's command line for the image gateway (Shifter-compatible).
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -78,9 +79,14 @@ fn init_logging(verbose: u8) {
         1 => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_env("SHIFTER_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let filter = EnvFilter::try_from_env("SHIFTER_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(default))
+        // ureq logs request headers at debug level, and ours carry the Munge
+        // credential.
+        .add_directive("ureq=info".parse().expect("static directive"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();

@@ -15,6 +15,8 @@ pub struct Settings {
     pub gateways: Vec<String>,
     pub system: String,
     pub munge_socket: PathBuf,
+    /// The gateway's account (`gateway_uid`): credentials are restricted to it.
+    pub gateway_uid: Option<u32>,
     pub timeout: Duration,
     pub default_type: ImageType,
 }
@@ -73,6 +75,7 @@ impl Settings {
             munge_socket: cfg
                 .map(|c| c.munge_socket.clone())
                 .unwrap_or_else(|| DEFAULT_MUNGE_SOCKET.into()),
+            gateway_uid: cfg.and_then(|c| c.gateway_uid),
             timeout: Duration::from_secs(timeout),
             default_type,
         })
@@ -113,6 +116,7 @@ image_dir = "/var/lib/shifter/images"
 gateways = ["http://gw1:7777", "http://gw2:7777"]
 munge_socket = "/run/munge/alt.socket"
 lookup_timeout_secs = 3
+gateway_uid = 999
 "#;
 
     #[test]
@@ -123,6 +127,7 @@ lookup_timeout_secs = 3
         assert_eq!(s.munge_socket, PathBuf::from("/run/munge/alt.socket"));
         assert_eq!(s.timeout, Duration::from_secs(3));
         assert_eq!(s.default_type, ImageType::Docker);
+        assert_eq!(s.gateway_uid, Some(999));
     }
 
     #[test]

@@ -338,3 +338,25 @@ fn login_on_a_gateway_without_the_endpoint_says_so() {
         "{err}"
     );
 }
+
+#[test]
+fn verbose_logs_never_show_the_credential() {
+    if !munged() {
+        return;
+    }
+    let gw = FakeGateway::start(vec![(200, record_json(ID, TAG, "READY", ""))]);
+    let s = site(&[&gw.url]);
+    for verbosity in ["-v", "-vv"] {
+        let (code, _, err) = shifterimg(&s.config, &[verbosity, "lookup", TAG]);
+        assert_eq!(code, 0, "{err}");
+        assert!(err.contains("DEBUG"), "{verbosity} logged nothing: {err}");
+        assert!(
+            !err.contains("MUNGE:"),
+            "credential in the {verbosity} log: {err}"
+        );
+    }
+    assert!(gw
+        .seen()
+        .iter()
+        .all(|r| r.auth.as_deref().is_some_and(|a| a.starts_with("MUNGE:"))));
+}
