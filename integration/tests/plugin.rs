@@ -648,3 +648,36 @@ fn sbatch_directives_set_image_and_volume_for_the_jobs_steps() {
     assert!(text.contains("read-only"), "a :ro volume was writable: {text}");
     assert_nothing_left(&tb);
 }
+
+#[test]
+fn sbatch_export_none_still_pins_the_image_for_the_script_and_its_steps() {
+    let Some(tb) = Testbed::get() else { return };
+    let _serial = serial();
+    if gateway(&tb).is_none() {
+        return;
+    }
+    let image = pulled(&tb, "busybox:latest");
+    let out = tb.dir.join("out").join(format!("plugin-export-none-{}.out", std::process::id()));
+    let slurm_conf = tb.var("SLURM_CONF").to_owned();
+    let r = tb.run_as(
+        tb.user(),
+        &[
+            "sbatch",
+            "--wait",
+            "--export=NONE",
+            "-N1",
+            &format!("--image={image}"),
+            "-o",
+            out.to_str().unwrap(),
+            "--wrap",
+            &format!("export SLURM_CONF={slurm_conf}; echo img=$SHIFTER_IMAGE; /usr/bin/srun grep ^ID= /etc/os-release"),
+        ],
+        Duration::from_secs(120),
+    );
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    let _ = std::fs::remove_file(&out);
+    r.assert_ok();
+    assert!(text.contains("img=id:"), "the script did not learn the pinned image: {text}");
+    assert!(text.contains("ID=shifter-busybox"), "the step did not run in the image: {text}");
+    assert_nothing_left(&tb);
+}

@@ -10,6 +10,7 @@ use spank_sys::{error_chain, Spank, BATCH_STEP_ID, EXTERN_STEP_ID};
 
 use crate::container::{self, Prepared, StepSpec};
 use crate::error::PluginError;
+use crate::options::SLURM_IMAGE_OPTION_ENV;
 use crate::request::{self, RawOptions, ENV_IMAGE, ENV_IMAGE_REQUEST, ENV_MODULE, ENV_VOLUME};
 use crate::state;
 use crate::timing::{step_name, Phase};
@@ -110,7 +111,12 @@ fn choose(pinned: &Pinned, opts: &RawOptions) -> Result<Option<Choice>, PluginEr
 fn plan_step(spank: &Spank, job: u32, step: u32) -> Result<Option<StepPlan>, PluginError> {
     let mut st = state::lock();
     let pinned = Pinned {
-        image: nonempty(spank.getenv(ENV_IMAGE)?),
+        // With `sbatch --export=NONE` only Slurm's spank copy of the pinned
+        // option reaches the batch script.
+        image: match nonempty(spank.getenv(ENV_IMAGE)?) {
+            Some(i) => Some(i),
+            None => nonempty(spank.getenv(&format!("SLURM_SPANK_{SLURM_IMAGE_OPTION_ENV}"))?),
+        },
         volumes: nonempty(spank.getenv(ENV_VOLUME)?),
         modules: nonempty(spank.getenv(ENV_MODULE)?),
         request: nonempty(spank.getenv(ENV_IMAGE_REQUEST)?),
