@@ -33,12 +33,19 @@ fn srun(tb: &Testbed, user: &str, args: &[&str]) -> Run {
 #[track_caller]
 fn assert_refused_at_submit(r: &Run, needle: &str) {
     r.assert_failed();
-    assert!(r.stderr.contains(needle), "expected {needle:?} in stderr: {r}");
+    assert!(
+        r.stderr.contains(needle),
+        "expected {needle:?} in stderr: {r}"
+    );
     assert!(
         !r.stderr.contains("slurmstepd"),
         "the request reached a node instead of failing at submit: {r}"
     );
-    assert!(r.elapsed < SUBMIT_FAILS_WITHIN, "refusal took {:?}: {r}", r.elapsed);
+    assert!(
+        r.elapsed < SUBMIT_FAILS_WITHIN,
+        "refusal took {:?}: {r}",
+        r.elapsed
+    );
 }
 
 /// `os-release` ID lines per task label of `srun -l`.
@@ -46,7 +53,10 @@ fn ids_by_task(stdout: &str) -> BTreeMap<String, String> {
     stdout
         .lines()
         .filter_map(|l| l.split_once(": "))
-        .filter_map(|(task, rest)| rest.strip_prefix("ID=").map(|id| (task.trim().to_owned(), id.to_owned())))
+        .filter_map(|(task, rest)| {
+            rest.strip_prefix("ID=")
+                .map(|id| (task.trim().to_owned(), id.to_owned()))
+        })
         .collect()
 }
 
@@ -73,8 +83,15 @@ fn srun_without_image_is_untouched_by_the_plugin() {
         .unwrap();
     let ids = ids_by_task(&r.stdout);
     assert_eq!(ids.len(), 2, "one os-release per node expected: {r}");
-    assert!(ids.values().all(|id| *id == host_id), "tasks did not run on the host: {r}");
-    assert_eq!(r.stdout.matches("img=none").count(), 2, "plugin leaked SHIFTER_IMAGE: {r}");
+    assert!(
+        ids.values().all(|id| *id == host_id),
+        "tasks did not run on the host: {r}"
+    );
+    assert_eq!(
+        r.stdout.matches("img=none").count(),
+        2,
+        "plugin leaked SHIFTER_IMAGE: {r}"
+    );
 }
 
 #[test]
@@ -95,7 +112,10 @@ fn sbatch_and_salloc_know_the_image_option() {
     for cmd in ["sbatch", "salloc"] {
         let r = tb.run_as(tb.user(), &[cmd, "--help"], T);
         r.assert_ok();
-        assert!(r.stdout.contains("--image=REF"), "{cmd} --help lacks --image: {r}");
+        assert!(
+            r.stdout.contains("--image=REF"),
+            "{cmd} --help lacks --image: {r}"
+        );
     }
 }
 
@@ -109,7 +129,11 @@ fn bad_volume_fails_at_submit_with_a_message_naming_the_option() {
     assert_refused_at_submit(&r, "--volume=\"/scratch\": invalid volume");
     let r = srun(&tb, tb.user(), &[&image, "--volume=/tmp:/etc", "true"]);
     assert_refused_at_submit(&r, "volume destination /etc is forbidden");
-    let r = tb.run_as(tb.user(), &["sbatch", &image, "--volume=data:/data", "--wrap", "true"], T);
+    let r = tb.run_as(
+        tb.user(),
+        &["sbatch", &image, "--volume=data:/data", "--wrap", "true"],
+        T,
+    );
     assert_refused_at_submit(&r, "the source must be an absolute path");
 }
 
@@ -127,7 +151,12 @@ fn malformed_image_reference_fails_at_submit() {
     let _serial = serial();
     let r = srun(&tb, tb.user(), &["--image=Ubuntu:Latest", "true"]);
     assert_refused_at_submit(&r, "--image=\"Ubuntu:Latest\"");
-    let r = tb.run_as_with_env(tb.user(), &["srun", "true"], &[("SHIFTER_IMAGE", "id:nothex")], T);
+    let r = tb.run_as_with_env(
+        tb.user(),
+        &["srun", "true"],
+        &[("SHIFTER_IMAGE", "id:nothex")],
+        T,
+    );
     assert_refused_at_submit(&r, "SHIFTER_IMAGE=\"id:nothex\"");
 }
 
@@ -137,7 +166,10 @@ fn sbatch_image_keeps_the_script_on_the_host_with_the_pinned_id() {
     let _serial = serial();
     // An id needs no gateway lookup, so this holds before any image exists.
     let id = "d".repeat(64);
-    let out = tb.dir.join("out").join(format!("plugin-sbatch-host-{}.out", std::process::id()));
+    let out = tb
+        .dir
+        .join("out")
+        .join(format!("plugin-sbatch-host-{}.out", std::process::id()));
     let r = tb.run_as(
         tb.user(),
         &[
@@ -155,8 +187,14 @@ fn sbatch_image_keeps_the_script_on_the_host_with_the_pinned_id() {
     r.assert_ok();
     let text = std::fs::read_to_string(&out).unwrap_or_default();
     let _ = std::fs::remove_file(&out);
-    assert!(!text.contains("ID=shifter-busybox"), "batch script ran in an image: {text}");
-    assert!(text.contains(&format!("image=id:{id}")), "batch script lacks the pinned id: {text}");
+    assert!(
+        !text.contains("ID=shifter-busybox"),
+        "batch script ran in an image: {text}"
+    );
+    assert!(
+        text.contains(&format!("image=id:{id}")),
+        "batch script lacks the pinned id: {text}"
+    );
     assert!(text.contains(&format!("request=id:{id}")), "{text}");
 }
 
@@ -169,7 +207,9 @@ fn gateway(tb: &Testbed) -> Option<String> {
         Some(g) => Some(g.to_owned()),
         None => {
             if std::env::var("SHIFTER_E2E_REQUIRED").as_deref() == Ok("1") {
-                panic!("SHIFTER_GATEWAY missing from the cluster env: the gateway hook did not run");
+                panic!(
+                    "SHIFTER_GATEWAY missing from the cluster env: the gateway hook did not run"
+                );
             }
             eprintln!("\n!!!! SKIPPED plugin image test: no image gateway in this cluster (SHIFTER_GATEWAY unset)\n");
             None
@@ -203,13 +243,25 @@ fn pulled(tb: &Testbed, repo_tag: &str) -> String {
 #[track_caller]
 fn assert_nothing_left(tb: &Testbed) {
     assert!(tb.wait_queue_empty(T), "jobs still queued");
-    let ok = Testbed::wait_until(Duration::from_secs(15), || Testbed::loop_devices_backed_by(&tb.dir).is_empty());
-    assert!(ok, "loop devices left behind: {:?}", Testbed::loop_devices_backed_by(&tb.dir));
+    let ok = Testbed::wait_until(Duration::from_secs(15), || {
+        Testbed::loop_devices_backed_by(&tb.dir).is_empty()
+    });
+    assert!(
+        ok,
+        "loop devices left behind: {:?}",
+        Testbed::loop_devices_backed_by(&tb.dir)
+    );
     for node in tb.nodes() {
         let pid_file = tb.dir.join("state").join(format!("slurmd-{node}.pid"));
-        let Ok(pid) = std::fs::read_to_string(&pid_file) else { continue };
-        let mounts = std::fs::read_to_string(format!("/proc/{}/mountinfo", pid.trim())).unwrap_or_default();
-        assert!(!mounts.contains("squashfs"), "node {node} still has a squashfs mounted:\n{mounts}");
+        let Ok(pid) = std::fs::read_to_string(&pid_file) else {
+            continue;
+        };
+        let mounts =
+            std::fs::read_to_string(format!("/proc/{}/mountinfo", pid.trim())).unwrap_or_default();
+        assert!(
+            !mounts.contains("squashfs"),
+            "node {node} still has a squashfs mounted:\n{mounts}"
+        );
     }
 }
 
@@ -236,19 +288,30 @@ fn srun_n2_image_runs_in_the_image_on_both_nodes_without_privilege() {
     r.assert_ok();
     let ids = ids_by_task(&r.stdout);
     assert_eq!(ids.len(), 2, "{r}");
-    assert!(ids.values().all(|id| id == "shifter-busybox"), "not in the image: {r}");
+    assert!(
+        ids.values().all(|id| id == "shifter-busybox"),
+        "not in the image: {r}"
+    );
     for n in tb.nodes().iter().take(2) {
-        assert!(r.stdout.contains(&format!(": {n}\n")), "no task on {n}: {r}");
+        assert!(
+            r.stdout.contains(&format!(": {n}\n")),
+            "no task on {n}: {r}"
+        );
     }
     for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
         assert_eq!(
-            r.stdout.matches(&format!("{cap}:\t0000000000000000")).count(),
+            r.stdout
+                .matches(&format!("{cap}:\t0000000000000000"))
+                .count(),
             2,
             "{cap} not zero in both tasks: {r}"
         );
     }
     assert_eq!(r.stdout.matches("NoNewPrivs:\t1").count(), 2, "{r}");
-    assert!(!r.stdout.contains("setuid0=ok"), "a task regained root: {r}");
+    assert!(
+        !r.stdout.contains("setuid0=ok"),
+        "a task regained root: {r}"
+    );
     assert_nothing_left(&tb);
 }
 
@@ -260,7 +323,10 @@ fn sbatch_image_runs_every_srun_in_the_image() {
         return;
     }
     let image = pulled(&tb, "busybox:latest");
-    let out = tb.dir.join("out").join(format!("plugin-sbatch-{}.out", std::process::id()));
+    let out = tb
+        .dir
+        .join("out")
+        .join(format!("plugin-sbatch-{}.out", std::process::id()));
     let r = tb.run_as(
         tb.user(),
         &[
@@ -278,8 +344,15 @@ fn sbatch_image_runs_every_srun_in_the_image() {
     r.assert_ok();
     let text = std::fs::read_to_string(&out).unwrap_or_default();
     let _ = std::fs::remove_file(&out);
-    assert!(!text.contains("script:ID=shifter-busybox"), "the batch script must stay on the host: {text}");
-    assert_eq!(text.matches(": ID=shifter-busybox").count(), 3, "every srun task must run in the image: {text}");
+    assert!(
+        !text.contains("script:ID=shifter-busybox"),
+        "the batch script must stay on the host: {text}"
+    );
+    assert_eq!(
+        text.matches(": ID=shifter-busybox").count(),
+        3,
+        "every srun task must run in the image: {text}"
+    );
     assert_nothing_left(&tb);
 }
 
@@ -293,7 +366,15 @@ fn salloc_image_then_srun_runs_in_the_image() {
     let image = pulled(&tb, "busybox:latest");
     let r = tb.run_as(
         tb.user(),
-        &["salloc", "-N1", &format!("--image={image}"), "srun", "grep", "^ID=", "/etc/os-release"],
+        &[
+            "salloc",
+            "-N1",
+            &format!("--image={image}"),
+            "srun",
+            "grep",
+            "^ID=",
+            "/etc/os-release",
+        ],
         T,
     );
     r.assert_ok();
@@ -325,10 +406,23 @@ fn acl_image_is_refused_for_another_user_at_submit_and_on_the_node() {
     let uid = tb.run_root(&["id", "-u", tb.user()], T);
     uid.assert_ok();
     let image = format!("docker:{}/layered:oci", tb.registry());
-    let p = shifterimg(&tb, tb.user(), &["pull", "--user", uid.stdout.trim(), &image]);
+    let p = shifterimg(
+        &tb,
+        tb.user(),
+        &["pull", "--user", uid.stdout.trim(), &image],
+    );
     p.assert_ok();
     // The owner can use it.
-    let r = srun(&tb, tb.user(), &[&format!("--image={image}"), "grep", "^ID=", "/etc/os-release"]);
+    let r = srun(
+        &tb,
+        tb.user(),
+        &[
+            &format!("--image={image}"),
+            "grep",
+            "^ID=",
+            "/etc/os-release",
+        ],
+    );
     r.assert_ok();
     // Another user is refused by the gateway at submit...
     let r = srun(&tb, tb.user2(), &[&format!("--image={image}"), "true"]);
@@ -336,10 +430,23 @@ fn acl_image_is_refused_for_another_user_at_submit_and_on_the_node() {
     // ...and, naming the id directly (which skips the lookup), by the node.
     let lookup = shifterimg(&tb, tb.user(), &["lookup", &image]);
     lookup.assert_ok();
-    let id = lookup.stdout.trim().rsplit(':').next().unwrap_or_default().to_owned();
-    let r = srun(&tb, tb.user2(), &[&format!("--image=id:{id}"), "cat", "/etc/os-release"]);
+    let id = lookup
+        .stdout
+        .trim()
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let r = srun(
+        &tb,
+        tb.user2(),
+        &[&format!("--image=id:{id}"), "cat", "/etc/os-release"],
+    );
     r.assert_failed();
-    assert!(r.stderr.contains("slurmstepd"), "expected the node to refuse: {r}");
+    assert!(
+        r.stderr.contains("slurmstepd"),
+        "expected the node to refuse: {r}"
+    );
     assert!(!r.stdout.contains("ID="), "user2 read the image: {r}");
     assert_nothing_left(&tb);
 }
@@ -360,7 +467,16 @@ fn sixteen_concurrent_steps_on_one_image_all_succeed() {
                 s.spawn(move || {
                     tb.run_as(
                         tb.user(),
-                        &["srun", "-N1", "-n1", "--oversubscribe", &format!("--image={image}"), "grep", "^ID=", "/etc/os-release"],
+                        &[
+                            "srun",
+                            "-N1",
+                            "-n1",
+                            "--oversubscribe",
+                            &format!("--image={image}"),
+                            "grep",
+                            "^ID=",
+                            "/etc/os-release",
+                        ],
                         Duration::from_secs(180),
                     )
                 })
@@ -385,13 +501,25 @@ fn scancel_of_a_running_image_step_leaves_nothing_behind() {
     let image = pulled(&tb, "busybox:latest");
     let r = tb.run_as(
         tb.user(),
-        &["sbatch", "--parsable", "-N1", &format!("--image={image}"), "-o", "/dev/null", "--wrap", "srun sleep 300"],
+        &[
+            "sbatch",
+            "--parsable",
+            "-N1",
+            &format!("--image={image}"),
+            "-o",
+            "/dev/null",
+            "--wrap",
+            "srun sleep 300",
+        ],
         T,
     );
     r.assert_ok();
     let job = r.stdout.trim().to_owned();
     let running = Testbed::wait_until(T, || {
-        let q = tb.run_root(&["squeue", "-h", "-s", "-j", &job, "-o", "%i"], Duration::from_secs(10));
+        let q = tb.run_root(
+            &["squeue", "-h", "-s", "-j", &job, "-o", "%i"],
+            Duration::from_secs(10),
+        );
         q.stdout.lines().any(|l| l.trim() == format!("{job}.0"))
     });
     if !running {
@@ -416,7 +544,17 @@ fn tag_repushed_while_the_job_is_pending_does_not_change_its_image() {
         let src = format!("oci:{}/oci/{layout}:latest", tb.dir.display());
         let dest = format!("docker://{}/{repo_tag}", tb.registry());
         tb.run_root(
-            &["skopeo", "--insecure-policy", "copy", "--quiet", "--dest-tls-verify=false", "--format", "v2s2", &src, &dest],
+            &[
+                "skopeo",
+                "--insecure-policy",
+                "copy",
+                "--quiet",
+                "--dest-tls-verify=false",
+                "--format",
+                "v2s2",
+                &src,
+                &dest,
+            ],
             Duration::from_secs(120),
         )
         .assert_ok();
@@ -427,7 +565,10 @@ fn tag_repushed_while_the_job_is_pending_does_not_change_its_image() {
     let first = shifterimg(&tb, tb.user(), &["lookup", &image]);
     first.assert_ok();
 
-    let out = tb.dir.join("out").join(format!("plugin-retag-{}.out", std::process::id()));
+    let out = tb
+        .dir
+        .join("out")
+        .join(format!("plugin-retag-{}.out", std::process::id()));
     let r = tb.run_as(
         tb.user(),
         &[
@@ -451,24 +592,36 @@ fn tag_repushed_while_the_job_is_pending_does_not_change_its_image() {
     push("busybox");
     let bin = tb.bin_dir().join("shifterimg");
     let cfg = config_path(&tb);
-    tb.run_root(&[bin.to_str().unwrap(), "--config", &cfg, "expire", &image], T).assert_ok();
+    tb.run_root(
+        &[bin.to_str().unwrap(), "--config", &cfg, "expire", &image],
+        T,
+    )
+    .assert_ok();
     shifterimg(&tb, tb.user(), &["pull", &image]).assert_ok();
     let second = shifterimg(&tb, tb.user(), &["lookup", &image]);
     second.assert_ok();
     if first.stdout.trim() == second.stdout.trim() {
         tb.run_root(&["scancel", &job], T);
-        panic!("the gateway did not follow the re-pushed tag, so this test proves nothing: {second}");
+        panic!(
+            "the gateway did not follow the re-pushed tag, so this test proves nothing: {second}"
+        );
     }
 
     tb.run_root(&["scontrol", "release", &job], T).assert_ok();
     let done = Testbed::wait_until(Duration::from_secs(90), || {
-        let q = tb.run_root(&["squeue", "-h", "-j", &job, "-o", "%i"], Duration::from_secs(10));
+        let q = tb.run_root(
+            &["squeue", "-h", "-j", &job, "-o", "%i"],
+            Duration::from_secs(10),
+        );
         q.success() && q.stdout.trim().is_empty()
     });
     let text = std::fs::read_to_string(&out).unwrap_or_default();
     let _ = std::fs::remove_file(&out);
     assert!(done, "job {job} did not finish: {text}");
-    assert!(text.contains("ID=shifter-layered"), "the job must run the image pinned at submit: {text}");
+    assert!(
+        text.contains("ID=shifter-layered"),
+        "the job must run the image pinned at submit: {text}"
+    );
     assert_nothing_left(&tb);
 }
 
@@ -489,7 +642,10 @@ fn shifter_in_the_batch_script_uses_the_jobs_image() {
         return;
     }
     let image = pulled(&tb, "busybox:latest");
-    let out = tb.dir.join("out").join(format!("plugin-shifter-{}.out", std::process::id()));
+    let out = tb
+        .dir
+        .join("out")
+        .join(format!("plugin-shifter-{}.out", std::process::id()));
     let r = tb.run_as(
         tb.user(),
         &[
@@ -508,7 +664,10 @@ fn shifter_in_the_batch_script_uses_the_jobs_image() {
     let _ = std::fs::remove_file(&out);
     r.assert_ok();
     assert!(!text.contains("host:ID=shifter-busybox"), "{text}");
-    assert!(text.lines().any(|l| l == "ID=shifter-busybox"), "shifter did not use the job's image: {text}");
+    assert!(
+        text.lines().any(|l| l == "ID=shifter-busybox"),
+        "shifter did not use the job's image: {text}"
+    );
     assert_nothing_left(&tb);
 }
 
@@ -521,15 +680,38 @@ fn module_option_applies_a_site_module_and_unknown_modules_fail_at_submit() {
     }
     let image = pulled(&tb, "busybox:latest");
     let img = format!("--image={image}");
-    let r = srun(&tb, tb.user(), &[&img, "--module=testmod", "sh", "-c", "echo mod=$SHIFTER_TESTMOD"]);
+    let r = srun(
+        &tb,
+        tb.user(),
+        &[
+            &img,
+            "--module=testmod",
+            "sh",
+            "-c",
+            "echo mod=$SHIFTER_TESTMOD",
+        ],
+    );
     r.assert_ok();
     assert!(r.stdout.contains("mod=on"), "{r}");
-    let r = srun(&tb, tb.user(), &[&img, "--module=none", "sh", "-c", "echo mod=${SHIFTER_TESTMOD:-off}"]);
+    let r = srun(
+        &tb,
+        tb.user(),
+        &[
+            &img,
+            "--module=none",
+            "sh",
+            "-c",
+            "echo mod=${SHIFTER_TESTMOD:-off}",
+        ],
+    );
     r.assert_ok();
     assert!(r.stdout.contains("mod=off"), "{r}");
     let r = srun(&tb, tb.user(), &[&img, "--module=nosuchmod", "true"]);
     assert_refused_at_submit(&r, "unknown module \"nosuchmod\"");
-    assert!(r.stderr.contains("testmod"), "the message should list the available modules: {r}");
+    assert!(
+        r.stderr.contains("testmod"),
+        "the message should list the available modules: {r}"
+    );
 }
 
 #[test]
@@ -543,15 +725,33 @@ fn submit_directory_is_kept_when_the_container_has_it_else_a_notice_names_the_fa
     let img = format!("--image={image}");
     let work = tb.workdir().display().to_string();
     // A submit directory the image also has (/etc exists on both sides).
-    let r = srun(&tb, tb.user(), &[&img, "--chdir=/etc", "sh", "-c", "pwd; grep ^ID= os-release"]);
+    let r = srun(
+        &tb,
+        tb.user(),
+        &[
+            &img,
+            "--chdir=/etc",
+            "sh",
+            "-c",
+            "pwd; grep ^ID= os-release",
+        ],
+    );
     r.assert_ok();
     assert_eq!(r.stdout.trim(), "/etc\nID=shifter-busybox", "{r}");
     assert!(!r.stderr.contains("does not exist in the image"), "{r}");
     let r = srun(&tb, tb.user(), &[&img, "pwd"]);
     r.assert_ok();
-    assert_eq!(r.stdout.trim(), "/", "busybox has no WORKDIR: expected /: {r}");
     assert_eq!(
-        r.stderr.matches(&format!("shifter: {work} does not exist in the image; starting in /")).count(),
+        r.stdout.trim(),
+        "/",
+        "busybox has no WORKDIR: expected /: {r}"
+    );
+    assert_eq!(
+        r.stderr
+            .matches(&format!(
+                "shifter: {work} does not exist in the image; starting in /"
+            ))
+            .count(),
         1,
         "expected one notice: {r}"
     );
@@ -565,7 +765,19 @@ fn setup_phases_are_timed_in_the_node_log_with_job_and_step() {
         return;
     }
     let image = pulled(&tb, "busybox:latest");
-    let r = srun(&tb, tb.user(), &["-N1", "-w", "n1", &format!("--image={image}"), "sh", "-c", "echo $SLURM_JOB_ID"]);
+    let r = srun(
+        &tb,
+        tb.user(),
+        &[
+            "-N1",
+            "-w",
+            "n1",
+            &format!("--image={image}"),
+            "sh",
+            "-c",
+            "echo $SLURM_JOB_ID",
+        ],
+    );
     r.assert_ok();
     let job = r.stdout.trim().to_owned();
     let log = std::fs::read_to_string(tb.dir.join("log/slurmd-n1.log")).unwrap();
@@ -607,8 +819,14 @@ fn bench_added_time_per_two_node_step() {
     let (im, ip) = stats(&mut with_image);
     eprintln!("srun -N2 /bin/true:          median {pm:?}  p95 {pp:?}");
     eprintln!("srun -N2 --image /bin/true:  median {im:?}  p95 {ip:?}");
-    eprintln!("added per step:              median {:?}", im.saturating_sub(pm));
-    assert!(im.saturating_sub(pm) <= Duration::from_millis(50), "the plugin adds more than 50 ms per step");
+    eprintln!(
+        "added per step:              median {:?}",
+        im.saturating_sub(pm)
+    );
+    assert!(
+        im.saturating_sub(pm) <= Duration::from_millis(50),
+        "the plugin adds more than 50 ms per step"
+    );
 }
 
 #[test]
@@ -632,10 +850,19 @@ fn sbatch_directives_set_image_and_volume_for_the_jobs_steps() {
         ),
     )
     .unwrap();
-    let out = tb.dir.join("out").join(format!("plugin-directives-{pid}.out"));
+    let out = tb
+        .dir
+        .join("out")
+        .join(format!("plugin-directives-{pid}.out"));
     let r = tb.run_as(
         tb.user(),
-        &["sbatch", "--wait", "-o", out.to_str().unwrap(), script.to_str().unwrap()],
+        &[
+            "sbatch",
+            "--wait",
+            "-o",
+            out.to_str().unwrap(),
+            script.to_str().unwrap(),
+        ],
         Duration::from_secs(120),
     );
     let text = std::fs::read_to_string(&out).unwrap_or_default();
@@ -644,8 +871,14 @@ fn sbatch_directives_set_image_and_volume_for_the_jobs_steps() {
     let _ = std::fs::remove_dir_all(&data);
     r.assert_ok();
     assert!(text.contains("ID=shifter-busybox"), "{text}");
-    assert!(text.contains("from-the-host"), "the volume is missing: {text}");
-    assert!(text.contains("read-only"), "a :ro volume was writable: {text}");
+    assert!(
+        text.contains("from-the-host"),
+        "the volume is missing: {text}"
+    );
+    assert!(
+        text.contains("read-only"),
+        "a :ro volume was writable: {text}"
+    );
     assert_nothing_left(&tb);
 }
 
@@ -657,7 +890,10 @@ fn sbatch_export_none_still_pins_the_image_for_the_script_and_its_steps() {
         return;
     }
     let image = pulled(&tb, "busybox:latest");
-    let out = tb.dir.join("out").join(format!("plugin-export-none-{}.out", std::process::id()));
+    let out = tb
+        .dir
+        .join("out")
+        .join(format!("plugin-export-none-{}.out", std::process::id()));
     let slurm_conf = tb.var("SLURM_CONF").to_owned();
     let r = tb.run_as(
         tb.user(),
@@ -677,7 +913,13 @@ fn sbatch_export_none_still_pins_the_image_for_the_script_and_its_steps() {
     let text = std::fs::read_to_string(&out).unwrap_or_default();
     let _ = std::fs::remove_file(&out);
     r.assert_ok();
-    assert!(text.contains("img=id:"), "the script did not learn the pinned image: {text}");
-    assert!(text.contains("ID=shifter-busybox"), "the step did not run in the image: {text}");
+    assert!(
+        text.contains("img=id:"),
+        "the script did not learn the pinned image: {text}"
+    );
+    assert!(
+        text.contains("ID=shifter-busybox"),
+        "the step did not run in the image: {text}"
+    );
     assert_nothing_left(&tb);
 }
