@@ -29,13 +29,18 @@ impl Settings {
     pub fn resolve(g: &Global) -> Result<Settings> {
         let explicit = g.config != Path::new(DEFAULT_CONFIG_PATH);
         let enough_without = !g.gateways.is_empty() && g.system.is_some();
-        let config = if explicit || !enough_without || g.config.exists() {
-            // shifterimg acts with the caller's own rights only, so the file
-            // need not pass the root-ownership check the runtime applies.
-            let cfg = Config::load_untrusted(&g.config).context(
+        // shifterimg acts with the caller's own rights only, so the file need
+        // not pass the root-ownership check the runtime applies.
+        let config = if explicit || !enough_without {
+            Some(Config::load_untrusted(&g.config).context(
                 "cannot use the site config (pass --config PATH, or both --gateway URL and --system NAME)",
-            )?;
-            Some(cfg)
+            )?)
+        } else if g.config.exists() {
+            // The command line names gateway and system: the site file only
+            // adds defaults, so a broken one is worth a warning, not a failure.
+            Config::load_untrusted(&g.config)
+                .map_err(|e| tracing::warn!("ignoring the site config: {e}"))
+                .ok()
         } else {
             None
         };
