@@ -12,7 +12,7 @@ const GZIP: Compression = Compression::Gzip { level: 9 };
 
 #[test]
 fn unsquashfs_extracts_content_owners_modes_times_links_and_odd_names() {
-    if !unsquashfs_available() {
+    if !can_extract() {
         return;
     }
     let entries = mixed_tree(BS as usize);
@@ -108,7 +108,7 @@ fn no_xattrs_are_stored() {
 
 #[test]
 fn every_compressor_and_block_size_roundtrips() {
-    if !unsquashfs_available() {
+    if !can_extract() {
         return;
     }
     for c in ALL_COMPRESSIONS {
@@ -134,7 +134,7 @@ fn every_compressor_and_block_size_roundtrips() {
 
 #[test]
 fn deep_trees_roundtrip() {
-    if !unsquashfs_available() {
+    if !can_extract() {
         return;
     }
     let mut path = String::new();
@@ -166,7 +166,7 @@ fn deep_trees_roundtrip() {
 /// directory index; a huge number of inodes spans many inode blocks.
 #[test]
 fn many_small_files_and_large_directories_roundtrip() {
-    if !unsquashfs_available() {
+    if !can_extract() {
         return;
     }
     let mut entries = Vec::new();
@@ -194,7 +194,7 @@ fn many_small_files_and_large_directories_roundtrip() {
 
 #[test]
 fn incompressible_blocks_are_stored_raw() {
-    if !unsquashfs_available() {
+    if !can_extract() {
         return;
     }
     let data = random_bytes(42, 1 << 20);
@@ -208,7 +208,7 @@ fn incompressible_blocks_are_stored_raw() {
 
 #[test]
 fn zero_blocks_cost_nothing() {
-    if !unsquashfs_available() {
+    if !can_extract() {
         return;
     }
     let entries = vec![file("zeros", meta(0, 0, 0o644, 0), vec![0u8; 64 << 20])];
@@ -222,7 +222,7 @@ fn zero_blocks_cost_nothing() {
 
 #[test]
 fn identical_files_are_stored_once() {
-    if !unsquashfs_available() {
+    if !can_extract() {
         return;
     }
     let big = random_bytes(5, 3 * BS as usize + 100);
@@ -246,7 +246,7 @@ fn identical_files_are_stored_once() {
 
 #[test]
 fn refused_entries_leave_the_writer_usable() {
-    if !unsquashfs_available() {
+    if !can_extract() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
