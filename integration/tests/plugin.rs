@@ -785,6 +785,16 @@ fn setup_phases_are_timed_in_the_node_log_with_job_and_step() {
         let needle = format!("shifter: job {job} step 0 phase {phase} took");
         assert!(log.contains(&needle), "no {needle:?} in slurmd-n1.log");
     }
+    let r = srun(
+        &tb,
+        tb.user(),
+        &["-vv", "-N1", &format!("--image={image}"), "true"],
+    );
+    r.assert_ok();
+    assert!(
+        r.stderr.contains("shifter: job ") && r.stderr.contains("phase resolve took"),
+        "srun -vv shows no resolve timing: {r}"
+    );
 }
 
 /// Not part of the suite (`cargo test -p shifter-integration --test plugin --

@@ -48,6 +48,10 @@ impl Plugin for Shifter {
         Ok(())
     }
 
+    fn local_user_init(spank: &Spank, _args: &[String]) -> Result<(), BoxError> {
+        Ok(local::local_user_init(spank)?)
+    }
+
     fn task_init_privileged(spank: &Spank, _args: &[String]) -> Result<(), BoxError> {
         Ok(remote::task_init_privileged(spank)?)
     }

@@ -32,8 +32,9 @@ pub fn init_post_opt(spank: &Spank) -> Result<(), PluginError> {
     let cfg = cfg.expect("a request implies the config was loaded");
     let phase = Phase::start("resolve");
     let id = resolve(&cfg, &req.image)?;
-    // sbatch/salloc have no job id yet; srun inside an allocation has one.
-    phase.done(spank.job_id().unwrap_or(0), spank.step_id().unwrap_or(0));
+    // srun raises its log level (-v) only after this callback, and the job
+    // id is not known yet: srun logs the timing in local_user_init.
+    st.resolve_time = Some(phase.stop());
     tracing::debug!("shifter: {} resolved to id:{id}", req.image_text);
     pin(&req, &id, st.opts.image.is_some());
     if st.opts.image.is_some() {
@@ -44,6 +45,15 @@ pub fn init_post_opt(spank: &Spank) -> Result<(), PluginError> {
         if let Err(e) = spank.job_control_setenv(SLURM_IMAGE_OPTION_ENV, &format!("id:{id}")) {
             tracing::debug!("shifter: cannot pin the job's spank environment: {e}");
         }
+    }
+    Ok(())
+}
+
+/// srun, after the allocation: log the submit-side timing with the job and
+/// step ids (`srun -vv` shows it).
+pub fn local_user_init(spank: &Spank) -> Result<(), PluginError> {
+    if let Some((phase, took)) = state::lock().resolve_time.take() {
+        crate::timing::log(spank.job_id()?, spank.step_id()?, phase, took);
     }
     Ok(())
 }

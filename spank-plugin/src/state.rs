@@ -19,6 +19,8 @@ pub struct State {
     pub opts: RawOptions,
     /// What the node does for this step (remote context only).
     pub step: Option<StepPlan>,
+    /// How long resolving took on the submit side, logged once ids are known.
+    pub resolve_time: Option<(&'static str, std::time::Duration)>,
     /// The task's working directory in the container (task callbacks only).
     pub task_workdir: Option<std::path::PathBuf>,
 }

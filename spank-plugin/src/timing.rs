@@ -20,14 +20,22 @@ impl Phase {
     /// Logs the phase's duration and returns it.
     pub fn done(self, job: u32, step: u32) -> Duration {
         let took = self.start.elapsed();
-        tracing::debug!(
-            "shifter: job {job} step {} phase {} took {:.1} ms",
-            step_name(step),
-            self.name,
-            took.as_secs_f64() * 1000.0
-        );
+        log(job, step, self.name, took);
         took
     }
+
+    /// The duration so far, to be logged later with [`log`].
+    pub fn stop(self) -> (&'static str, Duration) {
+        (self.name, self.start.elapsed())
+    }
+}
+
+pub fn log(job: u32, step: u32, phase: &str, took: Duration) {
+    tracing::debug!(
+        "shifter: job {job} step {} phase {phase} took {:.1} ms",
+        step_name(step),
+        took.as_secs_f64() * 1000.0
+    );
 }
 
 /// Slurm's special step ids by name, others as numbers.
