@@ -438,6 +438,7 @@ async fn doimport(
         row.status_message = String::new();
         row.last_pull = now();
         row.updated = now();
+        row.owner = publish::instance_name();
         state.store.put(&row).await?;
         tracing::info!(image = %key, id = %row.id, uid, "custom image imported");
         Ok::<_, ApiError>(row)

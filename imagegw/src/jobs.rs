@@ -119,6 +119,7 @@ pub async fn start_or_join(
         previous.unwrap_or_else(|| StoredImage::new_job(key.clone(), acl.clone(), now()));
     record.status = ImageStatus::Pending;
     record.status_message = String::new();
+    record.owner = publish::instance_name();
     record.acl = acl;
     record.updated = now();
     state.store.put(&record).await?;
@@ -447,7 +448,10 @@ impl AppState {
 /// in flight was interrupted; and whatever this host left half-written in the
 /// image directories goes.
 pub async fn recover(state: &AppState) -> Result<(), crate::store::StoreError> {
-    let failed = state.store.fail_in_flight(RESTART_MESSAGE).await?;
+    let failed = state
+        .store
+        .fail_in_flight(RESTART_MESSAGE, &publish::instance_name())
+        .await?;
     for key in &failed {
         tracing::warn!(image = %key, "pull interrupted by restart marked FAILURE");
     }

@@ -531,6 +531,7 @@ async fn restart_marks_interrupted_jobs_failed_and_removes_leftovers() {
     let key = gw.key(BUSYBOX);
     let mut row = StoredImage::new_job(key.clone(), Default::default(), 1);
     row.status = ImageStatus::Conversion;
+    row.owner = shifter_imagegw::publish::instance_name();
     gw.state.store.put(&row).await.unwrap();
     let staging = shifter_imagegw::publish::new_staging(gw.images.path()).unwrap();
     std::fs::write(staging.join("half.squashfs"), b"partial").unwrap();

@@ -73,8 +73,12 @@ impl Store for CachedStore {
         self.inner.list(system).await
     }
 
-    async fn fail_in_flight(&self, message: &str) -> Result<Vec<ImageKey>, StoreError> {
-        let result = self.inner.fail_in_flight(message).await;
+    async fn fail_in_flight(
+        &self,
+        message: &str,
+        owner: &str,
+    ) -> Result<Vec<ImageKey>, StoreError> {
+        let result = self.inner.fail_in_flight(message, owner).await;
         self.forget_all();
         result
     }

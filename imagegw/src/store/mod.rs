@@ -63,6 +63,9 @@ pub struct StoredImage {
     pub last_pull: i64,
     /// Seconds since the epoch of the last change.
     pub updated: i64,
+    /// The gateway instance (host) running the latest job; a restarting
+    /// gateway fails only its own interrupted jobs, not other replicas'.
+    pub owner: String,
 }
 
 impl StoredImage {
@@ -76,6 +79,7 @@ impl StoredImage {
             meta: None,
             last_pull: 0,
             updated: now,
+            owner: String::new(),
         }
     }
 
@@ -92,9 +96,11 @@ pub trait Store: Send + Sync {
     /// Removes the row; false when there was none.
     async fn delete(&self, key: &ImageKey) -> Result<bool, StoreError>;
     async fn list(&self, system: &str) -> Result<Vec<StoredImage>, StoreError>;
-    /// Marks every job that is not final as FAILURE with `message` (after a
-    /// restart nothing is running any more) and returns their keys.
-    async fn fail_in_flight(&self, message: &str) -> Result<Vec<ImageKey>, StoreError>;
+    /// Marks every job of gateway instance `owner` that is not final as
+    /// FAILURE with `message` (after a restart nothing of it is running any
+    /// more) and returns their keys.
+    async fn fail_in_flight(&self, message: &str, owner: &str)
+        -> Result<Vec<ImageKey>, StoreError>;
     /// Stores (replaces) a user's credentials for a registry.
     async fn put_login(&self, login: &RegistryLogin) -> Result<(), StoreError>;
     async fn get_login(
@@ -140,6 +146,7 @@ pub(crate) struct Row {
     pub meta: Option<String>,
     pub last_pull: i64,
     pub updated: i64,
+    pub owner: String,
 }
 
 impl Row {
@@ -158,6 +165,7 @@ impl Row {
                 .map(|m| serde_json::to_string(m).expect("meta serialises")),
             last_pull: i.last_pull,
             updated: i.updated,
+            owner: i.owner.clone(),
         }
     }
 
@@ -187,6 +195,7 @@ impl Row {
             meta,
             last_pull: self.last_pull,
             updated: self.updated,
+            owner: self.owner,
         })
     }
 }
@@ -235,17 +244,29 @@ pub(crate) mod contract {
             "replaced in place"
         );
 
-        let b = StoredImage::new_job(key("b"), ImageAcl::default(), 11);
+        let mut b = StoredImage::new_job(key("b"), ImageAcl::default(), 11);
+        b.owner = "me".into();
         store.put(&b).await.unwrap();
         let mut other = StoredImage::new_job(key("c"), ImageAcl::default(), 12);
         other.key.system = "elsewhere".into();
+        other.owner = "me".into();
         store.put(&other).await.unwrap();
+        let mut replica = StoredImage::new_job(key("r"), ImageAcl::default(), 12);
+        replica.owner = "another-replica".into();
+        store.put(&replica).await.unwrap();
 
         let list = store.list("sys").await.unwrap();
-        assert_eq!(list.len(), 2, "list is per system: {list:?}");
+        assert_eq!(list.len(), 3, "list is per system: {list:?}");
 
-        let failed = store.fail_in_flight("interrupted").await.unwrap();
+        let failed = store.fail_in_flight("interrupted", "me").await.unwrap();
         assert_eq!(failed.len(), 2, "b and c were in flight: {failed:?}");
+        let r_now = store.get(&key("r")).await.unwrap().unwrap();
+        assert_eq!(
+            r_now.status,
+            ImageStatus::Pending,
+            "another replica's job is left alone"
+        );
+        store.delete(&key("r")).await.unwrap();
         let b_now = store.get(&key("b")).await.unwrap().unwrap();
         assert_eq!(b_now.status, ImageStatus::Failure);
         assert_eq!(b_now.status_message, "interrupted");

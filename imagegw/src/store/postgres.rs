@@ -25,6 +25,7 @@ CREATE TABLE IF NOT EXISTS images (
     meta TEXT,
     last_pull BIGINT NOT NULL,
     updated BIGINT NOT NULL,
+    owner TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (system, itype, tag)
 );
 CREATE TABLE IF NOT EXISTS registry_logins (
@@ -37,7 +38,7 @@ CREATE TABLE IF NOT EXISTS registry_logins (
 );";
 
 const COLUMNS: &str =
-    "system, itype, tag, id, status, status_message, acl, meta, last_pull, updated";
+    "system, itype, tag, id, status, status_message, acl, meta, last_pull, updated, owner";
 
 impl PostgresStore {
     /// Connects (without TLS: put the database on loopback or a trusted network)
@@ -68,6 +69,7 @@ fn read_row(r: &tokio_postgres::Row) -> Row {
         meta: r.get(7),
         last_pull: r.get(8),
         updated: r.get(9),
+        owner: r.get(10),
     }
 }
 
@@ -89,12 +91,12 @@ impl super::Store for PostgresStore {
         self.client
             .execute(
                 &format!(
-                    "INSERT INTO images ({COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)
+                    "INSERT INTO images ({COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)
                      ON CONFLICT (system, itype, tag) DO UPDATE SET
                        id=EXCLUDED.id, status=EXCLUDED.status,
                        status_message=EXCLUDED.status_message, acl=EXCLUDED.acl,
                        meta=EXCLUDED.meta, last_pull=EXCLUDED.last_pull,
-                       updated=EXCLUDED.updated"
+                       updated=EXCLUDED.updated, owner=EXCLUDED.owner"
                 ),
                 &[
                     &r.system,
@@ -107,6 +109,7 @@ impl super::Store for PostgresStore {
                     &r.meta,
                     &r.last_pull,
                     &r.updated,
+                    &r.owner,
                 ],
             )
             .await?;
@@ -135,14 +138,18 @@ impl super::Store for PostgresStore {
         rows.iter().map(|r| read_row(r).into_image()).collect()
     }
 
-    async fn fail_in_flight(&self, message: &str) -> Result<Vec<ImageKey>, StoreError> {
+    async fn fail_in_flight(
+        &self,
+        message: &str,
+        owner: &str,
+    ) -> Result<Vec<ImageKey>, StoreError> {
         let in_flight: Vec<&str> = IN_FLIGHT.to_vec();
         let rows = self
             .client
             .query(
                 "UPDATE images SET status='FAILURE', status_message=$2, updated=$3
-                 WHERE status = ANY($1) RETURNING system, itype, tag",
-                &[&in_flight, &message, &crate::state::now()],
+                 WHERE status = ANY($1) AND owner=$4 RETURNING system, itype, tag",
+                &[&in_flight, &message, &crate::state::now(), &owner],
             )
             .await?;
         Ok(rows

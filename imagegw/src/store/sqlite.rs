@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS images (
     meta TEXT,
     last_pull INTEGER NOT NULL,
     updated INTEGER NOT NULL,
+    owner TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (system, itype, tag)
 );
 CREATE TABLE IF NOT EXISTS registry_logins (
@@ -39,7 +40,7 @@ CREATE TABLE IF NOT EXISTS registry_logins (
 );";
 
 const COLUMNS: &str =
-    "system, itype, tag, id, status, status_message, acl, meta, last_pull, updated";
+    "system, itype, tag, id, status, status_message, acl, meta, last_pull, updated, owner";
 
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
@@ -107,6 +108,7 @@ fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         meta: r.get(7)?,
         last_pull: r.get(8)?,
         updated: r.get(9)?,
+        owner: r.get(10)?,
     })
 }
 
@@ -133,7 +135,7 @@ impl super::Store for SqliteStore {
         let r = Row::from_image(image);
         self.with(move |c| {
             c.execute(
-                &format!("INSERT OR REPLACE INTO images ({COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)"),
+                &format!("INSERT OR REPLACE INTO images ({COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)"),
                 params![
                     r.system,
                     r.itype,
@@ -144,7 +146,8 @@ impl super::Store for SqliteStore {
                     r.acl,
                     r.meta,
                     r.last_pull,
-                    r.updated
+                    r.updated,
+                    r.owner
                 ],
             )?;
             Ok(())
@@ -177,15 +180,19 @@ impl super::Store for SqliteStore {
         .await
     }
 
-    async fn fail_in_flight(&self, message: &str) -> Result<Vec<ImageKey>, StoreError> {
-        let message = message.to_owned();
+    async fn fail_in_flight(
+        &self,
+        message: &str,
+        owner: &str,
+    ) -> Result<Vec<ImageKey>, StoreError> {
+        let (message, owner) = (message.to_owned(), owner.to_owned());
         self.with(move |c| {
             let tx = c.transaction()?;
             let keys = {
                 let mut stmt = tx.prepare(
-                    "SELECT system, itype, tag FROM images WHERE status IN (?1,?2,?3,?4)",
+                    "SELECT system, itype, tag FROM images WHERE status IN (?1,?2,?3,?4) AND owner=?5",
                 )?;
-                let rows = stmt.query_map(params![IN_FLIGHT[0], IN_FLIGHT[1], IN_FLIGHT[2], IN_FLIGHT[3]], |r| {
+                let rows = stmt.query_map(params![IN_FLIGHT[0], IN_FLIGHT[1], IN_FLIGHT[2], IN_FLIGHT[3], owner], |r| {
                     Ok(ImageKey {
                         system: r.get(0)?,
                         itype: r.get(1)?,
@@ -195,8 +202,9 @@ impl super::Store for SqliteStore {
                 rows.collect::<Result<Vec<_>, _>>()?
             };
             tx.execute(
-                "UPDATE images SET status='FAILURE', status_message=?5, updated=?6 WHERE status IN (?1,?2,?3,?4)",
-                params![IN_FLIGHT[0], IN_FLIGHT[1], IN_FLIGHT[2], IN_FLIGHT[3], message, crate::state::now()],
+                "UPDATE images SET status='FAILURE', status_message=?5, updated=?6
+                 WHERE status IN (?1,?2,?3,?4) AND owner=?7",
+                params![IN_FLIGHT[0], IN_FLIGHT[1], IN_FLIGHT[2], IN_FLIGHT[3], message, crate::state::now(), owner],
             )?;
             tx.commit()?;
             Ok(keys)
