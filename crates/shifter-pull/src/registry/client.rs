@@ -377,6 +377,12 @@ impl RepoClient {
         if !(realm.starts_with("https://") || realm.starts_with("http://")) {
             return Err(fail("the realm is not an http(s) URL".into()));
         }
+        // Credentials never leave TLS because a registry said so.
+        if realm.starts_with("http://") && self.base.starts_with("https://") {
+            return Err(fail(
+                "an HTTPS registry points to a plain-HTTP token server; refusing to send credentials there".into(),
+            ));
+        }
         let scope = format!("repository:{}:pull", self.repository);
         let mut query: Vec<(&str, &str)> = vec![("scope", &scope)];
         if let Some(s) = ch.params.get("service") {
