@@ -385,3 +385,50 @@ fn fsync_dir(dir: &Path) -> Result<(), PullError> {
             source,
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use axum::Router;
+
+    use super::*;
+    use crate::config::RegistryConfig;
+
+    #[tokio::test]
+    async fn a_registry_that_never_answers_hits_the_overall_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let hang = Router::new().fallback(|| async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            "late"
+        });
+        tokio::spawn(async move { axum::serve(listener, hang).await });
+        let cache = tempfile::tempdir().unwrap();
+        let mut cfg = PullConfig::new(cache.path());
+        cfg.registries.insert(
+            addr.clone(),
+            RegistryConfig {
+                plain_http: true,
+                ..Default::default()
+            },
+        );
+        cfg.timeout = Duration::from_millis(300);
+        let p = Puller::new(cfg).unwrap();
+        let r = DockerRef::parse(&format!("{addr}/img:latest")).unwrap();
+        let start = Instant::now();
+        let e = p
+            .pull_to(&r, cache.path(), &PullOptions::default(), Arc::new(|_| {}))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, PullError::Timeout { .. }), "{e}");
+        assert!(start.elapsed() < Duration::from_secs(5));
+        let left: Vec<_> = std::fs::read_dir(cache.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|n| n != "blobs" && n != "tmp")
+            .collect();
+        assert!(left.is_empty(), "no staging left behind: {left:?}");
+    }
+}
