@@ -15,7 +15,9 @@ use shifter_imagegw::auth::{AuthError, Credential, CredentialDecoder};
 use shifter_imagegw::config::SystemConfig;
 use shifter_imagegw::engine::{EngineError, ProgressSink, PullEngine, PullSpec, Pulled, Stage};
 use shifter_imagegw::state::{AppState, SystemState};
-use shifter_imagegw::store::{ImageKey, SqliteStore, StoredImage};
+use shifter_imagegw::store::{
+    ImageKey, RegistryLogin, SqliteStore, Store, StoreError, StoredImage,
+};
 use tower::ServiceExt;
 
 const ADMIN: u32 = 500;
@@ -829,4 +831,96 @@ async fn autoexpire_removes_old_images_no_tag_points_at_and_keeps_current_ones()
         gw.image_file(&current.id, "squashfs").exists(),
         "the current image stays"
     );
+}
+
+/// A store whose database is gone.
+struct BrokenStore;
+
+fn broken() -> StoreError {
+    StoreError::Open {
+        path: "/var/lib/secret/imagegw.sqlite".into(),
+        source: std::io::Error::other("disk I/O error"),
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for BrokenStore {
+    async fn get(&self, _: &ImageKey) -> Result<Option<StoredImage>, StoreError> {
+        Err(broken())
+    }
+    async fn put(&self, _: &StoredImage) -> Result<(), StoreError> {
+        Err(broken())
+    }
+    async fn delete(&self, _: &ImageKey) -> Result<bool, StoreError> {
+        Err(broken())
+    }
+    async fn list(&self, _: &str) -> Result<Vec<StoredImage>, StoreError> {
+        Err(broken())
+    }
+    async fn fail_in_flight(&self, _: &str, _: &str) -> Result<Vec<ImageKey>, StoreError> {
+        Err(broken())
+    }
+    async fn put_login(&self, _: &RegistryLogin) -> Result<(), StoreError> {
+        Err(broken())
+    }
+    async fn get_login(
+        &self,
+        _: &str,
+        _: u32,
+        _: &str,
+    ) -> Result<Option<RegistryLogin>, StoreError> {
+        Err(broken())
+    }
+}
+
+#[tokio::test]
+async fn server_errors_carry_no_internals_and_health_reports_them() {
+    let mut gw = gateway();
+    let sys = SystemState {
+        name: "testbed".into(),
+        cfg: toml::from_str(&format!("image_dir = {:?}", gw.images.path())).unwrap(),
+        admins: vec![ADMIN],
+        import_users: vec![],
+        decoder: Arc::new(FakeMunge),
+    };
+    gw.state = Arc::new(AppState::new(
+        vec![sys],
+        Arc::new(BrokenStore),
+        gw.engine.clone(),
+        1,
+    ));
+    for (method, uri) in [
+        ("GET", "/api/list/testbed/".to_string()),
+        ("GET", format!("/api/lookup/testbed/{BUSYBOX}/")),
+        ("POST", format!("/api/pull/testbed/{BUSYBOX}/")),
+    ] {
+        let (st, v) = gw
+            .call(method, &uri, Some(&format!("{USER1}:{USER1}")), "")
+            .await;
+        assert_eq!(st, StatusCode::INTERNAL_SERVER_ERROR, "{uri}: {v}");
+        assert_error_body(&v, "internal");
+        let text = v.to_string();
+        assert!(
+            !text.contains("/var/lib") && !text.contains("disk I/O"),
+            "{uri}: {text}"
+        );
+    }
+    let (st, v) = gw.call("GET", "/healthz", None, "").await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id() {
+    let gw = gateway();
+    for uri in ["/healthz", "/api/list/testbed/", "/nowhere"] {
+        let resp = shifter_imagegw::app(gw.state.clone())
+            .oneshot(Request::builder().uri(uri).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let id = resp
+            .headers()
+            .get("x-request-id")
+            .map(|v| v.to_str().unwrap().to_owned());
+        assert!(id.is_some_and(|i| i.len() >= 32), "{uri}");
+    }
 }
