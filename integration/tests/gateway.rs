@@ -37,6 +37,11 @@ fn uid_of(user: &str) -> u32 {
 impl Gateway {
     /// A fresh gateway for test `name`, or None (after a loud notice) without a cluster.
     fn start(name: &str) -> Option<Gateway> {
+        Self::start_with(name, None, None)
+    }
+
+    /// A gateway with another store URL and/or another (shared) image directory.
+    fn start_with(name: &str, store: Option<&str>, images: Option<&Path>) -> Option<Gateway> {
         let tb = Testbed::get()?;
         let bin = tb.bin_dir().join("shifter-imagegw");
         assert!(
@@ -62,11 +67,11 @@ impl Gateway {
             r#"listen = "127.0.0.1:{port}"
 default_registry = "{registry}"
 workers = 2
-store = "sqlite://{dir}/state/gw.sqlite"
+store = "{store}"
 work_dir = "{dir}/work"
 cache_dir = "{dir}/cache"
 [systems.testbed]
-image_dir = "{dir}/images"
+image_dir = "{images}"
 admins = [0]
 import_users = ["{user}", "{user2}"]
 [registries."{registry}"]
@@ -74,6 +79,10 @@ plain_http = true
 "#,
             registry = tb.registry(),
             dir = dir.display(),
+            store = store
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("sqlite://{}/state/gw.sqlite", dir.display())),
+            images = images.unwrap_or(&dir.join("images")).display(),
             user = tb.user(),
             user2 = tb.user2(),
         );
@@ -123,7 +132,9 @@ plain_http = true
     }
 
     fn images(&self) -> PathBuf {
-        self.dir.join("images")
+        let cfg = std::fs::read_to_string(self.dir.join("imagegw.toml")).unwrap();
+        let line = cfg.lines().find(|l| l.starts_with("image_dir")).unwrap();
+        PathBuf::from(line.split('"').nth(1).unwrap())
     }
 
     /// SIGTERM and wait: the graceful path.
@@ -643,4 +654,137 @@ fn sigterm_mid_pull_lets_the_pull_finish_before_exiting() {
         "{:?}",
         gw.files()
     );
+}
+
+/// A PostgreSQL server of its own (data and socket under `dir`, a private
+/// loopback port), run as the `postgres` account; stopped on drop.
+struct Postgres {
+    dir: PathBuf,
+    bin: PathBuf,
+    port: u16,
+}
+
+impl Postgres {
+    fn start(dir: &Path) -> Option<Postgres> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql").ok().and_then(|d| {
+            d.flatten()
+                .map(|e| e.path().join("bin"))
+                .find(|b| b.join("initdb").exists())
+        });
+        let Some(bin) = bin else {
+            if std::env::var("SHIFTER_E2E_REQUIRED").as_deref() == Ok("1") {
+                panic!("PostgreSQL is not installed (Debian package postgresql)");
+            }
+            eprintln!("\n!!!! SKIPPED postgres gateway test: apt-get install postgresql\n");
+            return None;
+        };
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).unwrap();
+        assert!(Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(dir)
+            .status()
+            .unwrap()
+            .success());
+        let data = dir.join("data");
+        let as_pg = |args: &[&str]| {
+            let out = Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let initdb = bin.join("initdb");
+        as_pg(&[
+            initdb.to_str().unwrap(),
+            "-D",
+            data.to_str().unwrap(),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+        ]);
+        let port = free_port();
+        let opts = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1",
+            dir.display()
+        );
+        let log = dir.join("server.log");
+        let pg_ctl = bin.join("pg_ctl");
+        as_pg(&[
+            pg_ctl.to_str().unwrap(),
+            "-D",
+            data.to_str().unwrap(),
+            "-l",
+            log.to_str().unwrap(),
+            "-o",
+            &opts,
+            "-w",
+            "start",
+        ]);
+        Some(Postgres {
+            dir: dir.to_owned(),
+            bin,
+            port,
+        })
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .args([
+                "-D",
+                self.dir.join("data").to_str().unwrap(),
+                "-m",
+                "fast",
+                "-w",
+                "stop",
+            ])
+            .output();
+    }
+}
+
+#[test]
+fn two_replicas_sharing_postgres_and_an_image_dir_agree() {
+    let Some(tb) = Testbed::get() else { return };
+    let Some(pg) = Postgres::start(&tb.dir.join("gwtest-postgres-db")) else {
+        return;
+    };
+    let Some(a) = Gateway::start_with("pg-a", Some(&pg.url()), None) else {
+        return;
+    };
+    let shared = a.images();
+    let Some(mut b) = Gateway::start_with("pg-b", Some(&pg.url()), Some(&shared)) else {
+        return;
+    };
+    let user = a.tb.user().to_owned();
+    let path = image_path(&a.tb, "busybox:latest");
+    let rec = a.pull_until_final(&user, &path, None);
+    assert_eq!(rec["status"], "READY", "{rec}\n{}", a.log());
+    let (st, v) = b.as_user(&user, "GET", &format!("/api/lookup/testbed/{path}/"), None);
+    assert_eq!(
+        st,
+        200,
+        "replica b sees replica a's image: {v}\n{}",
+        b.log()
+    );
+    assert_eq!(v["id"], rec["id"]);
+    // A restart of b keeps the record (it lives in PostgreSQL) and the files.
+    b.restart();
+    let (st, v) = b.as_user(&user, "GET", &format!("/api/lookup/testbed/{path}/"), None);
+    assert_eq!((st, &v["id"]), (200, &rec["id"]), "{v}");
+    assert_published(&shared, rec["id"].as_str().unwrap());
 }
