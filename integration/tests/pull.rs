@@ -185,6 +185,15 @@ fn every_test_image_matches_umoci_plus_mksquashfs_entry_for_entry() {
             &listing(&pulled.squashfs_path),
             &listing(&reference),
         );
+        let mounted = sh(Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c"])
+            .arg(r#"set -e; d=$(mktemp -d); mount -t squashfs -o ro,loop "$1" "$d"; cat "$d/etc/os-release""#)
+            .arg("sh")
+            .arg(&pulled.squashfs_path));
+        assert!(
+            mounted.contains("ID=shifter-"),
+            "{image}: the kernel mounts it: {mounted}"
+        );
 
         // Published as the design says: image and meta side by side, meta complete.
         assert_eq!(
