@@ -178,9 +178,9 @@ impl BlobWriter {
         let file = tmp
             .persist(&dest)
             .map_err(|e| io_err("rename into", &dest)(e.error))?;
+        // Keep the handle that wrote the data (read by position later): a concurrent
+        // trim may remove the name at any moment, never the data of a blob in use.
         let size = file.metadata().map_err(io_err("stat", &dest))?.len();
-        // Reopen read-only: the handle outlives the rename and any later eviction.
-        let file = File::open(&dest).map_err(io_err("open", &dest))?;
         Ok(CachedBlob {
             path: dest,
             file: Arc::new(file),
