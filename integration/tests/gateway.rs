@@ -785,3 +785,27 @@ fn two_replicas_sharing_postgres_and_an_image_dir_agree() {
     assert_eq!((st, &v["id"]), (200, &rec["id"]), "{v}");
     assert_published(&shared, rec["id"].as_str().unwrap());
 }
+
+#[test]
+fn a_repull_of_an_unchanged_tag_keeps_the_image_without_converting_again() {
+    let Some(gw) = Gateway::start("repull") else {
+        return;
+    };
+    let user = gw.tb.user().to_owned();
+    let path = image_path(&gw.tb, "busybox:latest");
+    let first = gw.pull_until_final(&user, &path, None);
+    assert_eq!(first["status"], "READY", "{first}");
+    // Past the window in which a finished pull's result is returned as is.
+    std::thread::sleep(Duration::from_millis(10_500));
+    let again = gw.pull_until_final(&user, &path, None);
+    assert_eq!(again["status"], "READY", "{again}\n{}", gw.log());
+    assert_eq!(again["id"], first["id"]);
+    assert_eq!(gw.metric("shifter_imagegw_pull_jobs_started_total"), 2.0);
+    let converted = "shifter_imagegw_pull_duration_seconds_count{phase=\"conversion\"}";
+    assert_eq!(gw.metric(converted), 1.0, "converted once");
+    assert!(
+        gw.log().contains("tag unchanged in the registry"),
+        "{}",
+        gw.log()
+    );
+}
