@@ -51,6 +51,12 @@ impl PostgresStore {
             }
         });
         client.batch_execute(SCHEMA).await?;
+        // Databases written by an older gateway lack the owner column.
+        client
+            .batch_execute(
+                "ALTER TABLE images ADD COLUMN IF NOT EXISTS owner TEXT NOT NULL DEFAULT ''",
+            )
+            .await?;
         Ok(PostgresStore {
             client: Arc::new(client),
         })

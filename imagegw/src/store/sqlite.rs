@@ -75,6 +75,7 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -94,6 +95,17 @@ impl SqliteStore {
         .await
         .map_err(|e| StoreError::Task(e.to_string()))?
     }
+}
+
+/// Brings a database written by an older gateway up to the current schema.
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let has_owner = conn
+        .prepare("SELECT 1 FROM pragma_table_info('images') WHERE name = 'owner'")?
+        .exists([])?;
+    if !has_owner {
+        conn.execute_batch("ALTER TABLE images ADD COLUMN owner TEXT NOT NULL DEFAULT ''")?;
+    }
+    Ok(())
 }
 
 fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
@@ -262,6 +274,32 @@ mod tests {
     async fn sqlite_store_keeps_the_store_contract() {
         let store = SqliteStore::in_memory().unwrap();
         crate::store::contract::check(&store).await;
+    }
+
+    #[tokio::test]
+    async fn a_database_from_before_the_owner_column_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE images (system TEXT NOT NULL, itype TEXT NOT NULL, tag TEXT NOT NULL,
+                 id TEXT NOT NULL, status TEXT NOT NULL, status_message TEXT NOT NULL,
+                 acl TEXT NOT NULL, meta TEXT, last_pull INTEGER NOT NULL, updated INTEGER NOT NULL,
+                 PRIMARY KEY (system, itype, tag));
+                 INSERT INTO images VALUES ('s','docker','t','','READY','','{\"uids\":[],\"gids\":[]}',NULL,0,0);",
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        let key = ImageKey {
+            system: "s".into(),
+            itype: "docker".into(),
+            tag: "t".into(),
+        };
+        let row = s.get(&key).await.unwrap().unwrap();
+        assert_eq!(row.owner, "");
+        s.put(&row).await.unwrap();
     }
 
     #[tokio::test]
