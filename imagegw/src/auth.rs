@@ -146,19 +146,19 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             Ok(s) => s,
             Err(e) => state.systems.values().next().ok_or(e)?,
         };
-        let credential = parts
-            .headers
-            .get(HEADER)
-            .ok_or_else(|| {
-                ApiError::Unauthorized(
-                    "missing authentication header: send a fresh munge credential in `authentication`"
-                        .into(),
-                )
-            })?
-            .to_str()
-            .map_err(|_| ApiError::Unauthorized("authentication header is not text".into()))?
-            .trim()
-            .to_owned();
+        let Some(header) = parts.headers.get(HEADER) else {
+            state.metrics.auth_failure("missing");
+            return Err(ApiError::Unauthorized(
+                "missing authentication header: send a fresh munge credential in `authentication`"
+                    .into(),
+            ));
+        };
+        let Ok(credential) = header.to_str().map(|c| c.trim().to_owned()) else {
+            state.metrics.auth_failure("invalid");
+            return Err(ApiError::Unauthorized(
+                "authentication header is not text".into(),
+            ));
+        };
         let decoder = sys.decoder.clone();
         let st = state.clone();
         let decoded = tokio::task::spawn_blocking(move || {
@@ -185,7 +185,14 @@ impl FromRequestParts<Arc<AppState>> for Caller {
                     "the gateway cannot reach munged to check credentials; try again later".into(),
                 ))
             }
-            Err(e) => Err(ApiError::Unauthorized(e.to_string())),
+            Err(e) => {
+                state.metrics.auth_failure(match e {
+                    AuthError::Expired => "expired",
+                    AuthError::Replayed => "replayed",
+                    _ => "invalid",
+                });
+                Err(ApiError::Unauthorized(e.to_string()))
+            }
         }
     }
 }

@@ -23,6 +23,11 @@ struct StatusLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabels {
     phase: String,
 }
@@ -35,6 +40,7 @@ pub struct Metrics {
     durations: Family<PhaseLabels, Histogram, fn() -> Histogram>,
     downloaded: Counter,
     published: Counter,
+    auth_failures: Family<ReasonLabels, Counter>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -58,6 +64,12 @@ impl Metrics {
         );
         let downloaded = Counter::default();
         let published = Counter::default();
+        let auth_failures = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "auth_failures",
+            "Refused credentials by reason (missing, expired, replayed, invalid)",
+            auth_failures.clone(),
+        );
         registry.register(
             "http_requests",
             "HTTP requests by route and status",
@@ -92,7 +104,16 @@ impl Metrics {
             durations,
             downloaded,
             published,
+            auth_failures,
         }
+    }
+
+    pub fn auth_failure(&self, reason: &str) {
+        self.auth_failures
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     pub fn request(&self, method: &str, route: &str, status: u16) {
@@ -159,6 +180,7 @@ mod tests {
         m.job_started();
         m.job_finished(ImageStatus::Ready, Duration::from_millis(300));
         m.bytes_published(4096);
+        m.auth_failure("replayed");
         let text = m.render();
         assert!(text.contains("shifter_imagegw_http_requests_total{method=\"GET\",route=\"/api/lookup/{system}/{type}/{tag}/\",status=\"200\"} 1"), "{text}");
         assert!(
@@ -167,6 +189,10 @@ mod tests {
         );
         assert!(
             text.contains("shifter_imagegw_pull_jobs_started_total 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("shifter_imagegw_auth_failures_total{reason=\"replayed\"} 1"),
             "{text}"
         );
         assert!(

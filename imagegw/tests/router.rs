@@ -237,6 +237,16 @@ async fn missing_or_bad_credentials_get_401_json() {
     assert!(v["message"].as_str().unwrap().contains("replayed"), "{v}");
     let (_, v) = gw.call("GET", &uri, Some("expired"), "").await;
     assert!(v["message"].as_str().unwrap().contains("expired"), "{v}");
+    let text = gw.state.metrics.render();
+    for (reason, n) in [
+        ("missing", 1),
+        ("expired", 2),
+        ("replayed", 2),
+        ("invalid", 1),
+    ] {
+        let line = format!("shifter_imagegw_auth_failures_total{{reason=\"{reason}\"}} {n}");
+        assert!(text.contains(&line), "{line} in\n{text}");
+    }
 }
 
 #[tokio::test]
