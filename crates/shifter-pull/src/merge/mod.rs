@@ -94,4 +94,6 @@ fn scan_all(layers: &[Layer], opts: &MergeOptions) -> Result<Vec<Vec<scan::RawEn
 }
 
 #[cfg(test)]
+mod model_tests;
+#[cfg(test)]
 mod tests;

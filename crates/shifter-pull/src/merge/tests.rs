@@ -10,7 +10,7 @@ use super::*;
 /// A tar stream built header by header, with names written raw so hostile names
 /// (`..`, absolute) reach the merger unaltered.
 #[derive(Default)]
-struct Tar {
+pub(super) struct Tar {
     out: Vec<u8>,
 }
 
@@ -22,7 +22,7 @@ const M0: Meta = Meta {
 };
 
 impl Tar {
-    fn raw(
+    pub(super) fn raw(
         &mut self,
         name: &[u8],
         et: EntryType,
@@ -46,7 +46,7 @@ impl Tar {
         self.out.extend(std::iter::repeat_n(0u8, pad));
         self
     }
-    fn dir(&mut self, name: &str) -> &mut Self {
+    pub(super) fn dir(&mut self, name: &str) -> &mut Self {
         self.raw(
             name.as_bytes(),
             EntryType::Directory,
@@ -55,10 +55,10 @@ impl Tar {
             b"",
         )
     }
-    fn dir_meta(&mut self, name: &str, meta: Meta) -> &mut Self {
+    pub(super) fn dir_meta(&mut self, name: &str, meta: Meta) -> &mut Self {
         self.raw(name.as_bytes(), EntryType::Directory, meta, b"", b"")
     }
-    fn file(&mut self, name: &str, data: &str) -> &mut Self {
+    pub(super) fn file(&mut self, name: &str, data: &str) -> &mut Self {
         self.raw(
             name.as_bytes(),
             EntryType::Regular,
@@ -67,7 +67,7 @@ impl Tar {
             data.as_bytes(),
         )
     }
-    fn file_meta(&mut self, name: &str, meta: Meta, data: &str) -> &mut Self {
+    pub(super) fn file_meta(&mut self, name: &str, meta: Meta, data: &str) -> &mut Self {
         self.raw(
             name.as_bytes(),
             EntryType::Regular,
@@ -76,7 +76,7 @@ impl Tar {
             data.as_bytes(),
         )
     }
-    fn symlink(&mut self, name: &str, target: &str) -> &mut Self {
+    pub(super) fn symlink(&mut self, name: &str, target: &str) -> &mut Self {
         self.raw(
             name.as_bytes(),
             EntryType::Symlink,
@@ -85,11 +85,11 @@ impl Tar {
             b"",
         )
     }
-    fn hardlink(&mut self, name: &str, target: &str) -> &mut Self {
+    pub(super) fn hardlink(&mut self, name: &str, target: &str) -> &mut Self {
         self.raw(name.as_bytes(), EntryType::Link, M0, target.as_bytes(), b"")
     }
     /// A PAX extended header applying to the next entry.
-    fn pax(&mut self, records: &[(&str, &[u8])]) -> &mut Self {
+    pub(super) fn pax(&mut self, records: &[(&str, &[u8])]) -> &mut Self {
         let mut body = Vec::new();
         for (k, v) in records {
             let rest = format!(" {k}=").len() + v.len() + 1;
@@ -103,7 +103,7 @@ impl Tar {
         }
         self.raw(b"././@PaxHeader", EntryType::XHeader, M0, b"", &body)
     }
-    fn finish(&mut self) -> Vec<u8> {
+    pub(super) fn finish(&mut self) -> Vec<u8> {
         let mut v = std::mem::take(&mut self.out);
         v.extend(std::iter::repeat_n(0u8, 1024));
         v
@@ -692,4 +692,26 @@ fn a_link_to_a_link_of_an_older_layer_reaches_the_file() {
     let s = merge(vec![l1, l2]);
     assert_eq!(s.get("b"), Some(&Recorded::Hardlink(b"f".to_vec())));
     assert_eq!(s.get("a"), Some(&Recorded::Hardlink(b"f".to_vec())));
+}
+
+#[test]
+fn a_directory_over_a_file_over_a_directory_starts_empty() {
+    let l1 = Tar::default().dir("etc").file("etc/passwd", "old").finish();
+    let l2 = Tar::default().symlink("etc", "/elsewhere").finish();
+    let l3 = Tar::default().dir("etc").file("etc/new", "n").finish();
+    let s = merge(vec![l1, l2, l3]);
+    assert!(
+        s.get("etc/passwd").is_none(),
+        "the symlink of layer 2 replaced the old directory"
+    );
+    assert_eq!(content(&s, "etc/new"), "n");
+}
+
+#[test]
+fn a_whited_out_entry_still_made_its_parent_directories() {
+    let l1 = Tar::default().file("made/by/file", "x").finish();
+    let l2 = Tar::default().file("made/by/.wh.file", "").finish();
+    let s = merge(vec![l1, l2]);
+    assert_eq!(s.get("made/by"), Some(&Recorded::Dir(Meta::IMPLICIT_DIR)));
+    assert!(s.get("made/by/file").is_none());
 }

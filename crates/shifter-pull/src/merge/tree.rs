@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use tracing::warn;
 
 use super::error::MergeError;
-use super::path::{ancestors, lossy};
+use super::path::{ancestors, lossy, split_parent};
 use super::scan::{RawEntry, RawKind};
 use super::sink::Meta;
 
@@ -64,6 +64,14 @@ pub struct Tree {
 /// A file entry of one layer (`layer`, `ordinal`) that supplies data.
 pub type Source = (usize, u32);
 
+enum Seen {
+    Visible,
+    /// Hidden by a newer layer; `keep` is the deepest of its parents that is not.
+    Hidden {
+        keep: Vec<u8>,
+    },
+}
+
 struct Merger<'a> {
     names: &'a [String],
     tree: Tree,
@@ -71,6 +79,9 @@ struct Merger<'a> {
     whited: HashSet<Vec<u8>>,
     /// Directories made opaque by the layers merged so far.
     opaque: HashSet<Vec<u8>>,
+    /// Paths where the current layer put a non-directory that a newer directory
+    /// shadows: opaque for the layers below, once this layer is done.
+    replaced: Vec<Vec<u8>>,
 }
 
 /// Merges scanned layers (base first) into the final tree.
@@ -80,6 +91,7 @@ pub fn merge_tree(names: &[String], layers: &[Vec<RawEntry>]) -> Result<Tree, Me
         tree: Tree::default(),
         whited: HashSet::new(),
         opaque: HashSet::new(),
+        replaced: Vec::new(),
     };
     for (l, entries) in layers.iter().enumerate().rev() {
         for e in entries {
@@ -87,14 +99,18 @@ pub fn merge_tree(names: &[String], layers: &[Vec<RawEntry>]) -> Result<Tree, Me
                 RawKind::Whiteout => {}
                 RawKind::Opaque => {
                     // The marker says its directory exists in this layer.
-                    if !m.hidden(&e.path, l)? {
-                        m.ensure_dir(&e.path, l);
+                    match m.seen(&e.path, l)? {
+                        Seen::Visible => m.ensure_dir(&e.path, l),
+                        Seen::Hidden { keep } => m.keep_dir(&keep, l),
                     }
                 }
                 _ => m.apply(e, l)?,
             }
         }
         // A layer's whiteouts apply to the layers below it only.
+        for p in std::mem::take(&mut m.replaced) {
+            m.opaque.insert(p);
+        }
         for e in entries {
             match e.kind {
                 RawKind::Whiteout => {
@@ -111,26 +127,33 @@ pub fn merge_tree(names: &[String], layers: &[Vec<RawEntry>]) -> Result<Tree, Me
 }
 
 impl Merger<'_> {
-    /// True when a newer layer hides `path`; an error when `path` lies below a
+    /// Whether a newer layer hides `path`; an error when `path` lies below a
     /// non-directory laid down earlier in the same layer.
-    fn hidden(&self, path: &[u8], layer: usize) -> Result<bool, MergeError> {
+    fn seen(&self, path: &[u8], layer: usize) -> Result<Seen, MergeError> {
+        let parent = |p: &[u8]| split_parent(p).0.to_vec();
         if !path.is_empty() && self.opaque.contains(&b""[..]) {
-            return Ok(true);
+            return Ok(Seen::Hidden { keep: Vec::new() });
         }
         for anc in ancestors(path) {
-            if self.whited.contains(anc) || self.opaque.contains(anc) {
-                return Ok(true);
+            if self.whited.contains(anc) {
+                return Ok(Seen::Hidden { keep: parent(anc) });
+            }
+            if self.opaque.contains(anc) {
+                return Ok(Seen::Hidden { keep: anc.to_vec() });
             }
             if let Some(n) = self.tree.nodes.get(anc) {
                 if n.kind != NodeKind::Dir {
                     if n.layer == layer {
                         return Err(self.traversal(layer, path, anc, &n.kind));
                     }
-                    return Ok(true);
+                    return Ok(Seen::Hidden { keep: parent(anc) });
                 }
             }
         }
-        Ok(self.whited.contains(path))
+        if self.whited.contains(path) {
+            return Ok(Seen::Hidden { keep: parent(path) });
+        }
+        Ok(Seen::Visible)
     }
 
     fn traversal(&self, layer: usize, path: &[u8], through: &[u8], kind: &NodeKind) -> MergeError {
@@ -156,6 +179,14 @@ impl Merger<'_> {
             .cloned()
     }
 
+    /// A hidden entry still made its parent directories when its layer was applied:
+    /// those above the whiteout (or opaque directory) that hides it survive.
+    fn keep_dir(&mut self, keep: &[u8], layer: usize) {
+        if !keep.is_empty() {
+            self.ensure_dir(keep, layer);
+        }
+    }
+
     /// Makes `path` and its parents exist as directories known only implicitly.
     fn ensure_dir(&mut self, path: &[u8], layer: usize) {
         for p in ancestors(path).chain(std::iter::once(path)) {
@@ -169,7 +200,8 @@ impl Merger<'_> {
     }
 
     fn apply(&mut self, e: &RawEntry, layer: usize) -> Result<(), MergeError> {
-        if self.hidden(&e.path, layer)? {
+        if let Seen::Hidden { keep } = self.seen(&e.path, layer)? {
+            self.keep_dir(&keep, layer);
             return Ok(());
         }
         let kind = NodeKind::from_raw(&e.kind, e.ordinal);
@@ -191,7 +223,12 @@ impl Merger<'_> {
             return Ok(());
         };
         if existing.layer != layer && existing.explicit {
-            // A newer layer decided this path already.
+            // A newer layer decided this path already. A non-directory here still
+            // replaced whatever directory the layers below had: a newer directory
+            // at the same path starts empty.
+            if existing.kind == NodeKind::Dir && !is_dir {
+                self.replaced.push(e.path.clone());
+            }
             return Ok(());
         }
         if existing.kind == NodeKind::Dir && !is_dir {
@@ -207,8 +244,14 @@ impl Merger<'_> {
             }
             if existing.layer != layer {
                 // An empty directory implied by a newer layer's opaque marker wins.
+                self.replaced.push(e.path.clone());
                 return Ok(());
             }
+        }
+        if existing.kind != NodeKind::Dir && is_dir && existing.layer == layer {
+            // A file then a directory in one layer: the file already replaced
+            // what the layers below had there.
+            self.replaced.push(e.path.clone());
         }
         // Same layer: the later tar entry wins. An older layer's directory entry
         // supplies the metadata of a directory newer layers only implied.
