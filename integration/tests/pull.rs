@@ -634,27 +634,40 @@ impl Drop for BasicRegistry {
 }
 
 fn basic_registry(tb: &Testbed, work: &Path) -> BasicRegistry {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let htpasswd = work.join("htpasswd");
     std::fs::write(
         &htpasswd,
         format!("alice:{}\n", bcrypt::hash("wonderland", 4).unwrap()),
     )
     .unwrap();
+    extra_registry(
+        tb,
+        work,
+        &format!(
+            "auth: {{htpasswd: {{realm: shifter-test, path: {}}}}}\n",
+            htpasswd.display()
+        ),
+        "",
+    )
+}
+
+/// Another docker-registry serving the test images read-only, with extra config
+/// (`auth:` lines, `tls:` settings inside `http:`).
+fn extra_registry(tb: &Testbed, work: &Path, top: &str, http: &str) -> BasicRegistry {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let conf = work.join("registry.yml");
     std::fs::write(
         &conf,
         format!(
             "version: 0.1\nlog: {{level: warn, accesslog: {{disabled: true}}}}\n\
              storage: {{filesystem: {{rootdirectory: {}}}, maintenance: {{uploadpurging: {{enabled: false}}, readonly: {{enabled: true}}}}}}\n\
-             auth: {{htpasswd: {{realm: shifter-test, path: {}}}}}\n\
-             http: {{addr: 127.0.0.1:{port}}}\n",
+             {top}\
+             http: {{addr: 127.0.0.1:{port}{http}}}\n",
             tb.dir.join("registry").display(),
-            htpasswd.display()
         ),
     )
     .unwrap();
@@ -673,8 +686,70 @@ fn basic_registry(tb: &Testbed, work: &Path) -> BasicRegistry {
     let up = Testbed::wait_until(Duration::from_secs(15), || {
         std::net::TcpStream::connect(&reg.addr).is_ok()
     });
-    assert!(up, "the htpasswd registry did not start");
+    assert!(up, "the extra registry did not start: {conf:?}");
     reg
+}
+
+/// A throw-away CA and a server certificate for 127.0.0.1 signed by it.
+fn test_ca(work: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let script = r#"set -e
+cd "$1"
+openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=shifter-test-ca 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -keyout key.pem -out req.csr -subj /CN=127.0.0.1 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' >ext.cnf
+openssl x509 -req -in req.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out cert.pem -days 2 -extfile ext.cnf 2>/dev/null
+"#;
+    sh(Command::new("sh").args(["-c", script, "sh"]).arg(work));
+    (
+        work.join("ca.pem"),
+        work.join("cert.pem"),
+        work.join("key.pem"),
+    )
+}
+
+#[test]
+fn tls_registry_needs_its_ca_or_the_insecure_setting() {
+    let Some(tb) = Testbed::get() else { return };
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_ca(tmp.path());
+    let tls = format!(
+        ", tls: {{certificate: {}, key: {}}}",
+        cert.display(),
+        key.display()
+    );
+    let reg = extra_registry(&tb, tmp.path(), "", &tls);
+    let reference = format!("{}/busybox:latest", reg.addr);
+    let with = |rc: RegistryConfig| {
+        let mut cfg = PullConfig::new(tmp.path().join("cache"));
+        cfg.registries.insert(reg.addr.clone(), rc);
+        cfg.attempts = 1;
+        cfg.timeout = STEP;
+        let dir = tempfile::tempdir_in(tmp.path()).unwrap();
+        pull(
+            &rt,
+            &Puller::new(cfg).unwrap(),
+            &reference,
+            dir.path(),
+            &PullOptions::default(),
+        )
+    };
+    let e = with(RegistryConfig::default()).unwrap_err();
+    assert!(
+        e.to_string().contains("UnknownIssuer") || e.to_string().contains("certificate"),
+        "{e}"
+    );
+    let ok = with(RegistryConfig {
+        ca_file: Some(ca),
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(ok.size > 0);
+    with(RegistryConfig {
+        insecure: true,
+        ..Default::default()
+    })
+    .unwrap();
 }
 
 #[test]

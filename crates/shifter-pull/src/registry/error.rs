@@ -3,7 +3,7 @@
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("cannot reach {url}: {source}")]
+    #[error("cannot reach {url}: {}", chain(.source))]
     Http {
         url: String,
         #[source]
@@ -61,4 +61,20 @@ pub enum RegistryError {
     Config { registry: String, why: String },
     #[error("blob cache: {0}")]
     Cache(#[from] crate::cache::CacheError),
+}
+
+/// An error with its causes, which for transport errors hold the part a user can act
+/// on ("invalid peer certificate: UnknownIssuer", "connection refused").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let c_s = c.to_string();
+        if !s.contains(&c_s) {
+            s.push_str(": ");
+            s.push_str(&c_s);
+        }
+        cur = c.source();
+    }
+    s
 }
