@@ -426,13 +426,20 @@ async fn forward_url(url: String, accept: Option<String>) -> (StatusCode, Header
 #[derive(Clone)]
 struct Lying {
     upstream: String,
-    /// Which lie to tell: "blob" flips a byte of every layer, "manifest" pads the manifest.
+    /// Which lie to tell: "blob" flips a byte of every layer, "manifest" pads the
+    /// manifest, "none" tells the truth.
     lie: &'static str,
+    /// Blob requests seen.
+    blob_gets: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 async fn lying(State(s): State<Lying>, req: Request) -> Response {
     let (status, headers, mut body) = forward(&s.upstream, &req).await;
     let path = req.uri().path().to_owned();
+    if path.contains("/blobs/") {
+        s.blob_gets
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
     if s.lie == "blob" && path.contains("/blobs/") && body.len() > 1000 {
         let mid = body.len() / 2;
         body[mid] ^= 0xff;
@@ -453,6 +460,7 @@ fn lying_registry_is_caught_by_digest_verification() {
             Router::new().fallback(lying).with_state(Lying {
                 upstream: tb.registry().to_owned(),
                 lie,
+                blob_gets: Default::default(),
             }),
         );
         let tmp = tempfile::tempdir().unwrap();
@@ -487,6 +495,47 @@ fn lying_registry_is_caught_by_digest_verification() {
             "a corrupt blob never enters the cache"
         );
     }
+}
+
+#[test]
+fn cached_layers_are_reused_and_a_rotten_cache_entry_is_fetched_again() {
+    let Some(tb) = Testbed::get() else { return };
+    let rt = runtime();
+    let gets = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let addr = serve(
+        &rt,
+        Router::new().fallback(lying).with_state(Lying {
+            upstream: tb.registry().to_owned(),
+            lie: "none",
+            blob_gets: Arc::clone(&gets),
+        }),
+    );
+    let host = addr.to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let p = puller(&cache, &[&host], false);
+    let reference = format!("{host}/busybox:latest");
+    let mut pull_counting = |name: &str| {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let before = gets.load(std::sync::atomic::Ordering::SeqCst);
+        let img = pull(&rt, &p, &reference, &dir, &PullOptions::default()).unwrap();
+        (img, gets.load(std::sync::atomic::Ordering::SeqCst) - before)
+    };
+    let (first, n1) = pull_counting("1");
+    assert_eq!(n1, 1 + first.meta.layers.len(), "config and every layer");
+    let (second, n2) = pull_counting("2");
+    assert_eq!(
+        n2, 1,
+        "layers come from the cache; only the config is fetched"
+    );
+    for l in &first.meta.layers {
+        std::fs::write(cache.join("blobs/sha256").join(&l[7..]), b"rotten").unwrap();
+    }
+    let (third, n3) = pull_counting("3");
+    assert_eq!(n3, n1, "rotten blobs are fetched again");
+    let bytes = |i: &PulledImage| std::fs::read(&i.squashfs_path).unwrap();
+    assert!(bytes(&first) == bytes(&second) && bytes(&first) == bytes(&third));
 }
 
 #[derive(Clone)]
