@@ -515,7 +515,7 @@ fn cached_layers_are_reused_and_a_rotten_cache_entry_is_fetched_again() {
     let cache = tmp.path().join("cache");
     let p = puller(&cache, &[&host], false);
     let reference = format!("{host}/busybox:latest");
-    let mut pull_counting = |name: &str| {
+    let pull_counting = |name: &str| {
         let dir = tmp.path().join(name);
         std::fs::create_dir_all(&dir).unwrap();
         let before = gets.load(std::sync::atomic::Ordering::SeqCst);
