@@ -254,9 +254,11 @@ impl Puller {
             });
         }
         info!(reference = %r.canonical(), id = %resolved.id, layers = resolved.layers.len(), bytes = total, "pulling image");
+        let started = std::time::Instant::now();
         let blobs = self
             .download(&client, &resolved.layers, total, &progress)
             .await?;
+        debug!(elapsed = ?started.elapsed(), "layers downloaded and verified");
 
         let layers: Vec<Layer> = resolved
             .layers

@@ -34,10 +34,19 @@ pub fn merge_layers(
     sink: &mut dyn TreeSink,
     progress: &mut dyn FnMut(u64),
 ) -> Result<MergeStats, MergeError> {
+    let start = std::time::Instant::now();
     let scanned = scan_all(layers, opts)?;
     let names: Vec<String> = layers.iter().map(|l| l.name.clone()).collect();
     let tree = tree::merge_tree(&names, &scanned)?;
-    emit::emit(layers, &scanned, &tree, sink, progress)
+    tracing::debug!(
+        entries = scanned.iter().map(Vec::len).sum::<usize>(),
+        paths = tree.nodes.len(),
+        elapsed = ?start.elapsed(),
+        "index pass and merge done"
+    );
+    let stats = emit::emit(layers, &scanned, &tree, sink, progress)?;
+    tracing::debug!(?stats, elapsed = ?start.elapsed(), "data pass done");
+    Ok(stats)
 }
 
 type ScanResult = Result<Vec<scan::RawEntry>, MergeError>;
