@@ -113,7 +113,7 @@ pub fn emit(
             layer: layers[l].name.clone(),
             source,
         };
-        let mut archive = tar::Archive::new(open_tar(&layers[l], None)?);
+        let mut archive = tar::Archive::new(open_tar(&layers[l], None, None)?);
         let mut next = want.iter().peekable();
         for (ordinal, entry) in archive.entries().map_err(corrupt)?.enumerate() {
             let Some(w) = next.peek() else { break };

@@ -105,11 +105,49 @@ impl Budget {
 struct Metered<R> {
     inner: R,
     budget: Option<Arc<Budget>>,
+    window: Option<HeaderWindow>,
+}
+
+/// Bytes the tar reader may still consume while looking for the next entry: that
+/// is where it buffers PAX records and GNU long names in memory, unbounded, so a
+/// hostile multi-gigabyte "file name" must be stopped here. `u64::MAX` = no limit
+/// (while the caller reads entry data).
+#[derive(Debug, Clone, Default)]
+pub struct HeaderWindow(Arc<AtomicU64>);
+
+/// PAX records and GNU long names of one entry; real ones are a few KiB.
+pub const MAX_HEADER_BYTES: u64 = 1 << 20;
+
+impl HeaderWindow {
+    pub fn open(&self) {
+        self.0.store(MAX_HEADER_BYTES, Ordering::Relaxed);
+    }
+
+    pub fn close(&self) {
+        self.0.store(u64::MAX, Ordering::Relaxed);
+    }
+
+    fn charge(&self, n: u64) -> io::Result<()> {
+        let left = self.0.load(Ordering::Relaxed);
+        if left == u64::MAX {
+            return Ok(());
+        }
+        if n > left {
+            return Err(io::Error::other(format!(
+                "tar extension headers (PAX records or GNU long names) larger than {MAX_HEADER_BYTES} bytes"
+            )));
+        }
+        self.0.store(left - n, Ordering::Relaxed);
+        Ok(())
+    }
 }
 
 impl<R: Read> Read for Metered<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
+        if let Some(w) = &self.window {
+            w.charge(n as u64)?;
+        }
         if let Some(b) = &self.budget {
             let total = b.bytes.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
             if total > b.max_bytes {
@@ -129,6 +167,7 @@ const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
 pub fn open_tar(
     layer: &Layer,
     budget: Option<Arc<Budget>>,
+    window: Option<HeaderWindow>,
 ) -> Result<Box<dyn Read + Send>, MergeError> {
     let open_err = |source| MergeError::Open {
         layer: layer.name.clone(),
@@ -157,5 +196,9 @@ pub fn open_tar(
     } else {
         Box::new(buffered)
     };
-    Ok(Box::new(Metered { inner: tar, budget }))
+    Ok(Box::new(Metered {
+        inner: tar,
+        budget,
+        window,
+    }))
 }

@@ -9,7 +9,7 @@ use tar::EntryType;
 use tracing::{debug, warn};
 
 use super::error::MergeError;
-use super::layer::{open_tar, Budget, Layer};
+use super::layer::{open_tar, Budget, HeaderWindow, Layer};
 use super::path::{join, lossy, normalize, split_parent};
 use super::sink::Meta;
 
@@ -80,9 +80,22 @@ pub fn scan_layer(
             }
         }
     };
-    let mut archive = tar::Archive::new(open_tar(layer, Some(Arc::clone(budget)))?);
+    let window = HeaderWindow::default();
+    let mut archive = tar::Archive::new(open_tar(
+        layer,
+        Some(Arc::clone(budget)),
+        Some(window.clone()),
+    )?);
     let mut out = Vec::new();
-    for (ordinal, entry) in archive.entries().map_err(corrupt)?.enumerate() {
+    let mut entries = archive.entries().map_err(corrupt)?.enumerate();
+    loop {
+        // Only headers are read while looking for the next entry: the previous
+        // entry's data was drained below, outside the window.
+        window.open();
+        let Some((ordinal, entry)) = entries.next() else {
+            break;
+        };
+        window.close();
         let mut entry = entry.map_err(corrupt)?;
         budget.take_entry()?;
         let ordinal = u32::try_from(ordinal).map_err(|_| MergeError::TooManyEntries {
@@ -96,6 +109,7 @@ pub fn scan_layer(
         };
         let path = normalize(&raw_path).map_err(bad_path)?;
         let meta = read_meta(&mut entry).map_err(corrupt)?;
+        std::io::copy(&mut entry, &mut std::io::sink()).map_err(corrupt)?;
         let et = entry.header().entry_type();
         let (parent, name) = split_parent(&path);
 
@@ -186,6 +200,7 @@ pub fn scan_layer(
             ordinal,
         });
     }
+    drop(entries);
     // The tar end marker may come before the compressed stream's end: read on, so a
     // truncated or corrupt gzip/zstd trailer is noticed and trailing bytes are charged.
     std::io::copy(&mut archive.into_inner(), &mut std::io::sink()).map_err(corrupt)?;

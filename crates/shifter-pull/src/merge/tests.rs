@@ -715,3 +715,40 @@ fn a_whited_out_entry_still_made_its_parent_directories() {
     assert_eq!(s.get("made/by"), Some(&Recorded::Dir(Meta::IMPLICIT_DIR)));
     assert!(s.get("made/by/file").is_none());
 }
+
+#[test]
+fn a_gigantic_gnu_long_name_is_refused_before_it_is_buffered() {
+    let huge = vec![b'a'; 4 << 20];
+    let l = Tar::default()
+        .raw(b"././@LongLink", EntryType::GNULongName, M0, b"", &huge)
+        .file("x", "x")
+        .finish();
+    let e = merge_err(vec![zstd(&l)]);
+    assert!(matches!(e, MergeError::Corrupt { .. }), "{e}");
+    assert!(e.to_string().contains("extension headers"), "{e}");
+}
+
+#[test]
+fn long_names_and_big_files_within_limits_still_work() {
+    let long = format!("{}/file", "d".repeat(300));
+    let mut h = Header::new_gnu();
+    h.set_size(3);
+    h.set_mode(0o644);
+    h.set_entry_type(EntryType::Regular);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_data(&mut h, &long, &b"abc"[..]).unwrap();
+    let big = vec![1u8; 3 << 20];
+    let mut h = Header::new_gnu();
+    h.set_size(big.len() as u64);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    b.append_data(&mut h, "big", &big[..]).unwrap();
+    let s = merge(vec![b.into_inner().unwrap()]);
+    assert_eq!(content(&s, &long), "abc");
+    assert_eq!(s.content("big").map(<[u8]>::len), Some(3 << 20));
+}
