@@ -93,6 +93,13 @@ pub struct Limits {
     pub max_entries: u64,
     /// Compressed bytes of all layers together (checked against the manifest before downloading).
     pub max_download_bytes: u64,
+    /// Layers per image (Docker itself stops at 127).
+    #[serde(default = "default_max_layers")]
+    pub max_layers: usize,
+}
+
+fn default_max_layers() -> usize {
+    256
 }
 
 impl Default for Limits {
@@ -101,6 +108,7 @@ impl Default for Limits {
             max_bytes: 64 << 30,
             max_entries: 2_000_000,
             max_download_bytes: 32 << 30,
+            max_layers: default_max_layers(),
         }
     }
 }

@@ -115,3 +115,71 @@ fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::error::{ErrorKind, PullError};
+
+    fn layer_with(name: &str) -> Layer {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(2);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_data(&mut h, name, &b"hi"[..]).unwrap();
+        Layer::from_bytes("layer0", b.into_inner().unwrap())
+    }
+
+    fn opts() -> ConvertOptions {
+        ConvertOptions {
+            merge: MergeOptions::default(),
+            compression: Compression::Lz4,
+            block_size: 128 * 1024,
+        }
+    }
+
+    fn leftovers(dir: &Path) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect()
+    }
+
+    #[test]
+    fn converted_image_appears_whole_world_readable_and_nothing_else_remains() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("img.squashfs");
+        let (size, stats) =
+            convert_to_file(&[layer_with("etc/motd")], &opts(), &dest, &mut |_| {}).unwrap();
+        let md = std::fs::metadata(&dest).unwrap();
+        assert_eq!(md.len(), size);
+        assert_eq!(size % 4096, 0);
+        assert_eq!(md.permissions().mode() & 0o777, 0o644);
+        assert_eq!(stats.files, 1);
+        assert!(leftovers(dir.path()).is_empty());
+        assert_eq!(
+            &std::fs::read(&dest).unwrap()[..4],
+            b"hsqs",
+            "a squashfs superblock"
+        );
+    }
+
+    #[test]
+    fn a_name_squashfs_cannot_hold_is_the_image_fault_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("img.squashfs");
+        let long = format!("etc/{}", "n".repeat(300));
+        let e = convert_to_file(&[layer_with(&long)], &opts(), &dest, &mut |_| {}).unwrap_err();
+        assert_eq!(PullError::from(e).kind(), ErrorKind::Rejected);
+        assert!(!dest.exists());
+        assert!(leftovers(dir.path()).is_empty());
+    }
+}

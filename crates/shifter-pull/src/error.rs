@@ -17,6 +17,8 @@ pub enum PullError {
     Cache(#[from] CacheError),
     #[error("the image's layers total {total} bytes compressed, over the site's limit of {max}")]
     TooLarge { total: u64, max: u64 },
+    #[error("the image has {count} layers, over the site's limit of {max}")]
+    TooManyLayers { count: usize, max: usize },
     #[error("the pull did not finish within {secs} s")]
     Timeout { secs: u64 },
     #[error("{op} {path}: {source}")]
@@ -59,10 +61,22 @@ impl PullError {
                 _ => ErrorKind::Registry,
             },
             PullError::Convert(ConvertError::Merge(m)) => match m {
-                MergeError::Open { .. } | MergeError::Sink { .. } => ErrorKind::Internal,
+                MergeError::Open { .. } => ErrorKind::Internal,
+                // The writer refuses names and sizes squashfs cannot hold: the
+                // image's fault. Its I/O errors are ours (disk full…).
+                MergeError::Sink { source, .. } => {
+                    match source.downcast_ref::<sqfs_writer::Error>() {
+                        Some(sqfs_writer::Error::Io(_)) | None => ErrorKind::Internal,
+                        Some(_) => ErrorKind::Rejected,
+                    }
+                }
                 _ => ErrorKind::Rejected,
             },
-            PullError::TooLarge { .. } => ErrorKind::Rejected,
+            PullError::Convert(ConvertError::Writer(w)) => match w {
+                sqfs_writer::Error::Io(_) => ErrorKind::Internal,
+                _ => ErrorKind::Rejected,
+            },
+            PullError::TooLarge { .. } | PullError::TooManyLayers { .. } => ErrorKind::Rejected,
             PullError::Timeout { .. } => ErrorKind::Registry,
             PullError::Convert(_)
             | PullError::Cache(_)

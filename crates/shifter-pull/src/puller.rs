@@ -246,6 +246,12 @@ impl Puller {
     ) -> Result<PulledImage, PullError> {
         let client = self.client(r, opts)?;
         let resolved = self.resolve_with(&client, r, opts).await?;
+        if resolved.layers.len() > self.cfg.limits.max_layers {
+            return Err(PullError::TooManyLayers {
+                count: resolved.layers.len(),
+                max: self.cfg.limits.max_layers,
+            });
+        }
         let total: u64 = resolved.layers.iter().map(|l| l.size).sum();
         if total > self.cfg.limits.max_download_bytes {
             return Err(PullError::TooLarge {
