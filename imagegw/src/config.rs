@@ -101,6 +101,25 @@ pub struct Config {
     pub work_dir: PathBuf,
     #[serde(default = "default_cache_dir")]
     pub cache_dir: PathBuf,
+    /// Caps on what one image may expand to; layers are hostile input.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// `[limits]`: unset keys keep the converter's defaults (64 GiB, 2,000,000
+/// entries, 32 GiB downloaded), so a site only names what it wants lower or higher.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Decompressed bytes of all layers of one image together.
+    #[serde(default)]
+    pub max_image_bytes: Option<u64>,
+    /// Tar entries of all layers of one image together.
+    #[serde(default)]
+    pub max_image_entries: Option<u64>,
+    /// Compressed layer bytes of one image, checked before downloading.
+    #[serde(default)]
+    pub max_download_bytes: Option<u64>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -256,6 +275,20 @@ mod tests {
         assert_eq!(s.munge_socket, Path::new("/run/munge/munge.socket.2"));
         assert!(!s.keep_setuid);
         assert!(matches!(StoreUrl::parse(&c.store), Ok(StoreUrl::Sqlite(_))));
+        assert!(c.limits.max_image_bytes.is_none());
+    }
+
+    #[test]
+    fn limits_table_sets_image_caps_and_rejects_unknown_keys() {
+        let c = Config::parse(&format!(
+            "{MINIMAL}\n[limits]\nmax_image_bytes = 1048576\nmax_image_entries = 100\n"
+        ))
+        .unwrap();
+        assert_eq!(c.limits.max_image_bytes, Some(1 << 20));
+        assert_eq!(c.limits.max_image_entries, Some(100));
+        assert_eq!(c.limits.max_download_bytes, None);
+        let typo = Config::parse(&format!("{MINIMAL}\n[limits]\nmax_bytes = 1\n"));
+        assert!(matches!(typo, Err(ConfigError::Parse { .. })));
     }
 
     #[test]

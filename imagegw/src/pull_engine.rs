@@ -45,6 +45,10 @@ impl ShifterPullEngine {
     /// Must be called inside the tokio runtime the gateway serves from.
     pub fn from_config(cfg: &Config) -> Result<ShifterPullEngine, EngineSetupError> {
         let mut pc = PullConfig::new(&cfg.cache_dir);
+        let l = &cfg.limits;
+        pc.limits.max_bytes = l.max_image_bytes.unwrap_or(pc.limits.max_bytes);
+        pc.limits.max_entries = l.max_image_entries.unwrap_or(pc.limits.max_entries);
+        pc.limits.max_download_bytes = l.max_download_bytes.unwrap_or(pc.limits.max_download_bytes);
         for (name, sys) in &cfg.systems {
             compression_of(name, &sys.compression)?;
         }
