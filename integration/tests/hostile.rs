@@ -1,0 +1,497 @@
+//! End-to-end: hostile images (issue 7) pushed to the cluster's registry by
+//! `integration/images/hostile.py`, pulled through a real gateway with
+//! `shifterimg pull` as the test user. Each one ends either in FAILURE with a
+//! message a user can act on and nothing new in the image directory, or in a
+//! READY image whose hostile parts are gone (checked in the published squashfs
+//! and by running it with `srun --image`).
+//!
+//! Rejections run against a gateway this file starts (own image dir, low
+//! `[limits]` so the bombs stay small); the neutralised image goes through the
+//! cluster's gateway so Slurm can run it. A lying registry (an axum proxy in
+//! front of the real one) sits behind a second test-owned gateway.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use shifter_integration::{Run, Testbed};
+
+const T: Duration = Duration::from_secs(20);
+const PULL: Duration = Duration::from_secs(90);
+const MAX_IMAGE_BYTES: u64 = 4 << 20;
+const MAX_IMAGE_ENTRIES: u64 = 1000;
+
+/// Builds and pushes the hostile images once per test process.
+fn pushed(tb: &Testbed) -> &'static BTreeMap<String, String> {
+    static PUSHED: OnceLock<BTreeMap<String, String>> = OnceLock::new();
+    PUSHED.get_or_init(|| {
+        let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let out = tb.dir.join("hostile-oci");
+        let _ = std::fs::remove_dir_all(&out);
+        let capcheck = tb.dir.join("build/capcheck");
+        let r = tb.run_root(
+            &[
+                "python3",
+                here.join("images/hostile.py").to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+                "--capcheck",
+                capcheck.to_str().unwrap(),
+                "--push",
+                tb.registry(),
+            ],
+            Duration::from_secs(120),
+        );
+        r.assert_ok();
+        serde_json::from_str(r.stdout.trim()).expect("hostile.py prints name -> digest")
+    })
+}
+
+/// Every name in `dir`, hidden ones (staging, temp files) included.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A gateway owned by one test: own port, store, cache and image directory,
+/// run as the gateway account, stopped (SIGKILL is fine: nothing to keep) on drop.
+struct Gateway {
+    dir: PathBuf,
+    url: String,
+    child: Child,
+}
+
+impl Gateway {
+    fn start(tb: &Testbed, name: &str, registry: &str) -> Gateway {
+        let bin = tb.bin_dir().join("shifter-imagegw");
+        assert!(
+            bin.exists(),
+            "{} missing: cargo build -p shifter-imagegw",
+            bin.display()
+        );
+        let dir = tb.dir.join(format!("hostile-gw-{name}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let gw_user = tb.var("SHIFTER_GW_USER");
+        for sub in ["", "images", "state", "cache", "work"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+            let st = Command::new("chown")
+                .arg(format!("{gw_user}:"))
+                .arg(dir.join(sub))
+                .status()
+                .unwrap();
+            assert!(st.success());
+        }
+        let port = free_port();
+        let config = format!(
+            r#"listen = "127.0.0.1:{port}"
+default_registry = "{registry}"
+workers = 2
+store = "sqlite://{dir}/state/gw.sqlite"
+work_dir = "{dir}/work"
+cache_dir = "{dir}/cache"
+[limits]
+max_image_bytes = {MAX_IMAGE_BYTES}
+max_image_entries = {MAX_IMAGE_ENTRIES}
+[systems.{system}]
+image_dir = "{dir}/images"
+admins = [0]
+[registries."{registry}"]
+plain_http = true
+"#,
+            dir = dir.display(),
+            system = tb.var("SHIFTER_GW_SYSTEM"),
+        );
+        std::fs::write(dir.join("imagegw.toml"), config).unwrap();
+        let log = std::fs::File::create(dir.join("gateway.log")).unwrap();
+        let gid = Command::new("id").args(["-g", gw_user]).output().unwrap();
+        // setpriv execs, so the child's PID is the gateway's.
+        let child = Command::new("setpriv")
+            .arg(format!("--reuid={gw_user}"))
+            .arg(format!(
+                "--regid={}",
+                String::from_utf8_lossy(&gid.stdout).trim()
+            ))
+            .arg("--init-groups")
+            .arg(bin)
+            .arg("--config")
+            .arg(dir.join("imagegw.toml"))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start the gateway");
+        let url = format!("http://127.0.0.1:{port}");
+        let gw = Gateway { dir, url, child };
+        let health = format!("{}/healthz", gw.url);
+        let up = Testbed::wait_until(T, || ureq::get(&health).call().is_ok());
+        assert!(up, "gateway did not answer /healthz:\n{}", gw.log());
+        gw
+    }
+
+    fn images(&self) -> PathBuf {
+        self.dir.join("images")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("gateway.log")).unwrap_or_default()
+    }
+
+    /// `shifterimg pull` as the test user against this gateway.
+    fn pull(&self, tb: &Testbed, reference: &str) -> Run {
+        shifterimg(tb, &["--gateway", &self.url, "pull", reference])
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn shifterimg(tb: &Testbed, args: &[&str]) -> Run {
+    let bin = tb.bin_dir().join("shifterimg");
+    let cfg = tb.var("SHIFTER_CONFIG");
+    let mut all = vec![bin.to_str().unwrap(), "--config", cfg];
+    all.extend_from_slice(args);
+    tb.run_as(tb.user(), &all, PULL)
+}
+
+fn hostile_ref(registry: &str, name: &str) -> String {
+    format!("docker:{registry}/hostile/{name}:latest")
+}
+
+/// Pulls `reference` and checks the user sees a FAILURE carrying every one of
+/// `expect`, and that the image directory is as empty as before.
+#[track_caller]
+fn assert_refused(tb: &Testbed, gw: &Gateway, reference: &str, expect: &[&str]) {
+    let r = gw.pull(tb, reference);
+    r.assert_failed();
+    let said = format!("{}{}", r.stdout, r.stderr);
+    assert!(
+        said.contains("FAILURE"),
+        "{reference}: the user sees the FAILURE status: {r}"
+    );
+    for e in expect {
+        assert!(
+            said.contains(e),
+            "{reference}: the message names {e:?}: {r}\n--- gateway log ---\n{}",
+            gw.log()
+        );
+    }
+    assert_eq!(
+        names_in(&gw.images()),
+        Vec::<String>::new(),
+        "{reference}: nothing is published or left behind"
+    );
+}
+
+#[test]
+fn hostile_layers_end_in_a_failure_naming_the_problem_and_publish_nothing() {
+    let Some(tb) = Testbed::get() else { return };
+    pushed(&tb);
+    let gw = Gateway::start(&tb, "layers", tb.registry());
+    let cases: &[(&str, &[&str])] = &[
+        ("dotdot", &["\"../../escape\"", "refused"]),
+        ("absolute", &["\"/etc/evil\"", "refused"]),
+        (
+            "symlink-escape",
+            &["\"etcl\", which is a symlink", "refused"],
+        ),
+        (
+            "hardlink-out",
+            &["stolen", "../../../etc/shadow", "refused"],
+        ),
+        ("hardlink-abs", &["stolen", "/etc/shadow", "refused"]),
+        ("bomb", &["more than 4194304 bytes", "decompression bomb"]),
+        ("entries", &["more than 1000 entries"]),
+        ("truncated-gzip", &["corrupt or truncated"]),
+        ("bad-checksum", &["corrupt or truncated"]),
+        (
+            "no-platform",
+            &["no image for platform linux/amd64", "linux/arm64"],
+        ),
+    ];
+    for (name, expect) in cases {
+        assert_refused(&tb, &gw, &hostile_ref(tb.registry(), name), expect);
+    }
+    // The gateway logged every refusal and still serves.
+    let log = gw.log();
+    for (name, _) in cases {
+        assert!(
+            log.contains(&format!("hostile/{name}")),
+            "{name} logged:\n{log}"
+        );
+    }
+    let r = gw.pull(&tb, &format!("docker:{}/busybox:latest", tb.registry()));
+    r.assert_ok();
+}
+
+/// `unsquashfs -lln` of a published image, as raw bytes (names may not be UTF-8).
+fn listing_bytes(sqfs: &Path) -> Vec<u8> {
+    let out = Command::new("unsquashfs")
+        .arg("-lln")
+        .arg(sqfs)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "unsquashfs -lln {}", sqfs.display());
+    out.stdout
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn odd_names_and_a_4096_byte_path_are_kept_exactly() {
+    let Some(tb) = Testbed::get() else { return };
+    let digests = pushed(&tb);
+    let gw = Gateway::start(&tb, "names", tb.registry());
+    for name in ["weird-names", "long-path"] {
+        gw.pull(&tb, &hostile_ref(tb.registry(), name)).assert_ok();
+        let id = digests[name].trim_start_matches("sha256:");
+        let sqfs = gw.images().join(format!("{id}.squashfs"));
+        assert!(
+            gw.images().join(format!("{id}.json")).exists(),
+            "{name}: meta published"
+        );
+        let list = listing_bytes(&sqfs);
+        match name {
+            "weird-names" => {
+                assert!(contains(&list, b"/weird/new\nline"), "newline kept");
+                assert!(contains(&list, b"/weird/bad-\xff-utf8"), "raw byte kept");
+            }
+            _ => {
+                let long = format!("{}/{}", vec!["d".repeat(254); 16].join("/"), "f".repeat(16));
+                assert_eq!(long.len(), 4096);
+                assert!(contains(&list, long.as_bytes()), "4096-byte path kept");
+            }
+        }
+    }
+    // Only finished images: no staging or temp file remains.
+    let mut left = names_in(&gw.images());
+    left.retain(|n| !n.ends_with(".squashfs") && !n.ends_with(".json"));
+    assert_eq!(left, Vec::<String>::new());
+}
+
+fn uid_of(user: &str) -> String {
+    let out = Command::new("id").args(["-u", user]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn devices_setuid_and_xattrs_are_gone_and_give_the_user_nothing_under_srun() {
+    let Some(tb) = Testbed::get() else { return };
+    let digests = pushed(&tb);
+    // The cluster's own gateway, so Slurm's nodes find the image.
+    let image = hostile_ref(tb.registry(), "neutral");
+    shifterimg(&tb, &["pull", &image]).assert_ok();
+    let id = digests["neutral"].trim_start_matches("sha256:");
+    let sqfs = Path::new(tb.var("SHIFTER_IMAGE_DIR")).join(format!("{id}.squashfs"));
+    let list = String::from_utf8(listing_bytes(&sqfs)).unwrap();
+    let entry = |path: &str| {
+        list.lines()
+            .find(|l| l.ends_with(&format!("squashfs-root{path}")))
+            .map(str::to_owned)
+    };
+    for l in list.lines().filter(|l| l.contains("squashfs-root/")) {
+        assert!(
+            !matches!(l.as_bytes()[0], b'c' | b'b' | b'p' | b's'),
+            "no device, fifo or socket survives: {l}"
+        );
+        let mode = l.split_whitespace().next().unwrap();
+        assert!(
+            !mode.contains(['s', 'S']),
+            "no setuid/setgid bit survives: {l}"
+        );
+    }
+    for p in ["/usr/local/bin/suid-root", "/usr/local/bin/sgid-root"] {
+        let l = entry(p).unwrap_or_else(|| panic!("{p} kept:\n{list}"));
+        assert!(
+            l.starts_with("-rwxr-xr-x 0/0 "),
+            "{p} stripped to 0755: {l}"
+        );
+    }
+    assert!(entry("/usr/local/bin/cap-xattr").is_some());
+    assert!(entry("/data/orig").is_none(), "whited-out file gone");
+    assert!(
+        entry("/data/link-to-whited").is_none(),
+        "a hardlink to a whited-out file is dropped"
+    );
+    assert!(
+        entry("/data/to-be-whited").is_some(),
+        "a hardlink made before the whiteout keeps the content"
+    );
+    let sb = Command::new("unsquashfs")
+        .arg("-s")
+        .arg(&sqfs)
+        .output()
+        .unwrap();
+    let sb = String::from_utf8_lossy(&sb.stdout);
+    assert!(
+        sb.contains("Xattrs are not stored") || sb.contains("Number of xattr ids 0"),
+        "no xattr stored at all:\n{sb}"
+    );
+
+    let uid = uid_of(tb.user());
+    for bin in ["suid-root", "sgid-root", "cap-xattr"] {
+        let r = tb.run_as(
+            tb.user(),
+            &[
+                "srun",
+                "-N1",
+                "-n1",
+                &format!("--image={image}"),
+                &format!("/usr/local/bin/{bin}"),
+            ],
+            Duration::from_secs(60),
+        );
+        r.assert_ok();
+        let o = &r.stdout;
+        assert!(
+            o.contains(&format!("uid={uid} euid={uid} suid={uid}")),
+            "{bin}: euid is the user's: {r}"
+        );
+        assert!(!o.contains("egid=0"), "{bin}: egid is not root's: {r}");
+        for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+            assert!(
+                o.contains(&format!("{cap}:\t0000000000000000")),
+                "{bin}: {cap} empty: {r}"
+            );
+        }
+        assert!(o.contains("NoNewPrivs:\t1"), "{bin}: {r}");
+        assert!(!o.contains("setuid0=ok"), "{bin}: setuid(0) fails: {r}");
+    }
+    let r = tb.run_as(
+        tb.user(),
+        &[
+            "srun",
+            "-N1",
+            "-n1",
+            &format!("--image={image}"),
+            "ls",
+            "-ln",
+            "/usr/local/bin/suid-root",
+        ],
+        Duration::from_secs(60),
+    );
+    r.assert_ok();
+    assert!(
+        r.stdout.starts_with("-rwxr-xr-x "),
+        "no s bit inside the container: {r}"
+    );
+}
+
+// ---- a registry that lies ----------------------------------------------------
+
+/// A proxy in front of the real registry. The first path component after `/v2/`
+/// names the lie: `blob` flips a byte of every layer, `manifest` appends a byte to
+/// manifests (the digest header keeps the true digest), `missing` answers 404 for
+/// layers, `truth` forwards faithfully.
+async fn lying(State(upstream): State<String>, req: Request) -> Response {
+    let path = req.uri().path().to_owned();
+    let Some((lie, rest)) = path
+        .strip_prefix("/v2/")
+        .and_then(|p| p.split_once('/'))
+        .filter(|(_, rest)| !rest.is_empty())
+    else {
+        // The /v2/ ping.
+        return (StatusCode::OK, "{}").into_response();
+    };
+    let mut r = reqwest::Client::new()
+        .request(req.method().clone(), format!("http://{upstream}/v2/{rest}"));
+    if let Some(a) = req.headers().get(header::ACCEPT) {
+        r = r.header(header::ACCEPT, a.to_str().unwrap());
+    }
+    let resp = r.send().await.unwrap();
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
+    let mut headers = HeaderMap::new();
+    for h in ["content-type", "docker-content-digest"] {
+        if let Some(v) = resp.headers().get(h) {
+            headers.insert(h, v.clone());
+        }
+    }
+    let mut body = resp.bytes().await.unwrap().to_vec();
+    let layer = rest.contains("/blobs/") && body.len() > 1000;
+    match lie {
+        "blob" if layer => {
+            let mid = body.len() / 2;
+            body[mid] ^= 0xff;
+        }
+        "manifest" if rest.contains("/manifests/") => body.push(b'\n'),
+        "missing" if layer => {
+            let e = r#"{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown to registry"}]}"#;
+            return (
+                StatusCode::NOT_FOUND,
+                [(header::CONTENT_TYPE, "application/json")],
+                e,
+            )
+                .into_response();
+        }
+        _ => {}
+    }
+    (status, headers, body).into_response()
+}
+
+fn serve_lying_registry(rt: &tokio::runtime::Runtime, upstream: &str) -> SocketAddr {
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new()
+        .fallback(lying)
+        .with_state(upstream.to_owned());
+    rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+#[test]
+fn a_lying_registry_ends_in_a_failure_and_publishes_nothing() {
+    let Some(tb) = Testbed::get() else { return };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let proxy = serve_lying_registry(&rt, tb.registry()).to_string();
+    // Its own cache: a blob verified earlier must not hide the lie.
+    let gw = Gateway::start(&tb, "lying", &proxy);
+    let cases: &[(&str, &[&str])] = &[
+        ("blob", &["does not match its digest"]),
+        ("manifest", &["does not match its digest"]),
+        ("missing", &["not found in registry"]),
+    ];
+    for (lie, expect) in cases {
+        assert_refused(
+            &tb,
+            &gw,
+            &format!("docker:{proxy}/{lie}/busybox:latest"),
+            expect,
+        );
+    }
+    // The same image through the same proxy telling the truth is fine, so the
+    // failures above were the lies.
+    gw.pull(&tb, &format!("docker:{proxy}/truth/busybox:latest"))
+        .assert_ok();
+    assert_eq!(names_in(&gw.images()).len(), 2, "one image and its meta");
+}
