@@ -752,3 +752,16 @@ fn long_names_and_big_files_within_limits_still_work() {
     assert_eq!(content(&s, &long), "abc");
     assert_eq!(s.content("big").map(<[u8]>::len), Some(3 << 20));
 }
+
+#[test]
+fn hardlink_to_a_path_whose_parent_was_replaced_by_a_file_is_dropped() {
+    let l1 = Tar::default().dir("d").file("d/t", "old").finish();
+    let l2 = Tar::default().file("d", "now a file").finish();
+    let l3 = Tar::default().hardlink("link", "d/t").finish();
+    let s = merge(vec![l1, l2, l3]);
+    assert!(
+        s.get("link").is_none(),
+        "d/t no longer existed when the link was made"
+    );
+    assert_eq!(content(&s, "d"), "now a file");
+}

@@ -306,12 +306,18 @@ pub fn resolve_link(
                 }
             }
             // Not in this layer: does this layer hide it from the ones below?
-            let hides = |p: &[u8], opaque_ok: bool| {
+            // A whiteout of the target or a parent, an opaque parent, or a parent
+            // replaced by a non-directory (before the link, in its own layer).
+            let hides = |p: &[u8], is_parent: bool| {
                 map.get(p).is_some_and(|idxs| {
-                    idxs.iter().any(|&i| match layers[m][i].kind {
-                        RawKind::Whiteout => true,
-                        RawKind::Opaque => opaque_ok,
-                        _ => false,
+                    idxs.iter().any(|&i| {
+                        let e = &layers[m][i];
+                        match e.kind {
+                            RawKind::Whiteout => true,
+                            RawKind::Opaque => is_parent,
+                            RawKind::Dir => false,
+                            _ => is_parent && b.is_none_or(|b| e.ordinal < b),
+                        }
                     })
                 })
             };
