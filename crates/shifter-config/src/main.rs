@@ -1,0 +1,105 @@
+//! `shifter-config`: converts a Shifter site configuration to shifter-rs.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+use shifter_config::imagemanager::{self, GatewayOptions};
+use shifter_config::{udiroot, Imported};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "shifter-config",
+    version,
+    about = "Import a NERSC Shifter configuration into shifter-rs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Convert udiRoot.conf into shifter.toml.
+    Import {
+        /// Shifter's udiRoot.conf.
+        udiroot_conf: PathBuf,
+        /// Where to write shifter.toml (default: standard output).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Replace the output file if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Convert the gateway's imagemanager.json into imagegw.toml.
+    ImportGateway {
+        /// Shifter's imagemanager.json.
+        imagemanager_json: PathBuf,
+        /// Where to write imagegw.toml (default: standard output).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Replace the output file if it exists.
+        #[arg(long)]
+        force: bool,
+        /// Record store replacing MongoDB: sqlite:///path or postgres://user@host/db.
+        #[arg(long)]
+        store: Option<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Import {
+            udiroot_conf,
+            output,
+            force,
+        } => {
+            let text = read(&udiroot_conf)?;
+            let imported = udiroot::import(&text, &udiroot_conf.display().to_string())?;
+            emit(&imported, output.as_deref(), force)
+        }
+        Cmd::ImportGateway {
+            imagemanager_json,
+            output,
+            force,
+            store,
+        } => {
+            let text = read(&imagemanager_json)?;
+            let imported = imagemanager::import(
+                &text,
+                &imagemanager_json.display().to_string(),
+                &GatewayOptions { store },
+            )?;
+            emit(&imported, output.as_deref(), force)
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn emit(imported: &Imported, output: Option<&Path>, force: bool) -> Result<()> {
+    for i in &imported.ignored {
+        eprintln!("note: {i}");
+    }
+    let Some(out) = output else {
+        std::io::stdout().write_all(imported.toml.as_bytes())?;
+        return Ok(());
+    };
+    if out.exists() && !force {
+        bail!(
+            "{} exists; pass --force to replace it or choose another -o",
+            out.display()
+        );
+    }
+    // Write next to the target and rename, so a crash never leaves half a config.
+    let tmp = out.with_extension("toml.tmp");
+    std::fs::write(&tmp, &imported.toml)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, out).with_context(|| format!("cannot write {}", out.display()))?;
+    eprintln!("wrote {}", out.display());
+    Ok(())
+}
