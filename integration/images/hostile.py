@@ -11,14 +11,17 @@ Images ("-> rejected" must end in FAILURE, "-> neutralised" in READY):
   dotdot          an entry named ../../escape                      -> rejected
   absolute        an entry named /etc/evil                         -> rejected
   symlink-escape  layer 1: etc -> /etc; layer 2: etc/cron.d/x      -> rejected
+  symlink-relative  layer 1: up -> ../../../../../tmp; layer 2: up/pwned -> rejected
+  hardlink-via-symlink  layer 1: etcl -> /etc; layer 2: a hardlink to etcl/shadow
+                                                                   -> neutralised (dropped)
   hardlink-out    a hardlink to ../../../etc/shadow               -> rejected
   hardlink-abs    a hardlink to /etc/shadow                        -> rejected
   bomb            8 MiB of zeros in ~10 KiB of gzip                 -> rejected (cap)
   entries         1,500 empty files                                -> rejected (cap)
   truncated-gzip  a gzip layer cut in the middle                   -> rejected
   bad-checksum    a tar whose first header checksum is wrong       -> rejected
-  long-path       a 4096-byte path (PAX)                           -> rejected
-  weird-names     a file name with a newline, one with invalid UTF-8
+  long-path       a 4096-byte path (PAX)                           -> kept
+  weird-names     a file name with a newline, one with invalid UTF-8 -> kept
   no-platform     an OCI index with only linux/arm64               -> rejected
   neutral         busybox + devices, fifo, socket, setuid/setgid, PAX xattrs
                   (security.capability, user.*), a hardlink to a whited-out file
@@ -169,6 +172,16 @@ def build(out, busybox, capcheck):
             small_base(),
             raw_entry("etcl", tarfile.SYMTYPE, "/etc"),
             raw_entry("etcl/cron.d/x", data=b"* * * * * root id\n"),
+        ],
+        "symlink-relative": lambda: [
+            small_base(),
+            raw_entry("up", tarfile.SYMTYPE, "../../../../../tmp"),
+            raw_entry("up/pwned", data=b"x\n"),
+        ],
+        "hardlink-via-symlink": lambda: [
+            small_base(),
+            raw_entry("etcl", tarfile.SYMTYPE, "/etc"),
+            raw_entry("stolen", tarfile.LNKTYPE, "etcl/shadow"),
         ],
         "hardlink-out": lambda: [small_base(),
                                  raw_entry("stolen", tarfile.LNKTYPE, "../../../etc/shadow")],
