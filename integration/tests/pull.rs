@@ -538,6 +538,38 @@ fn cached_layers_are_reused_and_a_rotten_cache_entry_is_fetched_again() {
     assert!(bytes(&first) == bytes(&second) && bytes(&first) == bytes(&third));
 }
 
+#[test]
+fn resolve_names_the_image_without_downloading_layers() {
+    let Some(tb) = Testbed::get() else { return };
+    let rt = runtime();
+    let gets = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let addr = serve(
+        &rt,
+        Router::new().fallback(lying).with_state(Lying {
+            upstream: tb.registry().to_owned(),
+            lie: "none",
+            blob_gets: Arc::clone(&gets),
+        }),
+    );
+    let host = addr.to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let p = puller(&tmp.path().join("cache"), &[&host], false);
+    let r = DockerRef::parse(&format!("{host}/layered:latest")).unwrap();
+    let resolved = rt.block_on(p.resolve(&r, &PullOptions::default())).unwrap();
+    assert_eq!(
+        gets.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "only the config blob"
+    );
+    assert_eq!(resolved.meta.entrypoint, vec!["/bin/echo", "entrypoint"]);
+    assert_eq!(resolved.meta.workdir.as_deref(), Some("/data"));
+    let digest = shifter_integration::registry::get_manifest(tb.registry(), "layered", "latest")
+        .unwrap()
+        .digest_header
+        .unwrap();
+    assert_eq!(format!("sha256:{}", resolved.id), digest);
+}
+
 #[derive(Clone)]
 struct Bearer {
     upstream: String,
