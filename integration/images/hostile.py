@@ -19,6 +19,7 @@ Images ("-> rejected" must end in FAILURE, "-> neutralised" in READY):
   bomb            8 MiB of zeros in ~10 KiB of gzip                 -> rejected (cap)
   entries         1,500 empty files                                -> rejected (cap)
   truncated-gzip  a gzip layer cut in the middle                   -> rejected
+  truncated-zstd  a zstd layer cut in the middle (needs the zstd CLI) -> rejected
   bad-checksum    a tar whose first header checksum is wrong       -> rejected
   long-path       a 4096-byte path (PAX)                           -> kept
   weird-names     a file name with a newline, one with invalid UTF-8 -> kept
@@ -33,6 +34,8 @@ import gzip
 import io
 import json
 import os
+import shutil
+import subprocess
 import sys
 import tarfile
 import urllib.request
@@ -94,6 +97,15 @@ def truncated_gzip():
     l.file("payload", bytes(range(256)) * 2048)  # 512 KiB that does not compress away
     raw, g = l.finish()
     return [small_base(), (raw, g[: len(g) // 2])]
+
+
+def truncated_zstd():
+    l = Layer()
+    l.file("payload", bytes(range(256)) * 2048)
+    raw, _ = l.finish()
+    z = subprocess.run(["zstd", "-q", "-c", "-19"], input=raw, check=True,
+                       capture_output=True).stdout
+    return [small_base(), (raw, z[: len(z) // 2])]
 
 
 def bad_checksum():
@@ -195,6 +207,9 @@ def build(out, busybox, capcheck):
         "weird-names": weird_names,
         "neutral": lambda: neutral(busybox_bin, applets, capcheck_bin),
     }
+    # The zstd CLI (Debian package zstd) is optional: without it the test skips that case.
+    if shutil.which("zstd"):
+        images["truncated-zstd"] = truncated_zstd
     for name, layers in images.items():
         lay = Layout(os.path.join(out, name))
         lay.index([lay.image(layers(), image_config(name))])

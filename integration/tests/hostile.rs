@@ -209,7 +209,6 @@ fn assert_refused(tb: &Testbed, gw: &Gateway, reference: &str, expect: &[&str]) 
 #[test]
 fn hostile_layers_end_in_a_failure_naming_the_problem_and_publish_nothing() {
     let Some(tb) = Testbed::get() else { return };
-    pushed(&tb);
     let gw = Gateway::start(&tb, "layers", tb.registry());
     let cases: &[(&str, &[&str])] = &[
         ("dotdot", &["\"../../escape\"", "refused"]),
@@ -230,18 +229,26 @@ fn hostile_layers_end_in_a_failure_naming_the_problem_and_publish_nothing() {
         ("bomb", &["more than 4194304 bytes", "decompression bomb"]),
         ("entries", &["more than 1000 entries"]),
         ("truncated-gzip", &["corrupt or truncated"]),
+        ("truncated-zstd", &["corrupt or truncated"]),
         ("bad-checksum", &["corrupt or truncated"]),
         (
             "no-platform",
             &["no image for platform linux/amd64", "linux/arm64"],
         ),
     ];
+    let digests = pushed(&tb);
+    let mut tried = Vec::new();
     for (name, expect) in cases {
+        if !digests.contains_key(*name) {
+            eprintln!("\n!!!! SKIPPED hostile case {name}: hostile.py did not build it (is the zstd CLI installed?)\n");
+            continue;
+        }
         assert_refused(&tb, &gw, &hostile_ref(tb.registry(), name), expect);
+        tried.push(*name);
     }
     // The gateway logged every refusal and still serves.
     let log = gw.log();
-    for (name, _) in cases {
+    for name in tried {
         let failed = log
             .lines()
             .any(|l| l.contains("pull failed") && l.contains(&format!("hostile/{name}:")));
