@@ -19,6 +19,8 @@ pub enum PluginError {
     #[error("shifter: {0}")]
     Volume(#[from] crate::volume::VolumeError),
     #[error("shifter: {0}")]
+    Alias(#[from] crate::pyxis::AliasError),
+    #[error("shifter: {0}")]
     Spank(#[from] spank_sys::SpankError),
     #[error("shifter: image {request:?} reached the node without being resolved at submit: use srun/sbatch/salloc --image=REF")]
     NotPinned { request: String },

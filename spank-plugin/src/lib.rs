@@ -9,6 +9,7 @@ mod container;
 mod error;
 mod local;
 mod options;
+mod pyxis;
 mod remote;
 mod request;
 mod resolve;

@@ -6,8 +6,10 @@ use shifter_api::{ImageId, ImageType};
 use spank_sys::Spank;
 
 use crate::error::PluginError;
-use crate::options::SLURM_IMAGE_OPTION_ENV;
-use crate::request::{self, Request, ENV_IMAGE, ENV_IMAGE_REQUEST, ENV_MODULE, ENV_VOLUME};
+use crate::options::{SLURM_CONTAINER_IMAGE_OPTION_ENV, SLURM_IMAGE_OPTION_ENV};
+use crate::request::{
+    self, Request, ENV_IMAGE, ENV_IMAGE_REQUEST, ENV_MODULE, ENV_VOLUME, ENV_WORKDIR,
+};
 use crate::resolve::resolve;
 use crate::state;
 use crate::timing::Phase;
@@ -42,7 +44,12 @@ pub fn init_post_opt(spank: &Spank) -> Result<(), PluginError> {
         // hands it to every srun of the job as SLURM_SPANK_<option> (its way
         // of setting an option from the environment): pin that copy too, or
         // a nested srun would resolve the tag again.
-        if let Err(e) = spank.job_control_setenv(SLURM_IMAGE_OPTION_ENV, &format!("id:{id}")) {
+        let option_env = if st.opts.image_via_alias {
+            SLURM_CONTAINER_IMAGE_OPTION_ENV
+        } else {
+            SLURM_IMAGE_OPTION_ENV
+        };
+        if let Err(e) = spank.job_control_setenv(option_env, &format!("id:{id}")) {
             tracing::debug!("shifter: cannot pin the job's spank environment: {e}");
         }
     }
@@ -85,14 +92,20 @@ pub fn pin_env(
     if !keep_request {
         edits.push((ENV_IMAGE_REQUEST, Some(req.image_text.clone())));
     }
-    if env(SLURM_IMAGE_OPTION_ENV).is_some() {
-        edits.push((SLURM_IMAGE_OPTION_ENV, Some(pinned)));
+    for option_env in [SLURM_IMAGE_OPTION_ENV, SLURM_CONTAINER_IMAGE_OPTION_ENV] {
+        if env(option_env).is_some() {
+            edits.push((option_env, Some(pinned.clone())));
+        }
     }
     edits.push((
         ENV_VOLUME,
         (!req.volumes.is_empty()).then(|| req.volume_env()),
     ));
     edits.push((ENV_MODULE, req.module_env()));
+    edits.push((
+        ENV_WORKDIR,
+        req.workdir.as_ref().map(|w| w.display().to_string()),
+    ));
     edits
 }
 
@@ -112,6 +125,7 @@ mod tests {
             image_text: text.to_owned(),
             volumes: volumes.iter().map(|s| s.to_string()).collect(),
             modules,
+            workdir: None,
         }
     }
 
@@ -177,5 +191,20 @@ mod tests {
             Some(&Some("/a:/b;/c:/d:ro".to_owned()))
         );
         assert_eq!(get(&e, ENV_MODULE), Some(&Some("none".to_owned())));
+    }
+
+    #[test]
+    fn container_workdir_and_the_container_image_option_copy_are_pinned() {
+        let mut r = req("busybox", &[], None);
+        r.workdir = Some("/work".into());
+        let env = |k: &str| (k == SLURM_CONTAINER_IMAGE_OPTION_ENV).then(|| "busybox".to_owned());
+        let e = pin_env(&r, &id(), true, &env);
+        assert_eq!(get(&e, ENV_WORKDIR), Some(&Some("/work".to_owned())));
+        assert_eq!(
+            get(&e, SLURM_CONTAINER_IMAGE_OPTION_ENV),
+            Some(&Some(format!("id:{}", "ab".repeat(32))))
+        );
+        let e = pin_env(&req("busybox", &[], None), &id(), true, &|_| None);
+        assert_eq!(get(&e, ENV_WORKDIR), Some(&None), "stale workdir removed");
     }
 }

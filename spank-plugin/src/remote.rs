@@ -10,8 +10,11 @@ use spank_sys::{error_chain, Spank, BATCH_STEP_ID, EXTERN_STEP_ID};
 
 use crate::container::{self, Prepared, StepSpec};
 use crate::error::PluginError;
-use crate::options::SLURM_IMAGE_OPTION_ENV;
-use crate::request::{self, RawOptions, ENV_IMAGE, ENV_IMAGE_REQUEST, ENV_MODULE, ENV_VOLUME};
+use crate::options::{SLURM_CONTAINER_IMAGE_OPTION_ENV, SLURM_IMAGE_OPTION_ENV};
+use crate::pyxis;
+use crate::request::{
+    self, RawOptions, ENV_IMAGE, ENV_IMAGE_REQUEST, ENV_MODULE, ENV_VOLUME, ENV_WORKDIR,
+};
 use crate::state;
 use crate::timing::{step_name, Phase};
 
@@ -24,6 +27,8 @@ pub enum StepPlan {
         image: ImageId,
         request: String,
         prepared: Box<Prepared>,
+        /// `--container-workdir`: where every task starts.
+        workdir: Option<std::path::PathBuf>,
     },
     /// Setup failed; raised in every task.
     Failed(String),
@@ -65,6 +70,7 @@ struct Pinned {
     volumes: Option<String>,
     modules: Option<String>,
     request: Option<String>,
+    workdir: Option<String>,
 }
 
 /// The image, volumes and modules a step on this node uses.
@@ -74,18 +80,20 @@ struct Choice {
     volumes: String,
     modules: Option<String>,
     request: String,
+    workdir: Option<String>,
 }
 
 /// The pinned environment written on the submit host wins; the raw option
 /// (forwarded by Slurm) only matters when something bypassed the submit side,
 /// and either way only an `id:` is accepted: a tag here was never resolved.
 fn choose(pinned: &Pinned, opts: &RawOptions) -> Result<Option<Choice>, PluginError> {
-    let (text, volumes, modules, request) = match &pinned.image {
+    let (text, volumes, modules, request, workdir) = match &pinned.image {
         Some(img) => (
             img.clone(),
             pinned.volumes.clone().unwrap_or_default(),
             pinned.modules.clone(),
             pinned.request.clone().unwrap_or_else(|| img.clone()),
+            pinned.workdir.clone(),
         ),
         None => match &opts.image {
             Some(img) => (
@@ -93,6 +101,7 @@ fn choose(pinned: &Pinned, opts: &RawOptions) -> Result<Option<Choice>, PluginEr
                 opts.volumes.join(";"),
                 opts.module.clone(),
                 img.clone(),
+                opts.workdir.clone(),
             ),
             None => return Ok(None),
         },
@@ -103,6 +112,7 @@ fn choose(pinned: &Pinned, opts: &RawOptions) -> Result<Option<Choice>, PluginEr
             volumes,
             modules,
             request,
+            workdir,
         })),
         _ => Err(PluginError::NotPinned { request: text }),
     }
@@ -115,11 +125,18 @@ fn plan_step(spank: &Spank, job: u32, step: u32) -> Result<Option<StepPlan>, Plu
         // option reaches the batch script.
         image: match nonempty(spank.getenv(ENV_IMAGE)?) {
             Some(i) => Some(i),
-            None => nonempty(spank.getenv(&format!("SLURM_SPANK_{SLURM_IMAGE_OPTION_ENV}"))?),
+            None => match nonempty(spank.getenv(&format!("SLURM_SPANK_{SLURM_IMAGE_OPTION_ENV}"))?)
+            {
+                Some(i) => Some(i),
+                None => nonempty(
+                    spank.getenv(&format!("SLURM_SPANK_{SLURM_CONTAINER_IMAGE_OPTION_ENV}"))?,
+                ),
+            },
         },
         volumes: nonempty(spank.getenv(ENV_VOLUME)?),
         modules: nonempty(spank.getenv(ENV_MODULE)?),
         request: nonempty(spank.getenv(ENV_IMAGE_REQUEST)?),
+        workdir: nonempty(spank.getenv(ENV_WORKDIR)?),
     };
     let Some(choice) = choose(&pinned, &st.opts)? else {
         return Ok(None);
@@ -129,7 +146,12 @@ fn plan_step(spank: &Spank, job: u32, step: u32) -> Result<Option<StepPlan>, Plu
         volumes,
         modules,
         request,
+        workdir,
     } = choice;
+    let workdir = match workdir {
+        Some(w) => Some(pyxis::workdir(ENV_WORKDIR, &w)?),
+        None => None,
+    };
     // The batch script stays on the host (like Shifter): it lives in slurmd's
     // spool, which the container does not have. Its sruns use the image.
     if step == BATCH_STEP_ID {
@@ -157,6 +179,7 @@ fn plan_step(spank: &Spank, job: u32, step: u32) -> Result<Option<StepPlan>, Plu
         image,
         request,
         prepared: Box::new(prepared),
+        workdir,
     }))
 }
 
@@ -170,16 +193,32 @@ pub fn task_init_privileged(spank: &Spank) -> Result<(), PluginError> {
                 message: msg.trim_start_matches("shifter: ").to_owned(),
             })
         }
-        Some(StepPlan::Container { prepared, .. }) => {
+        Some(StepPlan::Container {
+            prepared, workdir, ..
+        }) => {
             // slurmstepd forked us in the submit directory on the host; the
-            // runtime picks the directory inside the container instead.
-            let cwd = std::env::current_dir().ok();
+            // runtime picks the directory inside the container instead,
+            // unless the user named one.
+            let cwd = match workdir {
+                Some(w) => Some(w.clone()),
+                None => std::env::current_dir().ok(),
+            };
             let phase = Phase::start("enter");
             let entered = container::enter(prepared, cwd).map_err(|e| PluginError::OnNode {
                 node: node_name(),
                 message: error_chain(&e),
             })?;
             phase.done(spank.job_id().unwrap_or(0), spank.step_id().unwrap_or(0));
+            if let (Some(w), Some(_)) = (workdir, &entered.cwd_fallback_from) {
+                // An explicit directory that is not there is an error, not a hint.
+                return Err(PluginError::OnNode {
+                    node: node_name(),
+                    message: format!(
+                        "--container-workdir={}: no such directory in the container",
+                        w.display()
+                    ),
+                });
+            }
             if let Some(from) = &entered.cwd_fallback_from {
                 if spank.node_id().unwrap_or(0) == 0 && spank.task_id().unwrap_or(0) == 0 {
                     spank_sys::log::user(&format!(
@@ -205,6 +244,7 @@ pub fn task_init(spank: &Spank) -> Result<(), PluginError> {
             image,
             request,
             prepared,
+            ..
         }) => {
             let phase = Phase::start("task env");
             container::verify(prepared)?;
@@ -289,17 +329,19 @@ mod tests {
             volumes: Some("/a:/b".into()),
             modules: Some("none".into()),
             request: Some("busybox:1".into()),
+            workdir: Some("/work".into()),
         };
         let opts = RawOptions {
             image: Some("busybox:1".into()),
             volumes: vec!["/x:/y".into()],
-            module: None,
+            ..RawOptions::default()
         };
         let c = choose(&pinned, &opts).unwrap().unwrap();
         assert_eq!(c.image.as_str(), hex());
         assert_eq!(c.volumes, "/a:/b");
         assert_eq!(c.modules.as_deref(), Some("none"));
         assert_eq!(c.request, "busybox:1");
+        assert_eq!(c.workdir.as_deref(), Some("/work"));
     }
 
     #[test]
@@ -307,7 +349,7 @@ mod tests {
         let opts = RawOptions {
             image: Some(format!("id:{}", hex())),
             volumes: vec!["/a:/b".into(), "/c:/d".into()],
-            module: None,
+            ..RawOptions::default()
         };
         let c = choose(&Pinned::default(), &opts).unwrap().unwrap();
         assert_eq!(c.volumes, "/a:/b;/c:/d");

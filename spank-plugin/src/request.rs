@@ -1,17 +1,21 @@
-//! What the user asked for: `--image`, `--volume` (repeatable), `--module`, each
+//! What the user asked for: `--image`, `--volume` (repeatable), `--module`,
+//! `--container-workdir` (and the pyxis spellings of the first two), each
 //! falling back to its environment default (`SHIFTER_IMAGE`, `SHIFTER_VOLUME`,
-//! `SHIFTER_MODULE`). Validation happens here, on the submit host, so a bad
+//! `SHIFTER_MODULE`, `SHIFTER_WORKDIR`). Validation happens here, on the submit host, so a bad
 //! value fails before the job is queued with a message naming the option.
 
 use runtime_core::Config;
 use shifter_api::{ImageRef, ImageType, RefError};
 use thiserror::Error;
 
+use crate::pyxis::{self, AliasError};
 use crate::volume::{self, VolumeError};
 
 pub const ENV_IMAGE: &str = "SHIFTER_IMAGE";
 pub const ENV_VOLUME: &str = "SHIFTER_VOLUME";
 pub const ENV_MODULE: &str = "SHIFTER_MODULE";
+/// `--container-workdir`, pinned for the nodes and nested sruns.
+pub const ENV_WORKDIR: &str = "SHIFTER_WORKDIR";
 /// The reference as the user wrote it, beside the pinned `id:` in `SHIFTER_IMAGE`.
 pub const ENV_IMAGE_REQUEST: &str = "SHIFTER_IMAGEREQUEST";
 
@@ -32,6 +36,10 @@ pub enum RequestError {
         value: String,
         why: String,
     },
+    #[error(transparent)]
+    Alias(#[from] AliasError),
+    #[error("--image={first:?} and --container-image={second:?} disagree: give one of them")]
+    BothImages { first: String, second: String },
     #[error("{option} was given without --image: add --image=REF (e.g. --image=docker:ubuntu:24.04) or drop {option}")]
     WithoutImage { option: &'static str },
 }
@@ -43,6 +51,10 @@ pub struct RawOptions {
     /// One entry per `--volume` occurrence (each may hold `;`-separated volumes).
     pub volumes: Vec<String>,
     pub module: Option<String>,
+    /// The image came as `--container-image` (so errors name that option).
+    pub image_via_alias: bool,
+    /// `--container-workdir`.
+    pub workdir: Option<String>,
 }
 
 /// A validated request.
@@ -55,6 +67,8 @@ pub struct Request {
     pub volumes: Vec<String>,
     /// `None`: the site's default modules; `Some([])`: `--module=none`.
     pub modules: Option<Vec<String>>,
+    /// Where tasks start in the container (`--container-workdir`).
+    pub workdir: Option<std::path::PathBuf>,
 }
 
 impl Request {
@@ -131,6 +145,7 @@ pub fn build(
     cfg: Option<&Config>,
 ) -> Result<Option<Request>, RequestError> {
     let (image_origin, image_text) = match (&opts.image, env(ENV_IMAGE)) {
+        (Some(v), _) if opts.image_via_alias => ("--container-image", v.clone()),
         (Some(v), _) => ("--image", v.clone()),
         (None, Some(v)) if !v.trim().is_empty() => (ENV_IMAGE, v),
         _ => {
@@ -141,6 +156,11 @@ pub fn build(
             }
             if opts.module.is_some() {
                 return Err(RequestError::WithoutImage { option: "--module" });
+            }
+            if opts.workdir.is_some() {
+                return Err(RequestError::WithoutImage {
+                    option: pyxis::CONTAINER_WORKDIR,
+                });
             }
             return Ok(None);
         }
@@ -163,11 +183,17 @@ pub fn build(
         (None, Some(m)) if !m.trim().is_empty() => Some(parse_modules(ENV_MODULE, &m, cfg)?),
         _ => None,
     };
+    let workdir = match (&opts.workdir, env(ENV_WORKDIR)) {
+        (Some(w), _) => Some(pyxis::workdir(pyxis::CONTAINER_WORKDIR, w)?),
+        (None, Some(w)) if !w.trim().is_empty() => Some(pyxis::workdir(ENV_WORKDIR, &w)?),
+        _ => None,
+    };
     Ok(Some(Request {
         image,
         image_text,
         volumes,
         modules,
+        workdir,
     }))
 }
 
@@ -190,6 +216,7 @@ mod tests {
             image: image.map(str::to_owned),
             volumes: volumes.iter().map(|s| s.to_string()).collect(),
             module: module.map(str::to_owned),
+            ..RawOptions::default()
         }
     }
 
@@ -339,5 +366,57 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(r.image, ImageRef::Custom("site-image".into()));
+    }
+
+    #[test]
+    fn container_image_is_the_same_request_as_image_and_errors_name_it() {
+        let mut o = opts(Some("busybox:latest"), &[], None);
+        o.image_via_alias = true;
+        let r = build(&o, &env_of(&[]), ImageType::Docker, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            r.image.to_string(),
+            "docker:docker.io/library/busybox:latest"
+        );
+        o.image = Some("Bad:Ref".into());
+        let e = build(&o, &env_of(&[]), ImageType::Docker, None).unwrap_err();
+        assert!(e.to_string().starts_with("--container-image="), "{e}");
+    }
+
+    #[test]
+    fn container_workdir_travels_with_the_request_and_falls_back_to_the_env() {
+        let mut o = opts(Some("busybox"), &[], None);
+        o.workdir = Some("/work".into());
+        let r = build(&o, &env_of(&[]), ImageType::Docker, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.workdir, Some("/work".into()));
+        let r = build(
+            &opts(Some("busybox"), &[], None),
+            &env_of(&[(ENV_WORKDIR, "/srv")]),
+            ImageType::Docker,
+            None,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.workdir, Some("/srv".into()));
+        o.workdir = Some("rel".into());
+        let e = build(&o, &env_of(&[]), ImageType::Docker, None).unwrap_err();
+        assert!(e.to_string().starts_with("--container-workdir="), "{e}");
+    }
+
+    #[test]
+    fn container_workdir_without_image_is_refused() {
+        let o = RawOptions {
+            workdir: Some("/work".into()),
+            ..RawOptions::default()
+        };
+        let e = build(&o, &env_of(&[]), ImageType::Docker, None).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("--container-workdir was given without --image"),
+            "{e}"
+        );
     }
 }
