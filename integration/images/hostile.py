@@ -10,6 +10,7 @@ truncated gzip) reach the registry unchanged.
 Images ("-> rejected" must end in FAILURE, "-> neutralised" in READY):
   dotdot          an entry named ../../escape                      -> rejected
   absolute        an entry named /etc/evil                         -> rejected
+  whiteout-dots   a whiteout of ".." (etc/.wh...)                 -> rejected
   symlink-escape  layer 1: etc -> /etc; layer 2: etc/cron.d/x      -> rejected
   symlink-relative  layer 1: up -> ../../../../../tmp; layer 2: up/pwned -> rejected
   hardlink-via-symlink  layer 1: etcl -> /etc; layer 2: a hardlink to etcl/shadow
@@ -194,6 +195,11 @@ def build(out, busybox, capcheck):
             small_base(),
             raw_entry("etcl", tarfile.SYMTYPE, "/etc"),
             raw_entry("stolen", tarfile.LNKTYPE, "etcl/shadow"),
+        ],
+        "whiteout-dots": lambda: [
+            small_base(),
+            raw_entry("etc/.wh...", data=b""),
+            raw_entry(".wh...", data=b""),
         ],
         "hardlink-out": lambda: [small_base(),
                                  raw_entry("stolen", tarfile.LNKTYPE, "../../../etc/shadow")],

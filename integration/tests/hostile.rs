@@ -213,6 +213,7 @@ fn hostile_layers_end_in_a_failure_naming_the_problem_and_publish_nothing() {
     let cases: &[(&str, &[&str])] = &[
         ("dotdot", &["\"../../escape\"", "refused"]),
         ("absolute", &["\"/etc/evil\"", "refused"]),
+        ("whiteout-dots", &["\"etc/.wh...\"", "refused"]),
         (
             "symlink-escape",
             &["\"etcl\", which is a symlink", "refused"],
