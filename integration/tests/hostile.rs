@@ -518,3 +518,108 @@ fn a_lying_registry_ends_in_a_failure_and_publishes_nothing() {
         .assert_ok();
     assert_eq!(names_in(&gw.images()).len(), 2, "one image and its meta");
 }
+
+// ---- a custom import carrying setuid-root, file capabilities and devices ------
+
+/// struct vfs_cap_data revision 2 with the effective flag: CAP_SETUID,
+/// CAP_DAC_OVERRIDE and CAP_SYS_ADMIN permitted (as in mkoci.py).
+fn vfs_cap_v2_hex() -> String {
+    let caps: u64 = (1 << 7) | (1 << 1) | (1 << 21);
+    let words = [0x0200_0001u32, caps as u32, 0, (caps >> 32) as u32, 0];
+    words.iter().map(|w| hex::encode(w.to_le_bytes())).collect()
+}
+
+#[test]
+fn an_imported_squashfs_with_setuid_caps_and_devices_gives_the_user_nothing() {
+    let Some(tb) = Testbed::get() else { return };
+    let dir = tb
+        .workdir()
+        .join(format!("hostile-import-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let root = dir.join("root");
+    for d in ["bin", "usr/local/bin", "data", "etc"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    let capcheck = tb.dir.join("build/capcheck");
+    let script = format!(
+        r#"set -e
+cd {root}
+cp /bin/busybox bin/busybox
+for a in sh ls head cat id; do ln -s busybox bin/$a; done
+echo 'ID=hostile-import' > etc/os-release
+install -o 0 -g 0 -m 4755 {capcheck} usr/local/bin/suid-root
+install -o 0 -g 0 -m 0755 {capcheck} usr/local/bin/cap-xattr
+python3 -c 'import os,sys; os.setxattr(sys.argv[1], "security.capability", bytes.fromhex(sys.argv[2]))' usr/local/bin/cap-xattr {cap}
+mknod -m 0666 data/mem c 1 1
+mknod -m 0666 data/null c 1 3
+mksquashfs {root} {dir}/site.sqfs -noappend -quiet -no-progress
+chown {user} {dir} {dir}/site.sqfs
+unsquashfs -lls {dir}/site.sqfs
+unsquashfs -s {dir}/site.sqfs | grep -i xattr
+"#,
+        root = root.display(),
+        dir = dir.display(),
+        capcheck = capcheck.display(),
+        cap = vfs_cap_v2_hex(),
+        user = tb.user(),
+    );
+    let mk = tb.run_root(&["sh", "-c", &script], T);
+    mk.assert_ok();
+    // The file really carries what the test is about.
+    assert!(mk.stdout.contains("Number of xattr ids 1"), "{mk}");
+    assert!(mk.stdout.contains("-rwsr-xr-x root/root"), "{mk}");
+    assert!(mk.stdout.contains("crw-rw-rw- root/root"), "{mk}");
+
+    let name = format!("hostile-import-{}", std::process::id());
+    let sqfs = dir.join("site.sqfs");
+    let imported = shifterimg(&tb, &["import", sqfs.to_str().unwrap(), &name]);
+    imported.assert_ok();
+    let image = format!("--image=custom:{name}");
+    let srun = |args: &[&str]| {
+        let mut all = vec!["srun", "-N1", "-n1", image.as_str()];
+        all.extend_from_slice(args);
+        tb.run_as(tb.user(), &all, Duration::from_secs(60))
+    };
+    let uid = uid_of(tb.user());
+    for bin in ["suid-root", "cap-xattr"] {
+        let r = srun(&[&format!("/usr/local/bin/{bin}")]);
+        r.assert_ok();
+        let o = &r.stdout;
+        assert!(
+            o.contains(&format!("uid={uid} euid={uid} suid={uid}")),
+            "{bin}: euid is the user's: {r}"
+        );
+        for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+            assert!(
+                o.contains(&format!("{cap}:\t0000000000000000")),
+                "{bin}: {cap} empty: {r}"
+            );
+        }
+        assert!(!o.contains("setuid0=ok"), "{bin}: setuid(0) fails: {r}");
+    }
+    // The nodes are there, mode 0666, and still unusable: the image is mounted nodev.
+    let r = srun(&[
+        "sh",
+        "-c",
+        "ls -ln /data; for d in mem null; do head -c1 /data/$d >/dev/null && echo $d=open || echo $d=refused; done",
+    ]);
+    r.assert_ok();
+    assert!(
+        r.stdout.contains("crw-rw-rw-"),
+        "devices kept in the image: {r}"
+    );
+    assert!(
+        r.stdout.contains("mem=refused") && r.stdout.contains("null=refused"),
+        "devices unusable: {r}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    // An admin's expire removes it again, so reruns do not pile up images.
+    let bin = tb.bin_dir().join("shifterimg");
+    let custom = format!("custom:{name}");
+    let cfg = tb.var("SHIFTER_CONFIG");
+    tb.run_root(
+        &[bin.to_str().unwrap(), "--config", cfg, "expire", &custom],
+        T,
+    )
+    .assert_ok();
+}
