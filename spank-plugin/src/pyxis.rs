@@ -31,6 +31,15 @@ pub fn mounts_to_volumes(value: &str) -> Result<String, AliasError> {
         why,
     };
     let mut out = Vec::new();
+    let several = value.contains(',');
+    // Name the offending mount only when the value holds several.
+    let which = |mount: &str| {
+        if several {
+            format!("{mount:?}: ")
+        } else {
+            String::new()
+        }
+    };
     for mount in value.split(',').map(str::trim) {
         if mount.is_empty() {
             return Err(bad(
@@ -39,7 +48,8 @@ pub fn mounts_to_volumes(value: &str) -> Result<String, AliasError> {
         }
         if mount.contains(';') {
             return Err(bad(format!(
-                "{mount:?}: separate mounts with ',' (';' is --volume's separator)"
+                "{}separate mounts with ',' (';' is --volume's separator)",
+                which(mount)
             )));
         }
         let mut parts = mount.splitn(3, ':');
@@ -53,7 +63,8 @@ pub fn mounts_to_volumes(value: &str) -> Result<String, AliasError> {
                 "rw" | "bind" | "" => {}
                 other => {
                     return Err(bad(format!(
-                        "{mount:?}: mount flag {other:?} is not supported; use ro, rw or rbind"
+                        "{}mount flag {other:?} is not supported; use ro, rw or rbind",
+                        which(mount)
                     )))
                 }
             }

@@ -1,0 +1,241 @@
+//! End-to-end tests of the pyxis-style option aliases (issue 8):
+//! `--container-image`, `--container-mounts`, `--container-workdir`, run as
+//! the non-root test user with real srun against the local cluster.
+
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use shifter_integration::{Run, Testbed};
+
+const T: Duration = Duration::from_secs(60);
+const SUBMIT_FAILS_WITHIN: Duration = Duration::from_secs(15);
+
+static CLUSTER: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    CLUSTER.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn srun(tb: &Testbed, args: &[&str]) -> Run {
+    let mut all = vec!["srun"];
+    all.extend_from_slice(args);
+    tb.run_as(tb.user(), &all, T)
+}
+
+#[track_caller]
+fn assert_refused_at_submit(r: &Run, needle: &str) {
+    r.assert_failed();
+    assert!(
+        r.stderr.contains(needle),
+        "expected {needle:?} in stderr: {r}"
+    );
+    assert!(
+        !r.stderr.contains("slurmstepd"),
+        "the request reached a node instead of failing at submit: {r}"
+    );
+    assert!(
+        r.elapsed < SUBMIT_FAILS_WITHIN,
+        "refusal took {:?}: {r}",
+        r.elapsed
+    );
+}
+
+/// The cluster's gateway, or None after a loud skip notice.
+fn gateway(tb: &Testbed) -> Option<String> {
+    match tb.var_opt("SHIFTER_GATEWAY") {
+        Some(g) => Some(g.to_owned()),
+        None => {
+            if std::env::var("SHIFTER_E2E_REQUIRED").as_deref() == Ok("1") {
+                panic!(
+                    "SHIFTER_GATEWAY missing from the cluster env: the gateway hook did not run"
+                );
+            }
+            eprintln!("\n!!!! SKIPPED pyxis alias image test: no image gateway in this cluster (SHIFTER_GATEWAY unset)\n");
+            None
+        }
+    }
+}
+
+fn config_path(tb: &Testbed) -> String {
+    tb.var_opt("SHIFTER_CONFIG")
+        .map(str::to_owned)
+        .unwrap_or_else(|| tb.dir.join("etc/shifter.toml").display().to_string())
+}
+
+/// Pulls `repo:tag` from the cluster's registry as the test user.
+fn pulled(tb: &Testbed, repo_tag: &str) -> String {
+    let image = format!("docker:{}/{repo_tag}", tb.registry());
+    let bin = tb.bin_dir().join("shifterimg");
+    let cfg = config_path(tb);
+    tb.run_as(
+        tb.user(),
+        &[bin.to_str().unwrap(), "--config", &cfg, "pull", &image],
+        Duration::from_secs(180),
+    )
+    .assert_ok();
+    image
+}
+
+/// A fresh directory owned by the test user (so only they could bind it).
+fn user_dir(tb: &Testbed, name: &str) -> std::path::PathBuf {
+    let dir = tb
+        .dir
+        .join("out")
+        .join(format!("pyxis-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let st = Command::new("chown")
+        .args([tb.user(), dir.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(st.success(), "chown {}", dir.display());
+    dir
+}
+
+#[test]
+fn srun_help_lists_the_pyxis_aliases() {
+    let Some(tb) = Testbed::get() else { return };
+    let _serial = serial();
+    let r = srun(&tb, &["--help"]);
+    r.assert_ok();
+    for opt in [
+        "--container-image=REF",
+        "--container-mounts=SRC:DST[:ro],...",
+        "--container-workdir=DIR",
+    ] {
+        assert!(r.stdout.contains(opt), "srun --help lacks {opt}: {r}");
+    }
+    assert!(r.stdout.contains("Alias of --image"), "{r}");
+}
+
+#[test]
+fn container_image_runs_the_task_in_the_image() {
+    let Some(tb) = Testbed::get() else { return };
+    let _serial = serial();
+    if gateway(&tb).is_none() {
+        return;
+    }
+    let image = pulled(&tb, "busybox:latest");
+    let r = srun(
+        &tb,
+        &[
+            &format!("--container-image={image}"),
+            "cat",
+            "/etc/os-release",
+        ],
+    );
+    r.assert_ok();
+    assert!(
+        r.stdout.contains("ID=shifter-busybox"),
+        "not in the image: {r}"
+    );
+}
+
+#[test]
+fn container_mounts_bind_user_dirs_with_ro_honoured() {
+    let Some(tb) = Testbed::get() else { return };
+    let _serial = serial();
+    if gateway(&tb).is_none() {
+        return;
+    }
+    let image = pulled(&tb, "busybox:latest");
+    let ro = user_dir(&tb, "ro");
+    std::fs::write(ro.join("marker"), "from-the-host\n").unwrap();
+    let rw = user_dir(&tb, "rw");
+    let mounts = format!("{}:/data:ro,{}:/out", ro.display(), rw.display());
+    let r = srun(
+        &tb,
+        &[
+            &format!("--container-image={image}"),
+            &format!("--container-mounts={mounts}"),
+            "sh",
+            "-c",
+            "grep ^ID= /etc/os-release; cat /data/marker; touch /data/x 2>/dev/null || echo data-read-only; echo written > /out/result",
+        ],
+    );
+    r.assert_ok();
+    assert!(r.stdout.contains("ID=shifter-busybox"), "{r}");
+    assert!(r.stdout.contains("from-the-host"), "mount missing: {r}");
+    assert!(
+        r.stdout.contains("data-read-only"),
+        ":ro mount was writable: {r}"
+    );
+    assert!(!ro.join("x").exists(), "write went through a :ro mount");
+    let written = std::fs::read_to_string(rw.join("result")).unwrap_or_default();
+    assert_eq!(
+        written, "written\n",
+        "the writable mount did not reach the host: {r}"
+    );
+}
+
+#[test]
+fn bad_container_mounts_fail_at_submit_naming_the_option() {
+    let Some(tb) = Testbed::get() else { return };
+    let _serial = serial();
+    let image = format!("--container-image=id:{}", "c".repeat(64));
+    let r = srun(&tb, &[&image, "--container-mounts=/tmp:/data:exec", "true"]);
+    assert_refused_at_submit(&r, "--container-mounts=\"/tmp:/data:exec\"");
+    let r = srun(&tb, &[&image, "--container-mounts=data:/data", "true"]);
+    assert_refused_at_submit(&r, "--container-mounts=");
+    let r = srun(&tb, &[&image, "--container-mounts=/tmp:/etc", "true"]);
+    assert_refused_at_submit(&r, "volume destination /etc is forbidden");
+    let r = srun(&tb, &[&image, "--container-workdir=relative", "true"]);
+    assert_refused_at_submit(&r, "--container-workdir=\"relative\"");
+}
+
+#[test]
+fn container_workdir_is_where_the_task_starts() {
+    let Some(tb) = Testbed::get() else { return };
+    let _serial = serial();
+    if gateway(&tb).is_none() {
+        return;
+    }
+    let image = pulled(&tb, "busybox:latest");
+    let img = format!("--container-image={image}");
+    let r = srun(
+        &tb,
+        &[
+            &img,
+            "--container-workdir=/usr/local/bin",
+            "sh",
+            "-c",
+            "pwd; ls",
+        ],
+    );
+    r.assert_ok();
+    let mut lines = r.stdout.lines();
+    assert_eq!(lines.next(), Some("/usr/local/bin"), "{r}");
+    assert!(
+        r.stdout.contains("capcheck"),
+        "not the image's /usr/local/bin: {r}"
+    );
+    // without it, the task starts elsewhere (the submit dir is not in the image)
+    let r = srun(&tb, &[&img, "pwd"]);
+    r.assert_ok();
+    assert_ne!(r.stdout.trim(), "/usr/local/bin", "{r}");
+}
+
+#[test]
+fn container_workdir_missing_in_the_image_fails_the_step_with_its_name() {
+    let Some(tb) = Testbed::get() else { return };
+    let _serial = serial();
+    if gateway(&tb).is_none() {
+        return;
+    }
+    let image = pulled(&tb, "busybox:latest");
+    let r = srun(
+        &tb,
+        &[
+            &format!("--container-image={image}"),
+            "--container-workdir=/no/such/dir",
+            "pwd",
+        ],
+    );
+    r.assert_failed();
+    assert!(
+        r.stderr
+            .contains("--container-workdir=/no/such/dir: no such directory in the container"),
+        "{r}"
+    );
+}
