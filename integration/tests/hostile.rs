@@ -623,3 +623,148 @@ unsquashfs -s {dir}/site.sqfs | grep -i xattr
     )
     .assert_ok();
 }
+
+// ---- crafted squashfs files given to the runtime ------------------------------
+
+/// Kernel log lines that mean the kernel itself went wrong, not the image.
+fn kernel_trouble() -> Vec<String> {
+    let out = Command::new("dmesg").output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| {
+            ["Oops", "BUG:", "general protection", "Call Trace"]
+                .iter()
+                .any(|k| l.contains(k))
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Builds a small valid squashfs as root, owned by the test user, and returns its path.
+fn site_squashfs(tb: &Testbed, dir: &Path) -> PathBuf {
+    let root = dir.join("root");
+    let script = format!(
+        r#"set -e
+mkdir -p {root}/bin {root}/etc {root}/data
+cp /bin/busybox {root}/bin/busybox
+ln -s busybox {root}/bin/sh; ln -s busybox {root}/bin/ls; ln -s busybox {root}/bin/cat
+for i in $(seq 1 200); do echo "file $i" > {root}/data/f$i; done
+mksquashfs {root} {dir}/good.sqfs -noappend -quiet -no-progress
+"#,
+        root = root.display(),
+        dir = dir.display(),
+    );
+    tb.run_root(&["sh", "-c", &script], T).assert_ok();
+    dir.join("good.sqfs")
+}
+
+fn u64_at(b: &[u8], o: usize) -> u64 {
+    u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
+}
+
+#[test]
+fn crafted_squashfs_files_are_refused_or_fail_cleanly_without_kernel_trouble() {
+    let Some(tb) = Testbed::get() else { return };
+    let before = kernel_trouble();
+    let dir = tb
+        .workdir()
+        .join(format!("hostile-crafted-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = std::fs::read(site_squashfs(&tb, &dir)).unwrap();
+    let inode_table = u64_at(&good, 64) as usize;
+    let dir_table = u64_at(&good, 72) as usize;
+
+    let mut bad_magic = good.clone();
+    bad_magic[0..4].copy_from_slice(b"sqsh");
+    // The root inode reference (superblock offset 32) points 4 GiB past the inode table.
+    let mut root_out_of_range = good.clone();
+    root_out_of_range[32..40].copy_from_slice(&(0xffff_ffffu64 << 16).to_le_bytes());
+    // Garbage over the inode and directory tables: the superblock still checks out.
+    let mut garbled = good.clone();
+    for b in &mut garbled[inode_table + 2..dir_table] {
+        *b = 0xa5;
+    }
+    let bin = tb.bin_dir().join("shifterimg");
+    let cfg = tb.var("SHIFTER_CONFIG");
+    let (mut imported, mut ids) = (Vec::new(), Vec::new());
+    for (name, bytes) in [
+        ("bad-magic", &bad_magic),
+        ("root-out-of-range", &root_out_of_range),
+        ("garbled-tables", &garbled),
+    ] {
+        let path = dir.join(format!("{name}.sqfs"));
+        std::fs::write(&path, bytes).unwrap();
+        tb.run_root(&["chown", "-R", tb.user(), dir.to_str().unwrap()], T)
+            .assert_ok();
+        let tag = format!("hostile-{name}-{}", std::process::id());
+        let r = shifterimg(&tb, &["import", path.to_str().unwrap(), &tag]);
+        if name == "bad-magic" {
+            r.assert_failed();
+            assert!(
+                r.stderr.contains("not a valid squashfs image (bad magic)"),
+                "{name}: {r}"
+            );
+            continue;
+        }
+        // What the gateway cannot see without mounting reaches the runtime,
+        // which must fail the step with a message and leave the node usable.
+        r.assert_ok();
+        imported.push(format!("custom:{tag}"));
+        ids.push(r.stdout.trim().to_owned());
+        let run = tb.run_as(
+            tb.user(),
+            &[
+                "srun",
+                "-N1",
+                "-n1",
+                &format!("--image=custom:{tag}"),
+                "cat",
+                "/data/f1",
+            ],
+            Duration::from_secs(60),
+        );
+        run.assert_failed();
+        assert!(!run.stdout.contains("file 1"), "{name}: {run}");
+        assert!(
+            run.stderr.contains("could not be mounted")
+                && run
+                    .stderr
+                    .contains("not a valid squashfs image; re-pull or re-import it"),
+            "{name}: the user is told why and what to do: {run}"
+        );
+    }
+    assert!(tb.wait_queue_empty(T), "jobs still queued");
+    let image_dir = Path::new(tb.var("SHIFTER_IMAGE_DIR"));
+    let leaked: Vec<String> = Testbed::loop_devices_backed_by(image_dir)
+        .into_iter()
+        .filter(|l| ids.iter().any(|id| l.contains(id.as_str())))
+        .collect();
+    assert_eq!(
+        leaked,
+        Vec::<String>::new(),
+        "no loop device left on a crafted image"
+    );
+    // The node still runs a good image.
+    let ok = tb.run_as(
+        tb.user(),
+        &[
+            "srun",
+            "-N1",
+            "-n1",
+            &format!("--image=docker:{}/busybox:latest", tb.registry()),
+            "true",
+        ],
+        Duration::from_secs(60),
+    );
+    ok.assert_ok();
+    assert_eq!(kernel_trouble(), before, "no oops or BUG in the kernel log");
+    for image in &imported {
+        tb.run_root(
+            &[bin.to_str().unwrap(), "--config", cfg, "expire", image],
+            T,
+        )
+        .assert_ok();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
