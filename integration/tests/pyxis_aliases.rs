@@ -239,3 +239,50 @@ fn container_workdir_missing_in_the_image_fails_the_step_with_its_name() {
         "{r}"
     );
 }
+
+#[test]
+fn sbatch_directives_with_the_aliases_apply_to_the_jobs_steps() {
+    let Some(tb) = Testbed::get() else { return };
+    let _serial = serial();
+    if gateway(&tb).is_none() {
+        return;
+    }
+    let image = pulled(&tb, "busybox:latest");
+    let data = user_dir(&tb, "batch");
+    std::fs::write(data.join("marker"), "batch-marker\n").unwrap();
+    let pid = std::process::id();
+    let script = tb.workdir().join(format!("pyxis-directives-{pid}.sh"));
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n#SBATCH --container-image={image}\n#SBATCH --container-mounts={}:/data:ro\n#SBATCH --container-workdir=/data\nsrun sh -c 'grep ^ID= /etc/os-release; pwd; cat marker'\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let out = tb
+        .dir
+        .join("out")
+        .join(format!("pyxis-directives-{pid}.out"));
+    let r = tb.run_as(
+        tb.user(),
+        &[
+            "sbatch",
+            "--wait",
+            "-o",
+            out.to_str().unwrap(),
+            script.to_str().unwrap(),
+        ],
+        Duration::from_secs(120),
+    );
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    let _ = std::fs::remove_file(&out);
+    let _ = std::fs::remove_file(&script);
+    r.assert_ok();
+    assert!(
+        text.contains("ID=shifter-busybox"),
+        "not in the image: {text}"
+    );
+    assert!(text.contains("/data\n"), "workdir not honoured: {text}");
+    assert!(text.contains("batch-marker"), "mount missing: {text}");
+}
