@@ -74,9 +74,8 @@ impl Locator<'_> {
     fn line(&self, path: &[&str]) -> usize {
         let mut from = 0;
         for key in path {
-            let needle = format!("\"{key}\"");
-            match self.text[from..].find(&needle) {
-                Some(pos) => from += pos + needle.len(),
+            match self.find_key(from, key) {
+                Some(end) => from = end,
                 None => return 0,
             }
         }
@@ -84,6 +83,19 @@ impl Locator<'_> {
             return 0;
         }
         self.text[..from].matches('\n').count() + 1
+    }
+
+    /// End of the first `"key"` at or after `from` that is an object key
+    /// (followed by `:`), not the same word as a string value.
+    fn find_key(&self, mut from: usize, key: &str) -> Option<usize> {
+        let needle = format!("\"{key}\"");
+        loop {
+            let end = from + self.text[from..].find(&needle)? + needle.len();
+            if self.text[end..].trim_start().starts_with(':') {
+                return Some(end);
+            }
+            from = end;
+        }
     }
 }
 
@@ -504,5 +516,11 @@ mod tests {
         assert_eq!(loc.line(&["a"]), 2);
         assert_eq!(loc.line(&["P", "x", "a"]), 5);
         assert_eq!(loc.line(&["nope"]), 0);
+    }
+
+    #[test]
+    fn locator_skips_values_that_spell_the_key() {
+        let text = "{\n \"accesstype\": \"local\",\n \"local\": {}\n}\n";
+        assert_eq!(Locator { text }.line(&["local"]), 3);
     }
 }

@@ -1,6 +1,7 @@
 //! `shifter-config`: converts a Shifter site configuration to shifter-rs.
 
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -99,6 +100,10 @@ fn emit(imported: &Imported, output: Option<&Path>, force: bool) -> Result<()> {
     let tmp = out.with_extension("toml.tmp");
     std::fs::write(&tmp, &imported.toml)
         .with_context(|| format!("cannot write {}", tmp.display()))?;
+    // The runtime refuses a group/world-writable config; do not let a loose
+    // umask produce one.
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))
+        .with_context(|| format!("cannot set the mode of {}", tmp.display()))?;
     std::fs::rename(&tmp, out).with_context(|| format!("cannot write {}", out.display()))?;
     eprintln!("wrote {}", out.display());
     Ok(())

@@ -32,6 +32,12 @@ fn import_writes_a_config_the_runtime_loads_and_lists_ignored_keys() {
     );
     let cfg = runtime_core::config::Config::load_untrusted(&out).unwrap();
     assert_eq!(cfg.system, "clusterx");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode, 0o644,
+        "the runtime refuses a group/world-writable config"
+    );
 
     // an existing file is not overwritten without --force
     let again = bin()
