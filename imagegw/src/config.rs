@@ -120,6 +120,10 @@ pub struct LimitsConfig {
     /// Compressed layer bytes of one image, checked before downloading.
     #[serde(default)]
     pub max_download_bytes: Option<u64>,
+    /// Seconds one pull may take from the first registry request to the
+    /// finished squashfs, so a registry that stalls mid-blob ends in FAILURE.
+    #[serde(default)]
+    pub pull_timeout_secs: Option<u64>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -281,12 +285,13 @@ mod tests {
     #[test]
     fn limits_table_sets_image_caps_and_rejects_unknown_keys() {
         let c = Config::parse(&format!(
-            "{MINIMAL}\n[limits]\nmax_image_bytes = 1048576\nmax_image_entries = 100\n"
+            "{MINIMAL}\n[limits]\nmax_image_bytes = 1048576\nmax_image_entries = 100\npull_timeout_secs = 30\n"
         ))
         .unwrap();
         assert_eq!(c.limits.max_image_bytes, Some(1 << 20));
         assert_eq!(c.limits.max_image_entries, Some(100));
         assert_eq!(c.limits.max_download_bytes, None);
+        assert_eq!(c.limits.pull_timeout_secs, Some(30));
         let typo = Config::parse(&format!("{MINIMAL}\n[limits]\nmax_bytes = 1\n"));
         assert!(matches!(typo, Err(ConfigError::Parse { .. })));
     }

@@ -49,6 +49,9 @@ impl ShifterPullEngine {
         pc.limits.max_bytes = l.max_image_bytes.unwrap_or(pc.limits.max_bytes);
         pc.limits.max_entries = l.max_image_entries.unwrap_or(pc.limits.max_entries);
         pc.limits.max_download_bytes = l.max_download_bytes.unwrap_or(pc.limits.max_download_bytes);
+        if let Some(secs) = l.pull_timeout_secs {
+            pc.timeout = std::time::Duration::from_secs(secs);
+        }
         for (name, sys) in &cfg.systems {
             compression_of(name, &sys.compression)?;
         }
