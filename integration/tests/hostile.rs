@@ -82,6 +82,11 @@ struct Gateway {
 
 impl Gateway {
     fn start(tb: &Testbed, name: &str, registry: &str) -> Gateway {
+        Self::start_with(tb, name, registry, "")
+    }
+
+    /// `extra_limits`: more lines for the `[limits]` table.
+    fn start_with(tb: &Testbed, name: &str, registry: &str, extra_limits: &str) -> Gateway {
         let bin = tb.bin_dir().join("shifter-imagegw");
         assert!(
             bin.exists(),
@@ -111,6 +116,7 @@ cache_dir = "{dir}/cache"
 [limits]
 max_image_bytes = {MAX_IMAGE_BYTES}
 max_image_entries = {MAX_IMAGE_ENTRIES}
+{extra_limits}
 [systems.{system}]
 image_dir = "{dir}/images"
 admins = [0]
@@ -767,4 +773,88 @@ fn crafted_squashfs_files_are_refused_or_fail_cleanly_without_kernel_trouble() {
         .assert_ok();
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A registry that stalls mid-blob: a raw HTTP/1.1 proxy (hyper would not let a
+/// handler stop half way through a body it announced) that forwards everything to
+/// the real registry but sends only the first half of every layer, then goes quiet
+/// with the connection open.
+async fn stalling_connection(mut sock: tokio::net::TcpStream, upstream: String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match sock.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let mut first = head.lines().next().unwrap_or("").split_whitespace();
+    let (method, path) = (first.next().unwrap_or("GET"), first.next().unwrap_or("/"));
+    let accept = head.lines().find_map(|l| {
+        l.split_once(':')
+            .filter(|(k, _)| k.eq_ignore_ascii_case("accept"))
+            .map(|(_, v)| v.trim().to_owned())
+    });
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut r = reqwest::Client::new().request(method.clone(), format!("http://{upstream}{path}"));
+    if let Some(a) = accept {
+        r = r.header(header::ACCEPT, a);
+    }
+    let resp = r.send().await.unwrap();
+    let mut out = format!("HTTP/1.1 {}\r\nConnection: close\r\n", resp.status());
+    for h in ["content-type", "docker-content-digest", "www-authenticate"] {
+        if let Some(v) = resp.headers().get(h) {
+            out.push_str(&format!("{h}: {}\r\n", v.to_str().unwrap()));
+        }
+    }
+    let announced = resp.content_length();
+    let body = resp.bytes().await.unwrap();
+    let len = if method == reqwest::Method::HEAD {
+        announced.unwrap_or(0)
+    } else {
+        body.len() as u64
+    };
+    out.push_str(&format!("Content-Length: {len}\r\n\r\n"));
+    let _ = sock.write_all(out.as_bytes()).await;
+    if path.contains("/blobs/") && body.len() > 1000 {
+        let _ = sock.write_all(&body[..body.len() / 2]).await;
+        let _ = sock.flush().await;
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    } else {
+        let _ = sock.write_all(&body).await;
+    }
+}
+
+#[test]
+fn a_registry_that_stalls_mid_blob_ends_in_a_timeout_failure_and_publishes_nothing() {
+    let Some(tb) = Testbed::get() else { return };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let proxy = listener.local_addr().unwrap().to_string();
+    let upstream = tb.registry().to_owned();
+    rt.spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            tokio::spawn(stalling_connection(sock, upstream.clone()));
+        }
+    });
+    let gw = Gateway::start_with(&tb, "stall", &proxy, "pull_timeout_secs = 8");
+    let started = std::time::Instant::now();
+    assert_refused(
+        &tb,
+        &gw,
+        &format!("docker:{proxy}/busybox:latest"),
+        &["did not finish within 8 s"],
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(40),
+        "the stall is cut off by the site's pull timeout, not a client timeout"
+    );
 }
