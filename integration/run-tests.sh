@@ -35,7 +35,12 @@ if [ "$tier" = all ] || [ "$tier" = e2e ]; then
     fi
     integration/cluster/up.sh
     rc=0
-    SHIFTER_E2E_REQUIRED=1 cargo test --no-fail-fast -p shifter-integration "$@" -- --test-threads=1 || rc=$?
+    # Select the integration crate's test targets by name but keep --workspace, so
+    # dependency features resolve exactly as in the build above and nothing rebuilds
+    # (`-p shifter-integration` alone would recompile dozens of crates).
+    targets=()
+    for t in integration/tests/*.rs; do targets+=(--test "$(basename "$t" .rs)"); done
+    SHIFTER_E2E_REQUIRED=1 cargo test --no-fail-fast --workspace "${targets[@]}" "$@" -- --test-threads=1 || rc=$?
     if [ $rc != 0 ]; then
         banner "end-to-end tier FAILED; cluster logs follow"
         for f in "$SHIFTER_TB"/log/*; do printf '\n--- %s ---\n' "$f"; tail -n 40 "$f"; done
