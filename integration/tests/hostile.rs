@@ -691,6 +691,11 @@ fn crafted_squashfs_files_are_refused_or_fail_cleanly_without_kernel_trouble() {
     for b in &mut garbled[inode_table + 2..dir_table] {
         *b = 0xa5;
     }
+    // Garbage over the first data blocks (busybox's): the filesystem mounts, reads fail.
+    let mut garbled_data = good.clone();
+    for b in &mut garbled_data[96..96 + (64 << 10)] {
+        *b = 0xa5;
+    }
     let bin = tb.bin_dir().join("shifterimg");
     let cfg = tb.var("SHIFTER_CONFIG");
     let (mut imported, mut ids) = (Vec::new(), Vec::new());
@@ -698,6 +703,7 @@ fn crafted_squashfs_files_are_refused_or_fail_cleanly_without_kernel_trouble() {
         ("bad-magic", &bad_magic),
         ("root-out-of-range", &root_out_of_range),
         ("garbled-tables", &garbled),
+        ("garbled-data", &garbled_data),
     ] {
         let path = dir.join(format!("{name}.sqfs"));
         std::fs::write(&path, bytes).unwrap();
@@ -732,6 +738,10 @@ fn crafted_squashfs_files_are_refused_or_fail_cleanly_without_kernel_trouble() {
         );
         run.assert_failed();
         assert!(!run.stdout.contains("file 1"), "{name}: {run}");
+        if name == "garbled-data" {
+            assert!(run.stderr.contains("Input/output error"), "{name}: {run}");
+            continue;
+        }
         assert!(
             run.stderr.contains("could not be mounted")
                 && run
