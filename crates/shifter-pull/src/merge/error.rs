@@ -14,13 +14,13 @@ pub enum MergeError {
     UnsupportedCompression { layer: String, what: &'static str },
     #[error("layer {layer} is corrupt or truncated: {source}")]
     Corrupt { layer: String, source: io::Error },
-    #[error("layer {layer}: entry {path:?} has a {problem}; the image is refused")]
+    #[error("layer {layer}: entry {path:?} has {problem}; the image is refused")]
     BadPath {
         layer: String,
         path: String,
         problem: PathProblem,
     },
-    #[error("layer {layer}: hardlink {path:?} points to {target:?}, which has a {problem}; the image is refused")]
+    #[error("layer {layer}: hardlink {path:?} points to {target:?}, which has {problem}; the image is refused")]
     BadLinkTarget {
         layer: String,
         path: String,

@@ -14,9 +14,9 @@ pub enum PathProblem {
 impl fmt::Display for PathProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            PathProblem::Absolute => "absolute path",
-            PathProblem::DotDot => "'..' component",
-            PathProblem::Nul => "NUL byte",
+            PathProblem::Absolute => "an absolute path",
+            PathProblem::DotDot => "a '..' component",
+            PathProblem::Nul => "a NUL byte",
         })
     }
 }

@@ -26,6 +26,9 @@ pub const MANIFEST_ACCEPT: &str = "application/vnd.docker.distribution.manifest.
 pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
 pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
 
+/// The longest `Retry-After` we sit out; the overall pull timeout still applies.
+const MAX_RETRY_AFTER_SECS: u64 = 60;
+
 /// Builds the HTTP client for one registry's transport settings.
 pub fn http_client(registry: &str, cfg: &RegistryConfig) -> Result<reqwest::Client, RegistryError> {
     let mut b = reqwest::Client::builder()
@@ -304,8 +307,18 @@ impl RepoClient {
             if (status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS)
                 && attempt < self.attempts
             {
-                warn!(%url, %status, attempt, "registry busy or failing; retrying");
-                tokio::time::sleep(retry_in).await;
+                // Rate limiters (Docker Hub) say when to come back; honour that,
+                // within reason, instead of hammering them on our own schedule.
+                let wait = resp
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map_or(retry_in, |secs| {
+                        Duration::from_secs(secs.min(MAX_RETRY_AFTER_SECS))
+                    });
+                warn!(%url, %status, attempt, ?wait, "registry busy or failing; retrying");
+                tokio::time::sleep(wait).await;
                 continue;
             }
             if status.is_success() {
@@ -555,6 +568,53 @@ mod tests {
         assert_eq!(m.bytes, b"{}");
         assert_eq!(m.digest, Sha256Digest::of(b"{}"));
         assert_eq!(s.hits.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn rate_limited_requests_wait_as_long_as_the_registry_asks() {
+        async fn limited(State(hits): State<Arc<AtomicUsize>>) -> axum::response::Response {
+            if hits.fetch_add(1, Ordering::SeqCst) == 0 {
+                return (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [("retry-after", "1")],
+                    "slow down",
+                )
+                    .into_response();
+            }
+            (
+                [("content-type", super::super::manifest::OCI_MANIFEST)],
+                "{}",
+            )
+                .into_response()
+        }
+        let hits = Arc::new(AtomicUsize::new(0));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let app = Router::new()
+            .fallback(limited)
+            .with_state(Arc::clone(&hits));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let cfg = RegistryConfig {
+            plain_http: true,
+            ..Default::default()
+        };
+        let c = RepoClient::new(
+            http_client(&addr, &cfg).unwrap(),
+            &addr,
+            "repo",
+            &cfg,
+            None,
+            3,
+            Duration::from_millis(1),
+        );
+        let start = std::time::Instant::now();
+        c.manifest("latest").await.unwrap();
+        assert!(
+            start.elapsed() >= Duration::from_millis(900),
+            "waited {:?}",
+            start.elapsed()
+        );
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
