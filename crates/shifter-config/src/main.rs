@@ -8,7 +8,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 use shifter_config::imagemanager::{self, GatewayOptions};
-use shifter_config::{udiroot, Imported};
+use shifter_config::udiroot::{self, RuntimeOptions};
+use shifter_config::Imported;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,6 +34,10 @@ enum Cmd {
         /// Replace the output file if it exists.
         #[arg(long)]
         force: bool,
+        /// The account the shifter-rs gateway runs as (name or uid); the
+        /// runtime then also trusts image files it owns.
+        #[arg(long, value_name = "USER")]
+        gateway_user: Option<String>,
     },
     /// Convert the gateway's imagemanager.json into imagegw.toml.
     ImportGateway {
@@ -56,9 +61,13 @@ fn main() -> Result<()> {
             udiroot_conf,
             output,
             force,
+            gateway_user,
         } => {
             let text = read(&udiroot_conf)?;
-            let imported = udiroot::import(&text, &udiroot_conf.display().to_string())?;
+            let opts = RuntimeOptions {
+                gateway_uid: gateway_user.as_deref().map(uid_of).transpose()?,
+            };
+            let imported = udiroot::import_with(&text, &udiroot_conf.display().to_string(), &opts)?;
             emit(&imported, output.as_deref(), force)
         }
         Cmd::ImportGateway {
@@ -75,6 +84,19 @@ fn main() -> Result<()> {
             )?;
             emit(&imported, output.as_deref(), force)
         }
+    }
+}
+
+fn uid_of(user: &str) -> Result<u32> {
+    if let Ok(uid) = user.parse() {
+        return Ok(uid);
+    }
+    match nix::unistd::User::from_name(user) {
+        Ok(Some(u)) => Ok(u.uid.as_raw()),
+        Ok(None) => {
+            bail!("--gateway-user {user:?}: no such user; give a uid or an existing login name")
+        }
+        Err(e) => bail!("--gateway-user {user:?}: cannot look it up: {e}"),
     }
 }
 

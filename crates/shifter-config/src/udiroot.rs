@@ -23,8 +23,26 @@ const KERNEL_MODULES: &str =
 const NO_SCRIPTS: &str =
     "shifter-rs runs no site scripts as root while building a container (a script is code running with full privilege in every job)";
 
+/// Settings shifter.toml needs that udiRoot.conf never had.
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeOptions {
+    /// The gateway's account: Shifter's gateway ran as root, shifter-rs's
+    /// does not, and the runtime only trusts image files owned by root or
+    /// this uid.
+    pub gateway_uid: Option<u32>,
+}
+
 /// Converts udiRoot.conf text; `source` only names the file in messages.
 pub fn import(text: &str, source: &str) -> Result<Imported, ImportError> {
+    import_with(text, source, &RuntimeOptions::default())
+}
+
+/// [`import`] with settings given on the command line.
+pub fn import_with(
+    text: &str,
+    source: &str,
+    opts: &RuntimeOptions,
+) -> Result<Imported, ImportError> {
     let mut draft = Draft::default();
     let mut notes = Notes::default();
     for entry in keyvalue::parse(text) {
@@ -37,12 +55,13 @@ pub fn import(text: &str, source: &str) -> Result<Imported, ImportError> {
             refusals: notes.refusals,
         });
     }
-    let Some(cfg) = cfg else {
+    let Some(mut cfg) = cfg else {
         return Err(ImportError::Generated {
             what: "shifter.toml",
             cause: "the runtime refused the system name or image directory".into(),
         });
     };
+    cfg.gateway_uid = opts.gateway_uid;
     let body = toml::to_string(&cfg).map_err(|e| ImportError::Generated {
         what: "shifter.toml",
         cause: e.to_string(),

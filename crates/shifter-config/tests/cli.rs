@@ -56,6 +56,33 @@ fn import_writes_a_config_the_runtime_loads_and_lists_ignored_keys() {
 }
 
 #[test]
+fn gateway_user_becomes_the_trusted_image_owner() {
+    let run = bin()
+        .args(["import", &data("udiRoot.conf"), "--gateway-user", "root"])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let text = String::from_utf8(run.stdout).unwrap();
+    let cfg = runtime_core::config::Config::parse(&text, Path::new("s.toml")).unwrap();
+    assert_eq!(cfg.gateway_uid, Some(0));
+    let bad = bin()
+        .args([
+            "import",
+            &data("udiRoot.conf"),
+            "--gateway-user",
+            "no-such-user-xyz",
+        ])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no-such-user-xyz"));
+}
+
+#[test]
 fn refused_import_fails_names_the_keys_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("shifter.toml");
