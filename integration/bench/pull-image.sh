@@ -100,6 +100,6 @@ measure "anchor skopeo+umoci+mksq" "$work/run/out.sqfs" bash -c "$anchor"
 fetch='for d in '"$layers"'; do curl -sf http://'"$reg"'/v2/bench/pull/blobs/$d | sha256sum >/dev/null; done'
 measure "floor fetch+sha256" "" bash -c "$fetch"
 measure "floor decompress layers" "" bash -c 'for f in '"$work"'/layout/blobs/sha256/*; do gzip -dc <"$f" >/dev/null 2>&1 || true; done'
-umoci raw unpack --image "$work/layout:latest" "$work/merged"
+umoci raw unpack --image "$work/layout:latest" "$work/merged" >/dev/null 2>&1
 measure "floor dir2sqfs merged gzip" "$work/run/out.sqfs" "$bin/dir2sqfs" "$work/merged" "$work/run/out.sqfs" gzip 131072 "$(nproc)"
 measure "mksquashfs merged gzip" "$work/run/out.sqfs" mksquashfs "$work/merged" "$work/run/out.sqfs" -noappend -no-xattrs -comp gzip -quiet -no-progress
