@@ -180,6 +180,16 @@ fn bad_container_mounts_fail_at_submit_naming_the_option() {
     assert_refused_at_submit(&r, "--container-mounts=");
     let r = srun(&tb, &[&image, "--container-mounts=/tmp:/etc", "true"]);
     assert_refused_at_submit(&r, "volume destination /etc is forbidden");
+    let other = format!("--image=id:{}", "d".repeat(64));
+    let r = srun(&tb, &[&image, &other, "true"]);
+    assert_refused_at_submit(
+        &r,
+        &format!(
+            "--container-image=\"id:{}\" and --image=\"id:{}\" disagree: give one of them",
+            "c".repeat(64),
+            "d".repeat(64)
+        ),
+    );
     let r = srun(&tb, &[&image, "--container-workdir=relative", "true"]);
     assert_refused_at_submit(&r, "--container-workdir=\"relative\"");
 }

@@ -82,8 +82,15 @@ fn on_option(name: &str, value: Option<&str>, remote: bool) -> Result<(), BoxErr
             // Both spellings at once is a mistake only if they disagree.
             if let Some(prev) = &st.opts.image {
                 if st.opts.image_via_alias != alias && *prev != value {
+                    let (first_option, second_option) = if alias {
+                        ("--image", "--container-image")
+                    } else {
+                        ("--container-image", "--image")
+                    };
                     return Err(Box::new(PluginError::from(RequestError::BothImages {
+                        first_option,
                         first: prev.clone(),
+                        second_option,
                         second: value,
                     })));
                 }

@@ -38,8 +38,13 @@ pub enum RequestError {
     },
     #[error(transparent)]
     Alias(#[from] AliasError),
-    #[error("--image={first:?} and --container-image={second:?} disagree: give one of them")]
-    BothImages { first: String, second: String },
+    #[error("{first_option}={first:?} and {second_option}={second:?} disagree: give one of them")]
+    BothImages {
+        first_option: &'static str,
+        first: String,
+        second_option: &'static str,
+        second: String,
+    },
     #[error("{option} was given without --image: add --image=REF (e.g. --image=docker:ubuntu:24.04) or drop {option}")]
     WithoutImage { option: &'static str },
 }
