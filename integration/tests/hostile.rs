@@ -388,6 +388,18 @@ fn devices_setuid_and_xattrs_are_gone_and_give_the_user_nothing_under_srun() {
         "no xattr stored at all:\n{sb}"
     );
 
+    // Each drop is logged by the gateway that converted it (the cluster's, on
+    // its first pull of this deterministic image).
+    let log = std::fs::read_to_string(tb.dir.join("log/imagegw.log")).unwrap_or_default();
+    for drop in [
+        "path=dev/mem kind=Char",
+        "path=dev/hostile-blk kind=Block",
+        "path=dev/hostile-fifo kind=Fifo",
+        "dropping hardlink whose target is not a file of the image path=data/link-to-whited",
+    ] {
+        assert!(log.contains(drop), "the gateway logged {drop:?}");
+    }
+
     let uid = uid_of(tb.user());
     for bin in ["suid-root", "sgid-root", "cap-xattr"] {
         let r = tb.run_as(
