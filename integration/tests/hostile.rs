@@ -625,9 +625,14 @@ unsquashfs -s {dir}/site.sqfs | grep -i xattr
     let r = srun(&[
         "sh",
         "-c",
-        "ls -ln /data; for d in mem null; do head -c1 /data/$d >/dev/null && echo $d=open || echo $d=refused; done",
+        "ls -ln /data /usr/local/bin/suid-root; for d in mem null; do head -c1 /data/$d >/dev/null && echo $d=open || echo $d=refused; done",
     ]);
     r.assert_ok();
+    // Unlike a pull, an import keeps the bit: the runtime alone makes it harmless.
+    assert!(
+        r.stdout.contains("-rwsr-xr-x    1 0        0"),
+        "the setuid bit is really there: {r}"
+    );
     assert!(
         r.stdout.contains("crw-rw-rw-"),
         "devices kept in the image: {r}"
