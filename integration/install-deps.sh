@@ -13,7 +13,7 @@ PACKAGES=(
     docker-registry skopeo umoci busybox-static
     # images, mounts, tests
     squashfs-tools util-linux e2fsprogs xfsprogs attr libcap2-bin
-    curl jq python3 apache2-utils procps iproute2 time zstd
+    curl jq python3 apache2-utils procps iproute2 time zstd openssl
     postgresql
 )
 
