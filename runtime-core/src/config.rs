@@ -104,6 +104,15 @@ pub struct Module {
     pub env_prepend: BTreeMap<String, String>,
     #[serde(default)]
     pub env_unset: Vec<String>,
+    /// Container directories holding the module's shared libraries. They are
+    /// put first in `LD_LIBRARY_PATH` (in the order given) and listed in
+    /// `/etc/ld.so.conf.d/shifter-<module>.conf`; nothing runs `ldconfig`,
+    /// because nothing may run as root inside the container.
+    #[serde(default)]
+    pub ldconfig_dirs: Vec<PathBuf>,
+    /// Modules that cannot be enabled together with this one.
+    #[serde(default)]
+    pub conflicts: Vec<String>,
 }
 
 /// An account added to the container's generated `/etc/passwd` (and its group
@@ -277,16 +286,22 @@ impl Config {
                 .filter(|n| !n.is_empty())
                 .collect(),
         };
-        names
-            .into_iter()
-            .map(|n| match self.modules.get_key_value(n) {
-                Some((k, m)) => Ok((k.as_str(), m)),
-                None => Err(format!(
+        let mut chosen: Vec<(&str, &Module)> = Vec::new();
+        for n in names {
+            let (k, m) = self.modules.get_key_value(n).ok_or_else(|| {
+                format!(
                     "unknown module {n:?}: available modules are {:?} (or `none`)",
                     self.modules.keys().collect::<Vec<_>>()
-                )),
-            })
-            .collect()
+                )
+            })?;
+            // Asking twice for one module is harmless; applying it twice is not.
+            if chosen.iter().any(|(c, _)| *c == k.as_str()) {
+                continue;
+            }
+            chosen.push((k.as_str(), m));
+        }
+        check_module_conflicts(&chosen)?;
+        Ok(chosen)
     }
 
     fn validate(&self, origin: &Path) -> Result<(), ConfigError> {
@@ -391,6 +406,36 @@ impl Config {
                 &format!("modules.{name}."),
                 &bad,
             )?;
+            let file_safe = name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            if !m.ldconfig_dirs.is_empty() && !file_safe {
+                return Err(bad(
+                    &format!("modules.{name}"),
+                    "a module with ldconfig_dirs names /etc/ld.so.conf.d/shifter-<module>.conf"
+                        .into(),
+                    "use letters, digits, '.', '_' and '-' in its name",
+                ));
+            }
+            for (i, d) in m.ldconfig_dirs.iter().enumerate() {
+                let s = d.to_string_lossy();
+                if !d.is_absolute() || s.contains([':', '\n']) {
+                    return Err(bad(
+                        &format!("modules.{name}.ldconfig_dirs[{i}]"),
+                        format!("{s:?} is not an absolute path without ':' or newline"),
+                        "give absolute container directories, e.g. \"/opt/nvidia/lib\"",
+                    ));
+                }
+            }
+            for (i, c) in m.conflicts.iter().enumerate() {
+                if !self.modules.contains_key(c) || c == name {
+                    return Err(bad(
+                        &format!("modules.{name}.conflicts[{i}]"),
+                        format!("{c:?} is not another defined module"),
+                        "name modules defined under [modules.NAME]",
+                    ));
+                }
+            }
         }
         for (i, d) in self.default_modules.iter().enumerate() {
             if !self.modules.contains_key(d) {
@@ -400,6 +445,13 @@ impl Config {
                     "define it under [modules.NAME] or remove it",
                 ));
             }
+        }
+        if let Err(why) = self.resolve_modules(None) {
+            return Err(bad(
+                "default_modules",
+                why,
+                "remove one of the conflicting modules from default_modules",
+            ));
         }
         for (i, d) in self.forbidden_destinations.iter().enumerate() {
             if !d.is_absolute() {
@@ -426,6 +478,36 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Two modules conflict when either lists the other in `conflicts`, or when
+/// both mount (or bind a device) at the same container path: the second
+/// mount would silently hide the first.
+fn check_module_conflicts(chosen: &[(&str, &Module)]) -> Result<(), String> {
+    for (i, (a, ma)) in chosen.iter().enumerate() {
+        for (b, mb) in &chosen[i + 1..] {
+            if ma.conflicts.iter().any(|c| c == b) || mb.conflicts.iter().any(|c| c == a) {
+                return Err(format!(
+                    "modules {a:?} and {b:?} conflict and cannot be enabled together; choose one of them"
+                ));
+            }
+            let dests_b: Vec<&Path> = module_destinations(mb).collect();
+            if let Some(d) = module_destinations(ma).find(|d| dests_b.contains(d)) {
+                return Err(format!(
+                    "modules {a:?} and {b:?} both mount {}; they cannot be enabled together, choose one of them",
+                    d.display()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn module_destinations(m: &Module) -> impl Iterator<Item = &Path> {
+    m.mounts
+        .iter()
+        .map(SiteMount::destination)
+        .chain(m.devices.iter().map(PathBuf::as_path))
 }
 
 fn valid_tmpfs_size(s: &str) -> bool {
@@ -578,6 +660,94 @@ gid = 101
             err.contains("unknown module \"nope\"") && err.contains("gpu"),
             "{err}"
         );
+    }
+
+    const TWO_MODULES: &str = "[modules.gpu]\ndevices = [\"/dev/nvidia0\"]\n\
+        mounts = [{ source = \"/usr/lib/nv\", destination = \"/opt/lib\" }]\n\
+        [modules.mpich]\nconflicts = [\"openmpi\"]\n\
+        mounts = [{ source = \"/usr/lib/mpich\", destination = \"/opt/mpi\" }]\n\
+        [modules.openmpi]\nmounts = [{ source = \"/usr/lib/ompi\", destination = \"/opt/mpi2\" }]\n\
+        [modules.other_nv]\nmounts = [{ source = \"/srv/nv\", destination = \"/opt/lib\" }]\n";
+
+    #[test]
+    fn declared_conflict_is_refused_naming_both_modules_in_either_order() {
+        let c = parse(&format!("{MINIMAL}{TWO_MODULES}")).unwrap();
+        for pair in [["mpich", "openmpi"], ["openmpi", "mpich"]] {
+            let req: Vec<String> = pair.iter().map(|s| s.to_string()).collect();
+            let err = c.resolve_modules(Some(&req)).unwrap_err();
+            assert!(
+                err.contains("\"mpich\"")
+                    && err.contains("\"openmpi\"")
+                    && err.contains("conflict"),
+                "{err}"
+            );
+        }
+        assert_eq!(
+            c.resolve_modules(Some(&["gpu".into(), "mpich".into()]))
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn two_modules_mounting_one_destination_conflict_naming_both_and_the_path() {
+        let c = parse(&format!("{MINIMAL}{TWO_MODULES}")).unwrap();
+        let err = c
+            .resolve_modules(Some(&["gpu".into(), "other_nv".into()]))
+            .unwrap_err();
+        assert!(
+            err.contains("\"gpu\"") && err.contains("\"other_nv\"") && err.contains("/opt/lib"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_module_named_twice_is_applied_once() {
+        let c = parse(&format!("{MINIMAL}{TWO_MODULES}")).unwrap();
+        let mods = c
+            .resolve_modules(Some(&["gpu".into(), "gpu".into()]))
+            .unwrap();
+        assert_eq!(mods.len(), 1);
+    }
+
+    #[test]
+    fn conflicting_default_modules_are_refused_when_the_config_loads() {
+        let err = parse(&format!(
+            "{MINIMAL}default_modules = [\"mpich\", \"openmpi\"]\n{TWO_MODULES}"
+        ))
+        .unwrap_err();
+        assert!(
+            matches!(err, ConfigError::Invalid { ref key, .. } if key == "default_modules"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("openmpi"), "{err}");
+    }
+
+    #[test]
+    fn module_conflicts_and_library_dirs_are_checked() {
+        let cases = [
+            ("[modules.a]\nconflicts = [\"b\"]", "modules.a.conflicts[0]"),
+            ("[modules.a]\nconflicts = [\"a\"]", "modules.a.conflicts[0]"),
+            (
+                "[modules.a]\nldconfig_dirs = [\"lib\"]",
+                "modules.a.ldconfig_dirs[0]",
+            ),
+            (
+                "[modules.a]\nldconfig_dirs = [\"/a:/b\"]",
+                "modules.a.ldconfig_dirs[0]",
+            ),
+            (
+                "[modules.\"a/b\"]\nldconfig_dirs = [\"/lib\"]",
+                "modules.a/b",
+            ),
+        ];
+        for (extra, key) in cases {
+            match parse(&format!("{MINIMAL}{extra}\n")).unwrap_err() {
+                ConfigError::Invalid { key: k, .. } => assert_eq!(k, key, "{extra}"),
+                other => panic!("{extra}: expected Invalid for {key}, got {other}"),
+            }
+        }
     }
 
     #[test]

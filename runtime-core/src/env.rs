@@ -71,6 +71,7 @@ pub fn container_env(
         }
         .apply(&mut env);
     }
+    prepend_library_dirs(&mut env, modules);
     Edits {
         set: &cfg.site_env,
         append: &cfg.env_append,
@@ -81,6 +82,25 @@ pub fn container_env(
     env.insert("SHIFTER_IMAGE".into(), image_id.to_owned());
     env.insert("SHIFTER_IMAGEREQUEST".into(), image_request.to_owned());
     env
+}
+
+/// Puts every module's `ldconfig_dirs` first in `LD_LIBRARY_PATH`, in module
+/// order: the host libraries a module binds must win over the image's own
+/// copies, and no `ldconfig` can run inside the container to say so.
+fn prepend_library_dirs(env: &mut Env, modules: &[(&str, &Module)]) {
+    let dirs: Vec<String> = modules
+        .iter()
+        .flat_map(|(_, m)| m.ldconfig_dirs.iter())
+        .map(|d| d.display().to_string())
+        .collect();
+    if dirs.is_empty() {
+        return;
+    }
+    let mut value = dirs.join(":");
+    if let Some(old) = env.get("LD_LIBRARY_PATH").filter(|o| !o.is_empty()) {
+        value = format!("{value}:{old}");
+    }
+    env.insert("LD_LIBRARY_PATH".into(), value);
 }
 
 /// The caller's cwd if it exists in the container, else the image's
@@ -149,6 +169,33 @@ mod tests {
         assert_eq!(out["B"], "module");
         assert_eq!(out["PATH"], "/site/bin:/bin:/mod/bin");
         assert!(!out.contains_key("SECRET"));
+    }
+
+    #[test]
+    fn module_library_dirs_come_first_in_ld_library_path_in_module_order() {
+        let c = cfg(
+            "[modules.gpu]\nldconfig_dirs = [\"/opt/nv/lib\", \"/opt/nv/lib64\"]\n\
+             [modules.mpich]\nldconfig_dirs = [\"/opt/mpich/lib\"]\n[modules.plain]\n",
+        );
+        let mods = c
+            .resolve_modules(Some(&["gpu".into(), "mpich".into()]))
+            .unwrap();
+        let job = env(&[("LD_LIBRARY_PATH", "/job/lib")]);
+        let out = container_env(
+            &job,
+            &["LD_LIBRARY_PATH=/img/lib".into()],
+            &mods,
+            &c,
+            "i",
+            "r",
+        );
+        assert_eq!(
+            out["LD_LIBRARY_PATH"],
+            "/opt/nv/lib:/opt/nv/lib64:/opt/mpich/lib:/img/lib"
+        );
+        let plain = c.resolve_modules(Some(&["plain".into()])).unwrap();
+        let out = container_env(&Env::new(), &[], &plain, &c, "i", "r");
+        assert!(!out.contains_key("LD_LIBRARY_PATH"), "{out:?}");
     }
 
     #[test]

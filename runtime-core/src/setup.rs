@@ -390,6 +390,8 @@ fn assemble(
         )?;
     }
 
+    write_ld_so_conf(a, root, req.modules)?;
+
     let proc_ = a.exact_target(root, "/proc", NodeKind::Dir)?;
     a.mount(
         "mounting /proc",
@@ -481,6 +483,28 @@ fn assemble(
         loop_device: loop_path,
         mounts: a.mounted.clone(),
     })
+}
+
+/// One `/etc/ld.so.conf.d/shifter-<module>.conf` per module with library
+/// directories, on the writable layer. It takes effect only for a user who
+/// rebuilds the cache; `LD_LIBRARY_PATH` (see `env`) is what finds them.
+fn write_ld_so_conf(
+    a: &mut Assembler<'_>,
+    root: &Path,
+    modules: &[(&str, &Module)],
+) -> Result<(), SetupError> {
+    for (name, m) in modules.iter().filter(|(_, m)| !m.ldconfig_dirs.is_empty()) {
+        let path = PathBuf::from(format!("/etc/ld.so.conf.d/shifter-{name}.conf"));
+        let mut text = format!("# shifter module {name}\n");
+        for d in &m.ldconfig_dirs {
+            text.push_str(&format!("{}\n", d.display()));
+        }
+        a.step(
+            format!("writing {}", path.display()),
+            a.sys.write_in_root(root, &path, text.as_bytes(), 0o644),
+        )?;
+    }
+    Ok(())
 }
 
 /// A minimal `/dev`: a small tmpfs with bind-mounted host nodes, a private
@@ -1024,6 +1048,42 @@ mod tests {
             _ => None,
         });
         assert_eq!(tmp.as_deref(), Some("size=1g,mode=1777"));
+    }
+
+    #[test]
+    fn module_library_dirs_are_listed_in_an_ld_so_conf_file_per_module() {
+        let sys = FakeSys::new();
+        let c = cfg("[modules.gpu]\nldconfig_dirs = [\"/opt/nv/lib\", \"/opt/nv/lib64\"]\n[modules.plain]\n");
+        let mods = c
+            .resolve_modules(Some(&["gpu".into(), "plain".into()]))
+            .unwrap();
+        let req = Request {
+            volumes: &[],
+            modules: &mods,
+        };
+        prepare(&sys, &c, &image(), &user(), &req).unwrap();
+        let confs: Vec<(PathBuf, String)> = sys
+            .calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Write { path, contents, .. }
+                    if path.to_string_lossy().contains("ld.so.conf.d") =>
+                {
+                    Some((path, contents))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(confs.len(), 1, "{confs:?}");
+        assert_eq!(
+            confs[0].0,
+            Path::new("/run/shifter/root/etc/ld.so.conf.d/shifter-gpu.conf")
+        );
+        assert!(
+            confs[0].1.ends_with("/opt/nv/lib\n/opt/nv/lib64\n"),
+            "{}",
+            confs[0].1
+        );
     }
 
     #[test]
