@@ -113,6 +113,53 @@ pub struct Module {
     /// Modules that cannot be enabled together with this one.
     #[serde(default)]
     pub conflicts: Vec<String>,
+    /// Job variables naming the devices the step was given (e.g.
+    /// `["SLURM_STEP_GPUS", "CUDA_VISIBLE_DEVICES"]`); the first one set
+    /// selects among the numbered `devices`, see [`Module::select_devices`].
+    #[serde(default)]
+    pub select_devices_by: Vec<String>,
+}
+
+impl Module {
+    /// This module with only the devices the job was given. Nodes whose name
+    /// ends in a number (`/dev/nvidia1`) are kept only when that number is in
+    /// the first variable of `select_devices_by` the job has (a comma-separated
+    /// list such as Slurm's `0,2`); nodes without a number (`/dev/nvidiactl`)
+    /// are always kept. When none of the variables is set, or its value is not
+    /// a list of numbers (GPU UUIDs), every device is kept: the step's device
+    /// cgroup still decides what can be opened.
+    pub fn select_devices(&self, job_env: impl Fn(&str) -> Option<String>) -> Module {
+        let Some(value) = self.select_devices_by.iter().find_map(|k| job_env(k)) else {
+            return self.clone();
+        };
+        let wanted: Option<Vec<u32>> = value
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().ok())
+            .collect();
+        let Some(wanted) = wanted else {
+            tracing::warn!(%value, "device selection is not a list of numbers; binding every device of the module");
+            return self.clone();
+        };
+        let mut m = self.clone();
+        m.devices.retain(|d| match device_number(d) {
+            Some(n) => wanted.contains(&n),
+            None => true,
+        });
+        m
+    }
+}
+
+/// The number a device node's name ends with (`nvidia12` -> 12).
+fn device_number(dev: &Path) -> Option<u32> {
+    let name = dev.file_name()?.to_str()?;
+    // Only a trailing number counts: "nvidia-caps1x" is not device 1.
+    name.rsplit(|c: char| !c.is_ascii_digit())
+        .next()
+        .filter(|d| !d.is_empty())?
+        .parse()
+        .ok()
 }
 
 /// An account added to the container's generated `/etc/passwd` (and its group
@@ -699,6 +746,45 @@ gid = 101
         assert!(
             err.contains("\"gpu\"") && err.contains("\"other_nv\"") && err.contains("/opt/lib"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn devices_are_selected_by_the_first_variable_the_job_has() {
+        let c = parse(&format!(
+            "{MINIMAL}[modules.g]\nselect_devices_by = [\"SLURM_STEP_GPUS\", \"CUDA_VISIBLE_DEVICES\"]\n\
+             devices = [\"/dev/nvidiactl\", \"/dev/nvidia0\", \"/dev/nvidia1\", \"/dev/nvidia2\", \"/dev/nvidia-uvm\"]\n"
+        ))
+        .unwrap();
+        let g = &c.modules["g"];
+        let names = |m: Module| -> Vec<String> {
+            m.devices.iter().map(|d| d.display().to_string()).collect()
+        };
+        let cuda_1 = |k: &str| (k == "CUDA_VISIBLE_DEVICES").then(|| "1".to_string());
+        assert_eq!(
+            names(g.select_devices(cuda_1)),
+            ["/dev/nvidiactl", "/dev/nvidia1", "/dev/nvidia-uvm"]
+        );
+        let both = |k: &str| match k {
+            "SLURM_STEP_GPUS" => Some("0,2".to_string()),
+            _ => Some("1".to_string()),
+        };
+        assert_eq!(
+            names(g.select_devices(both)),
+            [
+                "/dev/nvidiactl",
+                "/dev/nvidia0",
+                "/dev/nvidia2",
+                "/dev/nvidia-uvm"
+            ]
+        );
+        assert_eq!(g.select_devices(|_| None).devices.len(), 5);
+        let uuid = |_: &str| Some("GPU-8a1b".to_string());
+        assert_eq!(g.select_devices(uuid).devices.len(), 5);
+        let empty = |_: &str| Some(String::new());
+        assert_eq!(
+            names(g.select_devices(empty)),
+            ["/dev/nvidiactl", "/dev/nvidia-uvm"]
         );
     }
 

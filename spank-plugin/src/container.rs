@@ -48,6 +48,9 @@ pub struct StepSpec<'a> {
     pub volumes: Vec<String>,
     /// `None`: the site's default modules.
     pub modules: Option<Vec<String>>,
+    /// The job's values of the variables modules select devices by
+    /// (`select_devices_by`, e.g. `CUDA_VISIBLE_DEVICES`).
+    pub device_env: Env,
     pub job: u32,
     pub step: u32,
 }
@@ -95,7 +98,12 @@ pub fn prepare(spec: &StepSpec<'_>) -> Result<Prepared, ContainerError> {
     let image = runtime_core::check_image(cfg, spec.image, &user)?;
     phase.done(spec.job, spec.step);
     let volumes = Volume::parse_all(&spec.volumes)?;
-    let mods = modules(cfg, spec.modules.as_deref())?;
+    let selected: Vec<(&str, runtime_core::Module)> = modules(cfg, spec.modules.as_deref())?
+        .into_iter()
+        .map(|(name, m)| (name, m.select_devices(|k| spec.device_env.get(k).cloned())))
+        .collect();
+    let mods: Vec<(&str, &runtime_core::Module)> =
+        selected.iter().map(|(name, m)| (*name, m)).collect();
     let phase = Phase::start("mount+assemble");
     let root = runtime_core::prepare(
         &RealSys,

@@ -162,6 +162,12 @@ fn plan_step(spank: &Spank, job: u32, step: u32) -> Result<Option<StepPlan>, Plu
         Some(m) => Some(request::parse_modules(ENV_MODULE, &m, Some(&cfg))?),
         None => None,
     };
+    let mut device_env = runtime_core::env::Env::new();
+    for key in cfg.modules.values().flat_map(|m| &m.select_devices_by) {
+        if let Some(v) = spank.getenv(key)? {
+            device_env.insert(key.clone(), v);
+        }
+    }
     let spec = StepSpec {
         config: &cfg,
         image: &image,
@@ -170,6 +176,7 @@ fn plan_step(spank: &Spank, job: u32, step: u32) -> Result<Option<StepPlan>, Plu
         groups: spank.supplementary_gids()?,
         volumes: vec![volumes],
         modules,
+        device_env,
         request: &request,
         job,
         step,
