@@ -164,10 +164,7 @@ async fn run(
                 Failure::User(m) => m,
                 Failure::Internal(detail) => {
                     tracing::error!(image = %key, error = %detail, "pull failed inside the gateway");
-                    format!(
-                        "pull of {} failed inside the gateway; the administrator can find details in its log",
-                        reference.canonical()
-                    )
+                    internal_failure_message(&reference.canonical(), &detail)
                 }
             };
             tracing::warn!(image = %key, message = %message, "pull failed");
@@ -194,6 +191,29 @@ async fn set_status(
         state.store.put(&row).await?;
     }
     Ok(())
+}
+
+/// What the user is told about a failure inside the gateway: a full disk is
+/// named (the user cannot fix it, but knows to ask and that retrying later can
+/// work); anything else stays generic because the detail may carry internals.
+fn internal_failure_message(reference: &str, detail: &str) -> String {
+    // Errors cross the engine boundary as text, so the errno is found there.
+    let full = ["(os error 28)", "(os error 122)"]
+        .iter()
+        .any(|e| detail.contains(e));
+    if full {
+        let place = if detail.contains("blob cache") {
+            "blob cache"
+        } else {
+            "image directory"
+        };
+        return format!(
+            "pull of {reference} failed: no space left on the gateway's {place}; ask the administrator to free space, then pull again"
+        );
+    }
+    format!(
+        "pull of {reference} failed inside the gateway; the administrator can find details in its log"
+    )
 }
 
 /// `reference` is what the user asked for, `fetched` where it was pulled from
@@ -509,6 +529,30 @@ pub async fn drain(state: &AppState, grace: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_disk_is_named_in_the_failure_and_other_internal_errors_stay_generic() {
+        let cache = internal_failure_message(
+            "r/x:1",
+            "blob cache: write /c/blobs/x: No space left on device (os error 28) at path \"/c/tmp\"",
+        );
+        assert!(
+            cache.contains("no space left on the gateway's blob cache"),
+            "{cache}"
+        );
+        assert!(!cache.contains("/c/"), "no paths leak: {cache}");
+        let images = internal_failure_message(
+            "r/x:1",
+            "i/o error writing the image: No space left on device (os error 28)",
+        );
+        assert!(
+            images.contains("no space left on the gateway's image directory"),
+            "{images}"
+        );
+        let other = internal_failure_message("r/x:1", "database is locked at /var/lib/x");
+        assert!(other.contains("failed inside the gateway"), "{other}");
+        assert!(!other.contains("/var/lib"), "{other}");
+    }
 
     #[test]
     fn file_acl_is_public_if_any_tag_is_public_else_the_union() {

@@ -1,0 +1,690 @@
+//! End-to-end faults (issue 7): what a site sees when the gateway is killed at
+//! each pull phase, its disks fill up, munged goes away, or its SQLite store is
+//! killed mid-write. Every test owns its gateway (own port, config, store and
+//! directories under `$SHIFTER_TB/faults-*`) and, where needed, its own munged
+//! and tmpfs, so the cluster's gateway and the system munged are never touched.
+//!
+//! Already covered elsewhere and not repeated here: a single `kill -9` mid-pull
+//! and SIGTERM (gateway.rs), hostile layers (hostile.rs), `scancel` (plugin.rs).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use shifter_integration::Testbed;
+
+const T: Duration = Duration::from_secs(20);
+
+/// Longer than the gateway's repeat-pull window (10 s), after which a pull of a
+/// tag that just finished starts over instead of returning the last result.
+const REPEAT_WINDOW: Duration = Duration::from_secs(11);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn gid_of(user: &str) -> u32 {
+    let out = Command::new("id").args(["-g", user]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+fn chown(user: &str, p: &Path) {
+    let st = Command::new("chown")
+        .arg(format!("{user}:"))
+        .arg(p)
+        .status()
+        .unwrap();
+    assert!(st.success(), "chown {}", p.display());
+}
+
+/// `docker/<registry>/<repo:tag>` percent-encoded for a gateway path.
+fn image_path(tb: &Testbed, repo_tag: &str) -> String {
+    let full = format!("{}/{repo_tag}", tb.registry());
+    let enc: String = full
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    format!("docker/{enc}")
+}
+
+/// Where a test gateway keeps what the fault is applied to.
+#[derive(Default)]
+struct Opts {
+    images: Option<PathBuf>,
+    cache: Option<PathBuf>,
+    munge_socket: Option<PathBuf>,
+}
+
+struct Gateway {
+    tb: Testbed,
+    dir: PathBuf,
+    port: u16,
+    images: PathBuf,
+    munge_socket: Option<PathBuf>,
+    child: Option<Child>,
+}
+
+impl Gateway {
+    fn start(tb: &Testbed, name: &str, opts: Opts) -> Gateway {
+        let bin = tb.bin_dir().join("shifter-imagegw");
+        assert!(
+            bin.exists(),
+            "{} missing: cargo build -p shifter-imagegw",
+            bin.display()
+        );
+        let dir = tb.dir.join(format!("faults-{name}"));
+        let gw_user = tb.var("SHIFTER_GW_USER").to_owned();
+        for sub in ["", "images", "state", "cache", "work"] {
+            let p = dir.join(sub);
+            std::fs::create_dir_all(&p).unwrap();
+            chown(&gw_user, &p);
+        }
+        let images = opts.images.unwrap_or_else(|| dir.join("images"));
+        let cache = opts.cache.unwrap_or_else(|| dir.join("cache"));
+        let munge = opts
+            .munge_socket
+            .as_ref()
+            .map(|s| format!("munge_socket = \"{}\"\n", s.display()))
+            .unwrap_or_default();
+        let port = free_port();
+        let config = format!(
+            r#"listen = "127.0.0.1:{port}"
+default_registry = "{registry}"
+workers = 2
+store = "sqlite://{dir}/state/gw.sqlite"
+work_dir = "{dir}/work"
+cache_dir = "{cache}"
+[systems.testbed]
+image_dir = "{images}"
+{munge}admins = [0]
+[registries."{registry}"]
+plain_http = true
+"#,
+            registry = tb.registry(),
+            dir = dir.display(),
+            cache = cache.display(),
+            images = images.display(),
+        );
+        std::fs::write(dir.join("imagegw.toml"), config).unwrap();
+        let mut gw = Gateway {
+            tb: tb.clone(),
+            dir,
+            port,
+            images,
+            munge_socket: opts.munge_socket,
+            child: None,
+        };
+        gw.spawn();
+        gw
+    }
+
+    fn spawn(&mut self) {
+        let gw_user = self.tb.var("SHIFTER_GW_USER").to_owned();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("gateway.log"))
+            .unwrap();
+        // setpriv execs, so the child's PID is the gateway's and kill -9 hits it.
+        let child = Command::new("setpriv")
+            .arg(format!("--reuid={gw_user}"))
+            .arg(format!("--regid={}", gid_of(&gw_user)))
+            .arg("--init-groups")
+            .arg(self.tb.bin_dir().join("shifter-imagegw"))
+            .arg("--config")
+            .arg(self.dir.join("imagegw.toml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start the gateway");
+        self.child = Some(child);
+        let url = self.url("/healthz");
+        let up = Testbed::wait_until(T, || ureq::get(&url).call().is_ok());
+        assert!(up, "gateway did not answer /healthz:\n{}", self.log());
+    }
+
+    fn kill_9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn log(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.join("gateway.log")).unwrap_or_default();
+        // The tail is what explains a failure; whole logs drown the message.
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn db(&self) -> PathBuf {
+        self.dir.join("state/gw.sqlite")
+    }
+
+    /// A fresh credential for `user` from the munged this gateway trusts.
+    fn cred(&self, user: &str) -> String {
+        let mut args = vec!["munge", "-n"];
+        let sock;
+        if let Some(s) = &self.munge_socket {
+            sock = s.display().to_string();
+            args.extend(["-S", &sock]);
+        }
+        let r = if user == "root" {
+            self.tb.run_root(&args, T)
+        } else {
+            self.tb.run_as(user, &args, T)
+        };
+        r.assert_ok();
+        r.stdout.trim().to_owned()
+    }
+
+    fn call(&self, method: &str, path: &str, cred: Option<&str>) -> (u16, Value) {
+        let mut req = ureq::request(method, &self.url(path)).timeout(T);
+        if let Some(c) = cred {
+            req = req.set("authentication", c);
+        }
+        let resp = match req.call() {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{method} {path}: {e}\n{}", self.log()),
+        };
+        let status = resp.status();
+        let mut text = String::new();
+        resp.into_reader().read_to_string(&mut text).unwrap();
+        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, v)
+    }
+
+    fn as_user(&self, user: &str, method: &str, path: &str) -> (u16, Value) {
+        let c = self.cred(user);
+        self.call(method, path, Some(&c))
+    }
+
+    fn pull(&self, user: &str, image: &str) -> Value {
+        let (st, v) = self.as_user(user, "POST", &format!("/api/pull/testbed/{image}/"));
+        assert_eq!(st, 200, "pull {image}: {v}\n{}", self.log());
+        v
+    }
+
+    /// Pulls and polls (by re-posting, as clients do) until the status is final.
+    fn pull_until_final(&self, user: &str, image: &str) -> Value {
+        let start = Instant::now();
+        loop {
+            let v = self.pull(user, image);
+            if ["READY", "FAILURE"].contains(&v["status"].as_str().unwrap_or("")) {
+                return v;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(90),
+                "pull of {image} stuck: {v}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn lookup(&self, user: &str, image: &str) -> (u16, Value) {
+        self.as_user(user, "GET", &format!("/api/lookup/testbed/{image}/"))
+    }
+
+    /// Names in the image directory.
+    fn files(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.images)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Only complete publications: `<id>.json` and `<id>.squashfs` pairs, no
+    /// staging or temporary names, no squashfs without its meta.
+    fn assert_nothing_half_written(&self) {
+        let files = self.files();
+        for f in &files {
+            let ok = !f.starts_with('.') && (f.ends_with(".json") || f.ends_with(".squashfs"));
+            assert!(ok, "leftover {f} in the image dir: {files:?}");
+            if let Some(id) = f.strip_suffix(".squashfs") {
+                assert!(
+                    files.contains(&format!("{id}.json")),
+                    "{f} without its meta: {files:?}"
+                );
+            }
+        }
+    }
+
+    fn integrity_check(&self) -> String {
+        // As the gateway account: opening a WAL database may create -wal/-shm
+        // files, which must not end up owned by root.
+        let db = self.db().display().to_string();
+        let r = self.tb.run_as(
+            self.tb.var("SHIFTER_GW_USER"),
+            &["sqlite3", &db, "PRAGMA integrity_check"],
+            T,
+        );
+        r.assert_ok();
+        r.stdout.trim().to_owned()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill_9();
+    }
+}
+
+/// A size-capped tmpfs mounted by the test, unmounted when dropped (also on
+/// a failed assertion).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str, owner: &str) -> Tmpfs {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(at)
+            .stderr(Stdio::null())
+            .status();
+        std::fs::create_dir_all(at).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755")])
+            .arg("tmpfs")
+            .arg(at)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs on {}", at.display());
+        let t = Tmpfs(at.to_owned());
+        chown(owner, at);
+        t
+    }
+
+    /// Takes every free byte, as root, in a file the gateway does not know.
+    fn fill(&self) -> PathBuf {
+        let filler = self.0.join("filler");
+        let _ = Command::new("dd")
+            .args(["if=/dev/zero", "bs=64k"])
+            .arg(format!("of={}", filler.display()))
+            .stderr(Stdio::null())
+            .status();
+        let out = Command::new("df")
+            .args(["--output=avail", "-B1"])
+            .arg(&self.0)
+            .output()
+            .unwrap();
+        let avail = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            avail.lines().nth(1).map(str::trim),
+            Some("0"),
+            "{} still has room",
+            self.0.display()
+        );
+        filler
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A munged of our own (own key and socket), started and stopped by the test.
+struct Munged {
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Munged {
+    fn new(dir: PathBuf) -> Option<Munged> {
+        if !Path::new("/usr/sbin/munged").exists() {
+            eprintln!("\n!!!! SKIPPED: /usr/sbin/munged is not installed\n");
+            return None;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        // munged wants every directory above its socket searchable by all.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let st = Command::new("mungekey")
+            .args(["--create", "--keyfile"])
+            .arg(dir.join("munge.key"))
+            .status()
+            .unwrap();
+        assert!(st.success(), "mungekey --create");
+        let mut m = Munged { dir, child: None };
+        m.start();
+        Some(m)
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("munge.socket")
+    }
+
+    fn start(&mut self) {
+        let d = &self.dir;
+        let log = std::fs::File::create(d.join("munged.out")).unwrap();
+        let child = Command::new("/usr/sbin/munged")
+            .args(["--foreground", "--force"])
+            .arg(format!("--socket={}", self.socket().display()))
+            .arg(format!("--key-file={}", d.join("munge.key").display()))
+            .arg(format!("--pid-file={}", d.join("munged.pid").display()))
+            .arg(format!("--seed-file={}", d.join("munged.seed").display()))
+            .arg(format!("--log-file={}", d.join("munged.log").display()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start munged");
+        self.child = Some(child);
+        let sock = self.socket();
+        let up = Testbed::wait_until(Duration::from_secs(10), || {
+            Command::new("munge")
+                .args(["-n", "-S"])
+                .arg(&sock)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        });
+        assert!(up, "private munged did not answer at {}", sock.display());
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Munged {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[test]
+fn munged_stopped_gives_503_with_a_message_and_the_gateway_recovers_when_it_returns() {
+    let Some(tb) = Testbed::get() else {
+        return;
+    };
+    let Some(mut munged) = Munged::new(tb.dir.join("faults-munged")) else {
+        return;
+    };
+    let gw = Gateway::start(
+        &tb,
+        "munged",
+        Opts {
+            munge_socket: Some(munged.socket()),
+            ..Opts::default()
+        },
+    );
+    let user = tb.user().to_owned();
+    let (st, v) = gw.as_user(&user, "GET", "/api/list/testbed/");
+    assert_eq!(st, 200, "with munged up: {v}\n{}", gw.log());
+
+    // A valid credential, made while munged still ran, that nobody could decode.
+    let cred = gw.cred(&user);
+    munged.stop();
+    let (st, v) = gw.call("GET", "/api/list/testbed/", Some(&cred));
+    assert_eq!(st, 503, "with munged down: {v}\n{}", gw.log());
+    let msg = v["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("munge"), "the 503 says why: {v}");
+    // Health is about the gateway itself; it must not report munged's outage as a crash.
+    let (st, _) = gw.call("GET", "/healthz", None);
+    assert_eq!(st, 200);
+
+    munged.start();
+    let (st, v) = gw.call("GET", "/api/list/testbed/", Some(&cred));
+    assert_eq!(
+        st,
+        200,
+        "the credential made before the outage works once munged is back: {v}\n{}",
+        gw.log()
+    );
+    let (st, v) = gw.as_user(&user, "GET", "/api/list/testbed/");
+    assert_eq!(st, 200, "a fresh credential after recovery: {v}");
+}
+
+/// Fills the tmpfs under `which` ("images" or "cache") after one READY pull,
+/// then checks the next pull fails cleanly, lookups still work, and a retry
+/// after freeing space succeeds.
+fn disk_full(which: &str) {
+    let Some(tb) = Testbed::get() else {
+        return;
+    };
+    let gw_user = tb.var("SHIFTER_GW_USER").to_owned();
+    let name = format!("full-{which}");
+    let fs = Tmpfs::mount(&tb.dir.join(format!("faults-{name}-fs")), "16m", &gw_user);
+    let target = fs.0.join(which);
+    std::fs::create_dir_all(&target).unwrap();
+    chown(&gw_user, &target);
+    let mut opts = Opts::default();
+    if which == "images" {
+        opts.images = Some(target.clone());
+    } else {
+        opts.cache = Some(target.clone());
+    }
+    let gw = Gateway::start(&tb, &name, opts);
+    let user = tb.user().to_owned();
+
+    let ready = image_path(&tb, "busybox:latest");
+    let rec = gw.pull_until_final(&user, &ready);
+    assert_eq!(rec["status"], "READY", "{rec}\n{}", gw.log());
+    let before = gw.files();
+
+    let filler = fs.fill();
+    let next = image_path(&tb, "layered:oci");
+    let rec = gw.pull_until_final(&user, &next);
+    assert_eq!(
+        rec["status"],
+        "FAILURE",
+        "full {which}: {rec}\n{}",
+        gw.log()
+    );
+    let msg = rec["status_message"].as_str().unwrap_or_default();
+    assert!(
+        msg.to_lowercase().contains("no space"),
+        "the failure names the full disk: {rec}"
+    );
+    gw.assert_nothing_half_written();
+    assert_eq!(gw.files(), before, "nothing new in the image dir");
+    let (st, v) = gw.lookup(&user, &ready);
+    assert_eq!(st, 200, "a READY image is still served: {v}");
+    assert_eq!(v["status"], "READY", "{v}");
+
+    std::fs::remove_file(filler).unwrap();
+    std::thread::sleep(REPEAT_WINDOW);
+    let rec = gw.pull_until_final(&user, &next);
+    assert_eq!(
+        rec["status"],
+        "READY",
+        "retry with room again: {rec}\n{}",
+        gw.log()
+    );
+    gw.assert_nothing_half_written();
+    drop(gw);
+}
+
+#[test]
+fn full_image_dir_fails_the_pull_cleanly_and_ready_images_stay_served() {
+    disk_full("images");
+}
+
+#[test]
+fn full_blob_cache_fails_the_pull_cleanly_and_ready_images_stay_served() {
+    disk_full("cache");
+}
+
+/// The pull's status as `/api/queue` shows it (no credential needed, so the
+/// poll is fast enough to catch short phases).
+fn queued_status(gw: &Gateway, tag_part: &str) -> Option<String> {
+    let resp = ureq::get(&gw.url("/api/queue/testbed/"))
+        .timeout(Duration::from_secs(2))
+        .call()
+        .ok()?;
+    let v: Value = resp.into_json().ok()?;
+    v["queue"]
+        .as_array()?
+        .iter()
+        .find(|e| e["tag"].to_string().contains(tag_part))
+        .and_then(|e| e["status"].as_str().map(str::to_owned))
+}
+
+#[test]
+fn kill_9_at_each_pull_phase_leaves_no_partial_file_and_a_retry_succeeds() {
+    let Some(tb) = Testbed::get() else {
+        return;
+    };
+    let mut gw = Gateway::start(&tb, "phases", Opts::default());
+    let user = tb.user().to_owned();
+    // One image per phase so no pull joins or repeats another's result.
+    let cases = [
+        ("PULLING", "layered:latest"),
+        ("CONVERSION", "layered:oci"),
+        ("TRANSFER", "multi:latest"),
+    ];
+    let mut hit = Vec::new();
+    for (phase, img) in cases {
+        let path = image_path(&tb, img);
+        let tag_part = img.split(':').next().unwrap();
+        gw.pull(&user, &path);
+        let start = Instant::now();
+        let mut seen = None;
+        while start.elapsed() < Duration::from_secs(60) {
+            match queued_status(
+                &gw,
+                &format!("{tag_part}:{}", img.split(':').nth(1).unwrap()),
+            ) {
+                Some(s) if s == phase => {
+                    gw.kill_9();
+                    seen = Some(s);
+                    break;
+                }
+                None => break, // finished before the phase was seen
+                _ => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+        if seen.is_none() {
+            gw.kill_9();
+            eprintln!("(faults: {img} left {phase} before it was seen; killed after)");
+        } else {
+            hit.push(phase);
+        }
+        gw.spawn();
+        gw.assert_nothing_half_written();
+        let rec = gw.pull(&user, &path);
+        let status = rec["status"].as_str().unwrap_or_default();
+        if seen.is_some() {
+            assert_ne!(status, "READY", "killed in {phase} yet published: {rec}");
+        }
+        if status == "FAILURE" {
+            let msg = rec["status_message"].as_str().unwrap_or_default();
+            assert!(msg.contains("restart"), "the failure says why: {rec}");
+        }
+    }
+    assert!(
+        !hit.is_empty(),
+        "no phase was caught: pulls finished before any status was seen\n{}",
+        gw.log()
+    );
+    eprintln!("(faults: killed the gateway in phases {hit:?})");
+    std::thread::sleep(REPEAT_WINDOW);
+    for (_, img) in cases {
+        let rec = gw.pull_until_final(&user, &image_path(&tb, img));
+        assert_eq!(
+            rec["status"],
+            "READY",
+            "retry of {img}: {rec}\n{}",
+            gw.log()
+        );
+    }
+    gw.assert_nothing_half_written();
+}
+
+#[test]
+fn sqlite_store_stays_consistent_when_the_gateway_is_killed_during_writes() {
+    let Some(tb) = Testbed::get() else {
+        return;
+    };
+    let mut gw = Gateway::start(&tb, "sqlite-kill", Opts::default());
+    let budget = Duration::from_secs(40);
+    let start = Instant::now();
+    let mut rounds = 0u32;
+    while rounds < 100 && start.elapsed() < budget {
+        let url = gw.url("/api/pull/testbed/");
+        let registry = tb.registry().to_owned();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Writers: each pull of an unknown tag inserts a record and moves it
+        // through PENDING, PULLING and FAILURE.
+        let writers: Vec<_> = (0..3)
+            .map(|w| {
+                let (url, registry, stop) = (url.clone(), registry.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut n = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let out = Command::new("munge").arg("-n").output().unwrap();
+                        let cred = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+                        let tag = format!("{registry}/faults-missing:r{rounds}-w{w}-{n}")
+                            .replace('/', "%2F")
+                            .replace(':', "%3A");
+                        let _ = ureq::post(&format!("{url}docker/{tag}/"))
+                            .timeout(Duration::from_secs(2))
+                            .set("authentication", &cred)
+                            .call();
+                        n += 1;
+                    }
+                })
+            })
+            .collect();
+        // Vary where in the writes the kill lands.
+        std::thread::sleep(Duration::from_millis(100 + u64::from(rounds * 37 % 400)));
+        gw.kill_9();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for w in writers {
+            w.join().unwrap();
+        }
+        assert_eq!(
+            gw.integrity_check(),
+            "ok",
+            "after kill {rounds}\n{}",
+            gw.log()
+        );
+        gw.spawn();
+        let (st, v) = gw.as_user("root", "GET", "/api/list/testbed/");
+        assert_eq!(st, 200, "list after kill {rounds}: {v}\n{}", gw.log());
+        assert!(v["list"].is_array(), "{v}");
+        rounds += 1;
+    }
+    // The writes really happened: the store holds the records of the pulls.
+    let db = gw.db().display().to_string();
+    let r = tb.run_as(
+        tb.var("SHIFTER_GW_USER"),
+        &["sqlite3", &db, "SELECT count(*) FROM images"],
+        T,
+    );
+    r.assert_ok();
+    let records: u64 = r.stdout.trim().parse().unwrap();
+    eprintln!("(faults: store survived {rounds} kills during writes; {records} records)");
+    assert!(
+        records >= u64::from(rounds),
+        "{records} records after {rounds} rounds"
+    );
+    assert!(rounds >= 20, "only {rounds} kills fit in {budget:?}");
+}
