@@ -269,3 +269,124 @@ fn conflicting_modules_are_refused_at_submit_naming_both() {
     );
     assert_refused_at_submit(&r, &["\"cpu-only\"", "\"gpu\""]);
 }
+
+/// An MPI program built on the host with Debian's MPICH (`mpicc`), in a
+/// directory the test user owns; None after a loud skip notice.
+fn mpi_program(tb: &Testbed) -> Option<PathBuf> {
+    let dir = tb
+        .dir
+        .join("out")
+        .join(format!("modules-mpi-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("ring.c"), MPI_PROGRAM).unwrap();
+    let built = Command::new("mpicc")
+        .arg("-o")
+        .arg(dir.join("ring"))
+        .arg(dir.join("ring.c"))
+        .output();
+    match built {
+        Ok(out) if out.status.success() => {}
+        other => {
+            let why = format!(
+                "mpicc (Debian mpich, libmpich-dev) cannot build the MPI test program: {other:?}"
+            );
+            if required() {
+                panic!("{why}");
+            }
+            eprintln!("\n!!!! SKIPPED mpich module test: {why}\n");
+            return None;
+        }
+    }
+    let st = Command::new("chown")
+        .args(["-R", tb.user(), dir.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    Some(dir)
+}
+
+const MPI_PROGRAM: &str = r#"#include <mpi.h>
+#include <stdio.h>
+int main(int argc, char **argv) {
+    int rank, size, len, sum = 0, one = 1;
+    char name[MPI_MAX_PROCESSOR_NAME];
+    MPI_Init(&argc, &argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    MPI_Get_processor_name(name, &len);
+    MPI_Allreduce(&one, &sum, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+    printf("RANK %d SIZE %d SUM %d HOST %s\n", rank, size, sum, name);
+    MPI_Finalize();
+    return 0;
+}
+"#;
+
+#[test]
+fn mpich_module_runs_pmi2_ranks_on_two_nodes_that_see_each_other() {
+    let Some(tb) = ready() else { return };
+    let _serial = serial();
+    let conf = std::fs::read_to_string(config_path(&tb)).unwrap_or_default();
+    if !conf.contains("[modules.mpich]") {
+        assert!(!required(), "the site config has no [modules.mpich]");
+        eprintln!("\n!!!! SKIPPED mpich module test: no [modules.mpich] in the site config\n");
+        return;
+    }
+    let Some(dir) = mpi_program(&tb) else { return };
+    let image = image(&tb);
+    // The busybox image has no C library: start the program through the
+    // module's loader; `sh` and /etc/os-release prove it runs in the image.
+    let script = "grep '^ID=' /etc/os-release; echo LD=${LD_LIBRARY_PATH%%:*}; \
+        exec /opt/shifter/mpich/lib/ld-linux-x86-64.so.2 /mpi/ring";
+    let r = srun(
+        &tb,
+        &[
+            "--mpi=pmi2",
+            "-N2",
+            "-n4",
+            &format!("--image={image}"),
+            "--module=mpich",
+            &format!("--volume={}:/mpi", dir.display()),
+            "sh",
+            "-c",
+            script,
+        ],
+        &[],
+    );
+    r.assert_ok();
+    assert_eq!(
+        r.stdout.matches("ID=shifter-busybox").count(),
+        4,
+        "every rank runs in the image: {r}"
+    );
+    for ld in lines_with(&r, "LD=") {
+        assert_eq!(ld, "/opt/shifter/mpich/lib", "{r}");
+    }
+    let mut ranks: Vec<u32> = Vec::new();
+    let mut hosts = std::collections::BTreeSet::new();
+    for l in lines_with(&r, "RANK ") {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        // "<rank> SIZE <n> SUM <n> HOST <node>"
+        assert_eq!(&f[1..5], ["SIZE", "4", "SUM", "4"], "{r}");
+        ranks.push(f[0].parse().unwrap());
+        hosts.insert(f[6].to_owned());
+    }
+    ranks.sort();
+    assert_eq!(ranks, [0, 1, 2, 3], "{r}");
+    assert_eq!(hosts.len(), 2, "ranks on both nodes: {r}");
+
+    // Without the module the host's MPI is not there.
+    let r = srun(
+        &tb,
+        &[
+            &format!("--image={image}"),
+            "--module=none",
+            "sh",
+            "-c",
+            "ls /opt/shifter/mpich/lib/libmpich.so.12",
+        ],
+        &[],
+    );
+    r.assert_failed();
+    let _ = std::fs::remove_dir_all(&dir);
+}

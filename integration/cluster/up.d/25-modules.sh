@@ -39,4 +39,20 @@ conflicts = ["gpu"]
 env = { SHIFTER_CPU_ONLY = "1" }
 CONF
 fi
-say "modules: gpu, gpu-alt, cpu-only in $mod_conf (stand-in libraries in $gpu_lib)"
+# `mpich`: the test image (busybox) has no C library, so on the testbed the
+# module binds the host's whole library directory (MPICH from Debian's
+# mpich/libmpich-dev and glibc) and the test starts its MPI program through
+# that directory's ld.so. On a real site bind only the MPI libraries (see
+# docs/modules.md): the image brings its own glibc.
+if ! grep -q '^\[modules\.mpich\]' "$mod_conf"; then
+    cat >>"$mod_conf" <<CONF
+
+# appended by integration/cluster/up.d/25-modules.sh
+[modules.mpich]
+description = "host MPICH (testbed: the host's whole library directory)"
+mounts = [{ source = "/usr/lib/x86_64-linux-gnu", destination = "/opt/shifter/mpich/lib", read_only = true }]
+ldconfig_dirs = ["/opt/shifter/mpich/lib"]
+conflicts = ["gpu-alt"]
+CONF
+fi
+say "modules: gpu, gpu-alt, cpu-only, mpich in $mod_conf (stand-in libraries in $gpu_lib)"
