@@ -128,9 +128,17 @@ impl Module {
     /// are always kept. When none of the variables is set, or its value is not
     /// a list of numbers (GPU UUIDs), every device is kept: the step's device
     /// cgroup still decides what can be opened.
+    ///
+    /// Patterns (`/dev/nvidia*`) are first expanded to the nodes the host has.
     pub fn select_devices(&self, job_env: impl Fn(&str) -> Option<String>) -> Module {
+        let mut expanded = self.clone();
+        expanded.devices = expand_device_patterns(&self.devices);
+        expanded.select_expanded(job_env)
+    }
+
+    fn select_expanded(self, job_env: impl Fn(&str) -> Option<String>) -> Module {
         let Some(value) = self.select_devices_by.iter().find_map(|k| job_env(k)) else {
-            return self.clone();
+            return self;
         };
         let wanted: Option<Vec<u32>> = value
             .split(',')
@@ -140,15 +148,55 @@ impl Module {
             .collect();
         let Some(wanted) = wanted else {
             tracing::warn!(%value, "device selection is not a list of numbers; binding every device of the module");
-            return self.clone();
+            return self;
         };
-        let mut m = self.clone();
+        let mut m = self;
         m.devices.retain(|d| match device_number(d) {
             Some(n) => wanted.contains(&n),
             None => true,
         });
         m
     }
+}
+
+/// `devices` with every pattern (a name ending in `*`, e.g. `/dev/nvidia*`)
+/// replaced by the matching nodes of the host, sorted; a pattern matching
+/// nothing adds nothing. Plain paths are kept as they are.
+pub fn expand_device_patterns(devices: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for d in devices {
+        let (Some(dir), Some(prefix)) = (
+            d.parent(),
+            d.file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix('*')),
+        ) else {
+            out.push(d.clone());
+            continue;
+        };
+        let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with(prefix))
+                    && e.file_type().is_ok_and(|t| {
+                        use std::os::unix::fs::FileTypeExt;
+                        t.is_char_device() || t.is_block_device()
+                    })
+            })
+            .map(|e| e.path())
+            .collect();
+        found.sort();
+        for f in found {
+            if !out.contains(&f) {
+                out.push(f);
+            }
+        }
+    }
+    out
 }
 
 /// The number a device node's name ends with (`nvidia12` -> 12).
@@ -437,11 +485,16 @@ impl Config {
             }
             check_mounts(&m.mounts, &format!("modules.{name}.mounts"), &bad)?;
             for (i, d) in m.devices.iter().enumerate() {
-                if !d.starts_with("/dev/") {
+                let s = d.to_string_lossy();
+                let star_ok = !s.trim_end_matches('*').contains('*')
+                    && !d
+                        .parent()
+                        .is_some_and(|p| p.to_string_lossy().contains('*'));
+                if !d.starts_with("/dev/") || !star_ok {
                     return Err(bad(
                         &format!("modules.{name}.devices[{i}]"),
-                        format!("{} is not under /dev", d.display()),
-                        "list device nodes such as \"/dev/nvidia0\"",
+                        format!("{} is not under /dev (or has a '*' before the end)", d.display()),
+                        "list device nodes such as \"/dev/nvidia0\" or patterns such as \"/dev/nvidia*\"",
                     ));
                 }
             }
@@ -785,6 +838,31 @@ gid = 101
         assert_eq!(
             names(g.select_devices(empty)),
             ["/dev/nvidiactl", "/dev/nvidia-uvm"]
+        );
+    }
+
+    #[test]
+    fn device_patterns_expand_to_the_hosts_nodes_only() {
+        let devs = expand_device_patterns(&[
+            PathBuf::from("/dev/nul*"),
+            PathBuf::from("/dev/zero"),
+            PathBuf::from("/dev/no-such-node-prefix*"),
+            PathBuf::from("/dev/pt*"),
+        ]);
+        // /dev/pts is a directory and /dev/ptmx a node: only nodes count.
+        assert!(
+            devs.starts_with(&[PathBuf::from("/dev/null"), PathBuf::from("/dev/zero")]),
+            "{devs:?}"
+        );
+        assert!(!devs.contains(&PathBuf::from("/dev/pts")), "{devs:?}");
+        assert!(
+            devs.iter().all(|d| !d.to_string_lossy().contains('*')),
+            "{devs:?}"
+        );
+        let err = parse(&format!("{MINIMAL}[modules.g]\ndevices = [\"/dev/*/x\"]\n")).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::Invalid { ref key, .. } if key == "modules.g.devices[0]"),
+            "{err}"
         );
     }
 

@@ -532,7 +532,11 @@ fn mount_dev(
         nodev: false,
         noexec: true,
     };
-    let module_devs = modules.iter().flat_map(|(_, m)| m.devices.iter().cloned());
+    // Callers that select devices (the Slurm plugin) have expanded patterns
+    // already; for the others (`shifter`) every match is bound.
+    let module_devs = modules
+        .iter()
+        .flat_map(|(_, m)| crate::config::expand_device_patterns(&m.devices));
     let devices = DEVICES
         .iter()
         .map(|d| PathBuf::from(format!("/dev/{d}")))

@@ -2,10 +2,9 @@
 # Hook (sourced by up.sh after 20-runtime.sh): the example site modules of
 # docs/modules.md, appended to the runtime's shifter.toml.
 #
-# The machines have no GPU, so `gpu` lists /dev/nvidia0, /dev/nvidia1 and
-# /dev/nvidiactl as they would be on a GPU node; integration/tests/modules.rs
-# creates stand-in nodes for them (char 1:3, like /dev/null) only while it
-# runs, and puts a stand-in libnvidia-ml.so.1 into $SHIFTER_TB/modules/gpu/lib.
+# The machines have no GPU: `gpu` binds whatever /dev/nvidia* nodes the node
+# has; integration/tests/modules.rs creates stand-ins /dev/nvidia0, nvidia1
+# and nvidiactl (char 1:3, like /dev/null) only while it runs, and puts a stand-in libnvidia-ml.so.1 into $SHIFTER_TB/modules/gpu/lib.
 # `gpu-alt` (same library destination) and `cpu-only` (declared conflict)
 # exist to test that conflicting modules are refused at submit.
 #
@@ -24,7 +23,7 @@ else
 # appended by integration/cluster/up.d/25-modules.sh
 [modules.gpu]
 description = "NVIDIA devices and driver libraries (stand-ins on the testbed)"
-devices = ["/dev/nvidiactl", "/dev/nvidia0", "/dev/nvidia1"]
+devices = ["/dev/nvidia*"]  # every NVIDIA node the host has
 select_devices_by = ["SLURM_STEP_GPUS", "CUDA_VISIBLE_DEVICES"]
 mounts = [{ source = "$gpu_lib", destination = "/opt/shifter/gpu/lib", read_only = true }]
 ldconfig_dirs = ["/opt/shifter/gpu/lib"]
