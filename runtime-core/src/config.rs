@@ -527,6 +527,15 @@ impl Config {
                     ));
                 }
             }
+            for (i, k) in m.select_devices_by.iter().enumerate() {
+                if k.is_empty() || k.contains(['=', '\0']) {
+                    return Err(bad(
+                        &format!("modules.{name}.select_devices_by[{i}]"),
+                        format!("{k:?} is not a variable name"),
+                        "name job variables such as \"CUDA_VISIBLE_DEVICES\"",
+                    ));
+                }
+            }
             for (i, c) in m.conflicts.iter().enumerate() {
                 if !self.modules.contains_key(c) || c == name {
                     return Err(bad(
@@ -893,6 +902,10 @@ gid = 101
         let cases = [
             ("[modules.a]\nconflicts = [\"b\"]", "modules.a.conflicts[0]"),
             ("[modules.a]\nconflicts = [\"a\"]", "modules.a.conflicts[0]"),
+            (
+                "[modules.a]\nselect_devices_by = [\"\"]",
+                "modules.a.select_devices_by[0]",
+            ),
             (
                 "[modules.a]\nldconfig_dirs = [\"lib\"]",
                 "modules.a.ldconfig_dirs[0]",
