@@ -688,3 +688,263 @@ fn sqlite_store_stays_consistent_when_the_gateway_is_killed_during_writes() {
     );
     assert!(rounds >= 20, "only {rounds} kills fit in {budget:?}");
 }
+
+/// The cluster's busybox image pinned as `id:<hex>`, pulled through the
+/// cluster's gateway (which the tests never stop).
+fn pinned_busybox(tb: &Testbed) -> String {
+    let bin = tb.bin_dir().join("shifterimg");
+    let bin = bin.to_str().unwrap();
+    let cfg = tb.var("SHIFTER_CONFIG").to_owned();
+    let image = format!("docker:{}/busybox:latest", tb.registry());
+    let long = Duration::from_secs(180);
+    tb.run_as(tb.user(), &[bin, "--config", &cfg, "pull", &image], long)
+        .assert_ok();
+    let r = tb.run_as(tb.user(), &[bin, "--config", &cfg, "lookup", &image], T);
+    r.assert_ok();
+    let hex = r.stdout.trim().rsplit(':').next().unwrap().to_owned();
+    assert_eq!(hex.len(), 64, "lookup printed {r}");
+    format!("id:{hex}")
+}
+
+/// A slurm.conf for clients whose plugstack names a shifter.toml that lists
+/// only gateways nobody listens on; returns it and the dead URLs.
+fn dead_gateway_slurm_conf(tb: &Testbed) -> (PathBuf, Vec<String>) {
+    let dir = tb.dir.join("faults-deadgw");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dead: Vec<String> = (0..2)
+        .map(|_| format!("http://127.0.0.1:{}", free_port()))
+        .collect();
+    let cluster = std::fs::read_to_string(tb.var("SHIFTER_CONFIG")).unwrap();
+    let list = dead
+        .iter()
+        .map(|u| format!("\"{u}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let cfg: String = cluster
+        .lines()
+        .map(|l| {
+            if l.starts_with("gateways") {
+                format!("gateways = [{list}]\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    assert!(
+        cfg.contains(&dead[0]),
+        "no gateways line in the cluster config"
+    );
+    let toml = dir.join("shifter.toml");
+    std::fs::write(&toml, cfg).unwrap();
+    std::fs::set_permissions(&toml, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let plugstack = dir.join("plugstack.conf");
+    std::fs::write(
+        &plugstack,
+        format!(
+            "required {} config={}\n",
+            tb.var("SHIFTER_PLUGIN"),
+            toml.display()
+        ),
+    )
+    .unwrap();
+    let slurm: String = std::fs::read_to_string(tb.var("SLURM_CONF"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            if l.starts_with("PlugStackConfig=") {
+                format!("PlugStackConfig={}\n", plugstack.display())
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    let conf = dir.join("slurm.conf");
+    std::fs::write(&conf, slurm).unwrap();
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644)).unwrap();
+    (conf, dead)
+}
+
+#[test]
+fn gateways_down_at_srun_fail_at_submit_naming_each_and_a_pinned_id_still_runs() {
+    let Some(tb) = Testbed::get() else {
+        return;
+    };
+    let pinned = pinned_busybox(&tb);
+    let (conf, dead) = dead_gateway_slurm_conf(&tb);
+    let conf = conf.display().to_string();
+    let env = [("SLURM_CONF", conf.as_str())];
+    let tag = format!("--image=docker:{}/busybox:latest", tb.registry());
+    let r = tb.run_as_with_env(tb.user(), &["srun", "-N1", &tag, "true"], &env, T);
+    r.assert_failed();
+    for url in &dead {
+        assert!(r.stderr.contains(url.as_str()), "{url} not named: {r}");
+    }
+    assert!(
+        !r.stderr.contains("slurmstepd"),
+        "the step reached a node instead of failing at submit: {r}"
+    );
+    assert!(r.elapsed < Duration::from_secs(30), "took {:?}", r.elapsed);
+
+    // Submission of a pinned id needs no lookup, and the nodes read the image
+    // store directly.
+    let image = format!("--image={pinned}");
+    let r = tb.run_as_with_env(
+        tb.user(),
+        &["srun", "-N1", &image, "cat", "/etc/os-release"],
+        &env,
+        Duration::from_secs(60),
+    );
+    r.assert_ok();
+    assert!(r.stdout.contains("ID=shifter-busybox"), "{r}");
+}
+
+/// Everything a step of `job` could have left on the nodes: loop devices of
+/// the image store, squashfs/overlay/nsfs mounts in a slurmd's mount table,
+/// and processes of the job (a namespace lives only as long as one of these).
+fn leftovers(tb: &Testbed, job: &str) -> Vec<String> {
+    let mut left = Testbed::loop_devices_backed_by(Path::new(tb.var("SHIFTER_IMAGE_DIR")));
+    let mount_root = tb.var("SHIFTER_MOUNT_ROOT");
+    for node in tb.nodes() {
+        let pid_file = tb.dir.join("pids").join(format!("slurmd-{node}.pid"));
+        let pid = std::fs::read_to_string(&pid_file)
+            .unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()));
+        let mounts = std::fs::read_to_string(format!("/proc/{}/mountinfo", pid.trim()))
+            .unwrap_or_else(|e| panic!("slurmd of {node} (pid {}): {e}", pid.trim()));
+        for l in mounts.lines() {
+            if l.contains("squashfs") || l.contains(" nsfs ") || l.contains(mount_root) {
+                left.push(format!("{node}: {l}"));
+            }
+        }
+    }
+    let needle = format!("SLURM_JOB_ID={job}\0");
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(env) = std::fs::read(e.path().join("environ")) {
+            if String::from_utf8_lossy(&env).contains(&needle) {
+                left.push(format!(
+                    "process {} of job {job}",
+                    e.file_name().to_string_lossy()
+                ));
+            }
+        }
+    }
+    left
+}
+
+/// Starts `srun -w n1 --image=<pinned> sleep 60` in the background, waits for
+/// the step's slurmstepd, applies `fault`, and checks nothing is left and the
+/// next job on n1 works.
+fn fault_mid_setup(tb: &Testbed, fault: &str) {
+    let pinned = pinned_busybox(tb);
+    let node = tb.nodes()[0].clone();
+    let name = format!("faults-{fault}-{}", std::process::id());
+    let mut srun = Command::new("runuser")
+        .args([
+            "-u",
+            tb.user(),
+            "--",
+            "srun",
+            "-N1",
+            "-w",
+            &node,
+            "-J",
+            &name,
+        ])
+        .arg(format!("--image={pinned}"))
+        .args(["sleep", "60"])
+        .env("SLURM_CONF", tb.var("SLURM_CONF"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut job = String::new();
+    let mut stepd = None;
+    let seen = Testbed::wait_until(Duration::from_secs(30), || {
+        if job.is_empty() {
+            let q = tb.run_root(&["squeue", "-h", "-n", &name, "-o", "%i"], T);
+            job = q.stdout.trim().to_owned();
+            if job.is_empty() {
+                return false;
+            }
+        }
+        let p = Command::new("pgrep")
+            .args(["-f", &format!("^slurmstepd: \\[{job}\\.0\\]")])
+            .output()
+            .unwrap();
+        stepd = String::from_utf8_lossy(&p.stdout)
+            .lines()
+            .next()
+            .map(str::to_owned);
+        stepd.is_some()
+    });
+    if !seen {
+        let _ = srun.kill();
+        if !job.is_empty() {
+            tb.run_root(&["scancel", &job], T);
+        }
+        panic!("step of job {job:?} never started on {node}");
+    }
+    match fault {
+        "kill9" => {
+            let st = Command::new("kill")
+                .args(["-9", stepd.as_deref().unwrap()])
+                .status()
+                .unwrap();
+            assert!(st.success());
+        }
+        _ => {
+            tb.run_root(&["scancel", &job], T).assert_ok();
+        }
+    }
+    // srun notices the dead step; the job is then cleaned up by Slurm.
+    let _ = Testbed::wait_until(Duration::from_secs(20), || {
+        srun.try_wait().ok().flatten().is_some()
+    });
+    let _ = srun.kill();
+    let _ = srun.wait();
+    tb.run_root(&["scancel", &job], T);
+    let mut left = Vec::new();
+    let clean = Testbed::wait_until(Duration::from_secs(30), || {
+        left = leftovers(tb, &job);
+        left.is_empty()
+    });
+    assert!(clean, "after {fault} of job {job}: {left:#?}");
+
+    let r = tb.run_as(
+        tb.user(),
+        &[
+            "srun",
+            "-N1",
+            "-w",
+            &node,
+            &format!("--image={pinned}"),
+            "cat",
+            "/etc/os-release",
+        ],
+        Duration::from_secs(60),
+    );
+    r.assert_ok();
+    assert!(
+        r.stdout.contains("ID=shifter-busybox"),
+        "next job on {node}: {r}"
+    );
+}
+
+#[test]
+fn kill_9_of_slurmstepd_mid_setup_leaves_nothing_on_the_node() {
+    let Some(tb) = Testbed::get() else {
+        return;
+    };
+    fault_mid_setup(&tb, "kill9");
+}
+
+#[test]
+fn scancel_mid_setup_leaves_nothing_on_the_node() {
+    let Some(tb) = Testbed::get() else {
+        return;
+    };
+    fault_mid_setup(&tb, "scancel");
+}

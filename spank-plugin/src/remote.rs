@@ -242,6 +242,30 @@ pub fn task_init_privileged(spank: &Spank) -> Result<(), PluginError> {
     Ok(())
 }
 
+/// A task that outlives a `kill -9`ed slurmstepd keeps the step's mount
+/// namespace, and with it the squashfs mount and loop device, alive on the node
+/// (proctrack/linuxproc cannot find it once slurmstepd is gone). Slurm forks
+/// tasks from slurmstepd's main thread, so a parent-death signal fires only
+/// when slurmstepd itself dies. Set here, as the user, because prctl(2) clears
+/// it when Slurm changes the task's credentials after task_init_privileged.
+fn die_with_slurmstepd() -> Result<(), PluginError> {
+    let parent = nix::unistd::getppid();
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(|e| {
+        PluginError::OnNode {
+            node: node_name(),
+            message: format!("cannot tie the task to slurmstepd (prctl PR_SET_PDEATHSIG): {e}"),
+        }
+    })?;
+    // slurmstepd died before the signal was armed: the signal never comes.
+    if nix::unistd::getppid() != parent || parent.as_raw() == 1 {
+        return Err(PluginError::OnNode {
+            node: node_name(),
+            message: "slurmstepd exited while the task was starting".into(),
+        });
+    }
+    Ok(())
+}
+
 pub fn task_init(spank: &Spank) -> Result<(), PluginError> {
     let st = state::lock();
     let (image, request) = match &st.step {
@@ -255,6 +279,7 @@ pub fn task_init(spank: &Spank) -> Result<(), PluginError> {
         }) => {
             let phase = Phase::start("task env");
             container::verify(prepared)?;
+            die_with_slurmstepd()?;
             // Slurm chdirs to the submit directory after task_init_privileged,
             // which inside the container may not exist (it then falls back to
             // /tmp): go where the runtime decided.
