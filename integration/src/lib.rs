@@ -11,6 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod registry;
+pub mod slurm;
 
 /// The running local cluster.
 #[derive(Debug, Clone)]

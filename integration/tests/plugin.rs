@@ -5,47 +5,17 @@
 //! (`SHIFTER_GATEWAY` in `$SHIFTER_TB/env`); without it they skip loudly.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use shifter_integration::slurm::{assert_refused_at_submit, serial};
 use shifter_integration::{Run, Testbed};
 
 const T: Duration = Duration::from_secs(60);
-/// Resolution happens in srun before anything is queued: a refused request
-/// must come back this fast, from srun itself and not from a node.
-const SUBMIT_FAILS_WITHIN: Duration = Duration::from_secs(15);
-
-/// The tests share two nodes and check the whole cluster for leftovers, so
-/// they run one at a time (a failed test must not block the others).
-static CLUSTER: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    CLUSTER.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 fn srun(tb: &Testbed, user: &str, args: &[&str]) -> Run {
     let mut all = vec!["srun"];
     all.extend_from_slice(args);
     tb.run_as(user, &all, T)
-}
-
-/// A failure reported by srun itself (the submit side), not by a node.
-#[track_caller]
-fn assert_refused_at_submit(r: &Run, needle: &str) {
-    r.assert_failed();
-    assert!(
-        r.stderr.contains(needle),
-        "expected {needle:?} in stderr: {r}"
-    );
-    assert!(
-        !r.stderr.contains("slurmstepd"),
-        "the request reached a node instead of failing at submit: {r}"
-    );
-    assert!(
-        r.elapsed < SUBMIT_FAILS_WITHIN,
-        "refusal took {:?}: {r}",
-        r.elapsed
-    );
 }
 
 /// `os-release` ID lines per task label of `srun -l`.
@@ -201,78 +171,14 @@ fn sbatch_image_keeps_the_script_on_the_host_with_the_pinned_id() {
 // ---------------------------------------------------------------------------
 // With the gateway: real images.
 
-/// The cluster's gateway, or None after a loud skip notice.
-fn gateway(tb: &Testbed) -> Option<String> {
-    match tb.var_opt("SHIFTER_GATEWAY") {
-        Some(g) => Some(g.to_owned()),
-        None => {
-            if std::env::var("SHIFTER_E2E_REQUIRED").as_deref() == Ok("1") {
-                panic!(
-                    "SHIFTER_GATEWAY missing from the cluster env: the gateway hook did not run"
-                );
-            }
-            eprintln!("\n!!!! SKIPPED plugin image test: no image gateway in this cluster (SHIFTER_GATEWAY unset)\n");
-            None
-        }
-    }
-}
-
-fn config_path(tb: &Testbed) -> String {
-    tb.var_opt("SHIFTER_CONFIG")
-        .map(str::to_owned)
-        .unwrap_or_else(|| tb.dir.join("etc/shifter.toml").display().to_string())
-}
-
-fn shifterimg(tb: &Testbed, user: &str, args: &[&str]) -> Run {
-    let bin = tb.bin_dir().join("shifterimg");
-    let cfg = config_path(tb);
-    let mut all = vec![bin.to_str().unwrap(), "--config", cfg.as_str()];
-    all.extend_from_slice(args);
-    tb.run_as(user, &all, Duration::from_secs(180))
-}
-
-/// Pulls `repo:tag` from the cluster's registry and returns the reference.
-fn pulled(tb: &Testbed, repo_tag: &str) -> String {
-    let image = format!("docker:{}/{repo_tag}", tb.registry());
-    shifterimg(tb, tb.user(), &["pull", &image]).assert_ok();
-    image
-}
-
-/// No loop device of the cluster's image store remains (on any node: they
-/// share the kernel), once every job has left the queue.
-#[track_caller]
-fn assert_nothing_left(tb: &Testbed) {
-    assert!(tb.wait_queue_empty(T), "jobs still queued");
-    let ok = Testbed::wait_until(Duration::from_secs(15), || {
-        Testbed::loop_devices_backed_by(&tb.dir).is_empty()
-    });
-    assert!(
-        ok,
-        "loop devices left behind: {:?}",
-        Testbed::loop_devices_backed_by(&tb.dir)
-    );
-    for node in tb.nodes() {
-        let pid_file = tb.dir.join("state").join(format!("slurmd-{node}.pid"));
-        let Ok(pid) = std::fs::read_to_string(&pid_file) else {
-            continue;
-        };
-        let mounts =
-            std::fs::read_to_string(format!("/proc/{}/mountinfo", pid.trim())).unwrap_or_default();
-        assert!(
-            !mounts.contains("squashfs"),
-            "node {node} still has a squashfs mounted:\n{mounts}"
-        );
-    }
-}
-
 #[test]
 fn srun_n2_image_runs_in_the_image_on_both_nodes_without_privilege() {
     let Some(tb) = Testbed::get() else { return };
     let _serial = serial();
-    if gateway(&tb).is_none() {
+    if tb.gateway().is_none() {
         return;
     }
-    let image = pulled(&tb, "busybox:latest");
+    let image = tb.pulled("busybox:latest");
     let r = srun(
         &tb,
         tb.user(),
@@ -312,17 +218,17 @@ fn srun_n2_image_runs_in_the_image_on_both_nodes_without_privilege() {
         !r.stdout.contains("setuid0=ok"),
         "a task regained root: {r}"
     );
-    assert_nothing_left(&tb);
+    tb.assert_nothing_left();
 }
 
 #[test]
 fn sbatch_image_runs_every_srun_in_the_image() {
     let Some(tb) = Testbed::get() else { return };
     let _serial = serial();
-    if gateway(&tb).is_none() {
+    if tb.gateway().is_none() {
         return;
     }
-    let image = pulled(&tb, "busybox:latest");
+    let image = tb.pulled("busybox:latest");
     let out = tb
         .dir
         .join("out")
@@ -353,17 +259,17 @@ fn sbatch_image_runs_every_srun_in_the_image() {
         3,
         "every srun task must run in the image: {text}"
     );
-    assert_nothing_left(&tb);
+    tb.assert_nothing_left();
 }
 
 #[test]
 fn salloc_image_then_srun_runs_in_the_image() {
     let Some(tb) = Testbed::get() else { return };
     let _serial = serial();
-    if gateway(&tb).is_none() {
+    if tb.gateway().is_none() {
         return;
     }
-    let image = pulled(&tb, "busybox:latest");
+    let image = tb.pulled("busybox:latest");
     let r = tb.run_as(
         tb.user(),
         &[
@@ -379,14 +285,14 @@ fn salloc_image_then_srun_runs_in_the_image() {
     );
     r.assert_ok();
     assert!(r.stdout.contains("ID=shifter-busybox"), "{r}");
-    assert_nothing_left(&tb);
+    tb.assert_nothing_left();
 }
 
 #[test]
 fn unknown_image_fails_at_submit_with_the_gateways_message() {
     let Some(tb) = Testbed::get() else { return };
     let _serial = serial();
-    if gateway(&tb).is_none() {
+    if tb.gateway().is_none() {
         return;
     }
     let image = format!("--image=docker:{}/never-pulled:1", tb.registry());
@@ -400,17 +306,13 @@ fn unknown_image_fails_at_submit_with_the_gateways_message() {
 fn acl_image_is_refused_for_another_user_at_submit_and_on_the_node() {
     let Some(tb) = Testbed::get() else { return };
     let _serial = serial();
-    if gateway(&tb).is_none() {
+    if tb.gateway().is_none() {
         return;
     }
     let uid = tb.run_root(&["id", "-u", tb.user()], T);
     uid.assert_ok();
     let image = format!("docker:{}/layered:oci", tb.registry());
-    let p = shifterimg(
-        &tb,
-        tb.user(),
-        &["pull", "--user", uid.stdout.trim(), &image],
-    );
+    let p = tb.shifterimg(tb.user(), &["pull", "--user", uid.stdout.trim(), &image]);
     p.assert_ok();
     // The owner can use it.
     let r = srun(
@@ -428,7 +330,7 @@ fn acl_image_is_refused_for_another_user_at_submit_and_on_the_node() {
     let r = srun(&tb, tb.user2(), &[&format!("--image={image}"), "true"]);
     assert_refused_at_submit(&r, "");
     // ...and, naming the id directly (which skips the lookup), by the node.
-    let lookup = shifterimg(&tb, tb.user(), &["lookup", &image]);
+    let lookup = tb.shifterimg(tb.user(), &["lookup", &image]);
     lookup.assert_ok();
     let id = lookup
         .stdout
@@ -448,17 +350,17 @@ fn acl_image_is_refused_for_another_user_at_submit_and_on_the_node() {
         "expected the node to refuse: {r}"
     );
     assert!(!r.stdout.contains("ID="), "user2 read the image: {r}");
-    assert_nothing_left(&tb);
+    tb.assert_nothing_left();
 }
 
 #[test]
 fn sixteen_concurrent_steps_on_one_image_all_succeed() {
     let Some(tb) = Testbed::get() else { return };
     let _serial = serial();
-    if gateway(&tb).is_none() {
+    if tb.gateway().is_none() {
         return;
     }
-    let image = pulled(&tb, "busybox:latest");
+    let image = tb.pulled("busybox:latest");
     let runs: Vec<Run> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..16)
             .map(|_| {
@@ -488,17 +390,17 @@ fn sixteen_concurrent_steps_on_one_image_all_succeed() {
         r.assert_ok();
         assert!(r.stdout.contains("ID=shifter-busybox"), "{r}");
     }
-    assert_nothing_left(&tb);
+    tb.assert_nothing_left();
 }
 
 #[test]
 fn scancel_of_a_running_image_step_leaves_nothing_behind() {
     let Some(tb) = Testbed::get() else { return };
     let _serial = serial();
-    if gateway(&tb).is_none() {
+    if tb.gateway().is_none() {
         return;
     }
-    let image = pulled(&tb, "busybox:latest");
+    let image = tb.pulled("busybox:latest");
     let r = tb.run_as(
         tb.user(),
         &[
@@ -529,14 +431,14 @@ fn scancel_of_a_running_image_step_leaves_nothing_behind() {
     // Let the step's container be set up before killing it.
     std::thread::sleep(Duration::from_millis(500));
     tb.run_root(&["scancel", &job], T).assert_ok();
-    assert_nothing_left(&tb);
+    tb.assert_nothing_left();
 }
 
 #[test]
 fn tag_repushed_while_the_job_is_pending_does_not_change_its_image() {
     let Some(tb) = Testbed::get() else { return };
     let _serial = serial();
-    if gateway(&tb).is_none() {
+    if tb.gateway().is_none() {
         return;
     }
     let repo_tag = format!("plugin-retag-{}:latest", std::process::id());
@@ -561,8 +463,8 @@ fn tag_repushed_while_the_job_is_pending_does_not_change_its_image() {
     };
     let image = format!("docker:{}/{repo_tag}", tb.registry());
     push("layered");
-    shifterimg(&tb, tb.user(), &["pull", &image]).assert_ok();
-    let first = shifterimg(&tb, tb.user(), &["lookup", &image]);
+    tb.shifterimg(tb.user(), &["pull", &image]).assert_ok();
+    let first = tb.shifterimg(tb.user(), &["lookup", &image]);
     first.assert_ok();
 
     let out = tb
@@ -594,8 +496,8 @@ fn tag_repushed_while_the_job_is_pending_does_not_change_its_image() {
     // pinned to.)
     push("busybox");
     std::thread::sleep(Duration::from_secs(11));
-    shifterimg(&tb, tb.user(), &["pull", &image]).assert_ok();
-    let second = shifterimg(&tb, tb.user(), &["lookup", &image]);
+    tb.shifterimg(tb.user(), &["pull", &image]).assert_ok();
+    let second = tb.shifterimg(tb.user(), &["lookup", &image]);
     second.assert_ok();
     if first.stdout.trim() == second.stdout.trim() {
         tb.run_root(&["scancel", &job], T);
@@ -619,14 +521,14 @@ fn tag_repushed_while_the_job_is_pending_does_not_change_its_image() {
         text.contains("ID=shifter-layered"),
         "the job must run the image pinned at submit: {text}"
     );
-    assert_nothing_left(&tb);
+    tb.assert_nothing_left();
 }
 
 #[test]
 fn shifter_in_the_batch_script_uses_the_jobs_image() {
     let Some(tb) = Testbed::get() else { return };
     let _serial = serial();
-    if gateway(&tb).is_none() {
+    if tb.gateway().is_none() {
         return;
     }
     let Some(shifter) = tb.var_opt("SHIFTER_SETUID_BIN").map(str::to_owned) else {
@@ -638,7 +540,7 @@ fn shifter_in_the_batch_script_uses_the_jobs_image() {
         tb.dir.join("etc/shifter/shifter.toml").exists(),
         "the cluster must provide /etc/shifter/shifter.toml to its nodes"
     );
-    let image = pulled(&tb, "busybox:latest");
+    let image = tb.pulled("busybox:latest");
     let out = tb
         .dir
         .join("out")
@@ -665,17 +567,17 @@ fn shifter_in_the_batch_script_uses_the_jobs_image() {
         text.lines().any(|l| l == "ID=shifter-busybox"),
         "shifter did not use the job's image: {text}"
     );
-    assert_nothing_left(&tb);
+    tb.assert_nothing_left();
 }
 
 #[test]
 fn module_option_applies_a_site_module_and_unknown_modules_fail_at_submit() {
     let Some(tb) = Testbed::get() else { return };
     let _serial = serial();
-    if gateway(&tb).is_none() {
+    if tb.gateway().is_none() {
         return;
     }
-    let image = pulled(&tb, "busybox:latest");
+    let image = tb.pulled("busybox:latest");
     let img = format!("--image={image}");
     let r = srun(
         &tb,
@@ -715,10 +617,10 @@ fn module_option_applies_a_site_module_and_unknown_modules_fail_at_submit() {
 fn submit_directory_is_kept_when_the_container_has_it_else_a_notice_names_the_fallback() {
     let Some(tb) = Testbed::get() else { return };
     let _serial = serial();
-    if gateway(&tb).is_none() {
+    if tb.gateway().is_none() {
         return;
     }
-    let image = pulled(&tb, "busybox:latest");
+    let image = tb.pulled("busybox:latest");
     let img = format!("--image={image}");
     let work = tb.workdir().display().to_string();
     // A submit directory the image also has (/etc exists on both sides).
@@ -758,10 +660,10 @@ fn submit_directory_is_kept_when_the_container_has_it_else_a_notice_names_the_fa
 fn setup_phases_are_timed_in_the_node_log_with_job_and_step() {
     let Some(tb) = Testbed::get() else { return };
     let _serial = serial();
-    if gateway(&tb).is_none() {
+    if tb.gateway().is_none() {
         return;
     }
-    let image = pulled(&tb, "busybox:latest");
+    let image = tb.pulled("busybox:latest");
     let r = srun(
         &tb,
         tb.user(),
@@ -802,10 +704,10 @@ fn setup_phases_are_timed_in_the_node_log_with_job_and_step() {
 fn bench_added_time_per_two_node_step() {
     let Some(tb) = Testbed::get() else { return };
     let _serial = serial();
-    if gateway(&tb).is_none() {
+    if tb.gateway().is_none() {
         return;
     }
-    let image = pulled(&tb, "busybox:latest");
+    let image = tb.pulled("busybox:latest");
     let img = format!("--image={image}");
     let time = |args: &[&str]| -> Duration {
         let r = srun(&tb, tb.user(), args);
@@ -840,10 +742,10 @@ fn bench_added_time_per_two_node_step() {
 fn sbatch_directives_set_image_and_volume_for_the_jobs_steps() {
     let Some(tb) = Testbed::get() else { return };
     let _serial = serial();
-    if gateway(&tb).is_none() {
+    if tb.gateway().is_none() {
         return;
     }
-    let image = pulled(&tb, "busybox:latest");
+    let image = tb.pulled("busybox:latest");
     let pid = std::process::id();
     let data = tb.dir.join("out").join(format!("plugin-vol-{pid}"));
     std::fs::create_dir_all(&data).unwrap();
@@ -886,17 +788,17 @@ fn sbatch_directives_set_image_and_volume_for_the_jobs_steps() {
         text.contains("read-only"),
         "a :ro volume was writable: {text}"
     );
-    assert_nothing_left(&tb);
+    tb.assert_nothing_left();
 }
 
 #[test]
 fn sbatch_export_none_still_pins_the_image_for_the_script_and_its_steps() {
     let Some(tb) = Testbed::get() else { return };
     let _serial = serial();
-    if gateway(&tb).is_none() {
+    if tb.gateway().is_none() {
         return;
     }
-    let image = pulled(&tb, "busybox:latest");
+    let image = tb.pulled("busybox:latest");
     let out = tb
         .dir
         .join("out")
@@ -928,5 +830,5 @@ fn sbatch_export_none_still_pins_the_image_for_the_script_and_its_steps() {
         text.contains("ID=shifter-busybox"),
         "the step did not run in the image: {text}"
     );
-    assert_nothing_left(&tb);
+    tb.assert_nothing_left();
 }

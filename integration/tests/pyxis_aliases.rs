@@ -3,78 +3,17 @@
 //! the non-root test user with real srun against the local cluster.
 
 use std::process::Command;
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use shifter_integration::slurm::{assert_refused_at_submit, serial};
 use shifter_integration::{Run, Testbed};
 
 const T: Duration = Duration::from_secs(60);
-const SUBMIT_FAILS_WITHIN: Duration = Duration::from_secs(15);
-
-static CLUSTER: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    CLUSTER.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 fn srun(tb: &Testbed, args: &[&str]) -> Run {
     let mut all = vec!["srun"];
     all.extend_from_slice(args);
     tb.run_as(tb.user(), &all, T)
-}
-
-#[track_caller]
-fn assert_refused_at_submit(r: &Run, needle: &str) {
-    r.assert_failed();
-    assert!(
-        r.stderr.contains(needle),
-        "expected {needle:?} in stderr: {r}"
-    );
-    assert!(
-        !r.stderr.contains("slurmstepd"),
-        "the request reached a node instead of failing at submit: {r}"
-    );
-    assert!(
-        r.elapsed < SUBMIT_FAILS_WITHIN,
-        "refusal took {:?}: {r}",
-        r.elapsed
-    );
-}
-
-/// The cluster's gateway, or None after a loud skip notice.
-fn gateway(tb: &Testbed) -> Option<String> {
-    match tb.var_opt("SHIFTER_GATEWAY") {
-        Some(g) => Some(g.to_owned()),
-        None => {
-            if std::env::var("SHIFTER_E2E_REQUIRED").as_deref() == Ok("1") {
-                panic!(
-                    "SHIFTER_GATEWAY missing from the cluster env: the gateway hook did not run"
-                );
-            }
-            eprintln!("\n!!!! SKIPPED pyxis alias image test: no image gateway in this cluster (SHIFTER_GATEWAY unset)\n");
-            None
-        }
-    }
-}
-
-fn config_path(tb: &Testbed) -> String {
-    tb.var_opt("SHIFTER_CONFIG")
-        .map(str::to_owned)
-        .unwrap_or_else(|| tb.dir.join("etc/shifter.toml").display().to_string())
-}
-
-/// Pulls `repo:tag` from the cluster's registry as the test user.
-fn pulled(tb: &Testbed, repo_tag: &str) -> String {
-    let image = format!("docker:{}/{repo_tag}", tb.registry());
-    let bin = tb.bin_dir().join("shifterimg");
-    let cfg = config_path(tb);
-    tb.run_as(
-        tb.user(),
-        &[bin.to_str().unwrap(), "--config", &cfg, "pull", &image],
-        Duration::from_secs(180),
-    )
-    .assert_ok();
-    image
 }
 
 /// A fresh directory owned by the test user (so only they could bind it).
@@ -113,10 +52,10 @@ fn srun_help_lists_the_pyxis_aliases() {
 fn container_image_runs_the_task_in_the_image() {
     let Some(tb) = Testbed::get() else { return };
     let _serial = serial();
-    if gateway(&tb).is_none() {
+    if tb.gateway().is_none() {
         return;
     }
-    let image = pulled(&tb, "busybox:latest");
+    let image = tb.pulled("busybox:latest");
     let r = srun(
         &tb,
         &[
@@ -136,10 +75,10 @@ fn container_image_runs_the_task_in_the_image() {
 fn container_mounts_bind_user_dirs_with_ro_honoured() {
     let Some(tb) = Testbed::get() else { return };
     let _serial = serial();
-    if gateway(&tb).is_none() {
+    if tb.gateway().is_none() {
         return;
     }
-    let image = pulled(&tb, "busybox:latest");
+    let image = tb.pulled("busybox:latest");
     let ro = user_dir(&tb, "ro");
     std::fs::write(ro.join("marker"), "from-the-host\n").unwrap();
     let rw = user_dir(&tb, "rw");
@@ -198,10 +137,10 @@ fn bad_container_mounts_fail_at_submit_naming_the_option() {
 fn container_workdir_is_where_the_task_starts() {
     let Some(tb) = Testbed::get() else { return };
     let _serial = serial();
-    if gateway(&tb).is_none() {
+    if tb.gateway().is_none() {
         return;
     }
-    let image = pulled(&tb, "busybox:latest");
+    let image = tb.pulled("busybox:latest");
     let img = format!("--container-image={image}");
     let r = srun(
         &tb,
@@ -230,10 +169,10 @@ fn container_workdir_is_where_the_task_starts() {
 fn container_workdir_missing_in_the_image_fails_the_step_with_its_name() {
     let Some(tb) = Testbed::get() else { return };
     let _serial = serial();
-    if gateway(&tb).is_none() {
+    if tb.gateway().is_none() {
         return;
     }
-    let image = pulled(&tb, "busybox:latest");
+    let image = tb.pulled("busybox:latest");
     let r = srun(
         &tb,
         &[
@@ -254,10 +193,10 @@ fn container_workdir_missing_in_the_image_fails_the_step_with_its_name() {
 fn sbatch_directives_with_the_aliases_apply_to_the_jobs_steps() {
     let Some(tb) = Testbed::get() else { return };
     let _serial = serial();
-    if gateway(&tb).is_none() {
+    if tb.gateway().is_none() {
         return;
     }
-    let image = pulled(&tb, "busybox:latest");
+    let image = tb.pulled("busybox:latest");
     let data = user_dir(&tb, "batch");
     std::fs::write(data.join("marker"), "batch-marker\n").unwrap();
     let pid = std::process::id();
