@@ -425,7 +425,7 @@ fn munged_stopped_gives_503_with_a_message_and_the_gateway_recovers_when_it_retu
     let Some(tb) = Testbed::get() else {
         return;
     };
-    let Some(mut munged) = Munged::new(tb.dir.join("faults-munged")) else {
+    let Some(mut munged) = Munged::new(tb.dir.join("faults-private-munged")) else {
         return;
     };
     let gw = Gateway::start(
@@ -561,13 +561,24 @@ fn kill_9_at_each_pull_phase_leaves_no_partial_file_and_a_retry_succeeds() {
     let mut gw = Gateway::start(&tb, "phases", Opts::default());
     let user = tb.user().to_owned();
     // One image per phase so no pull joins or repeats another's result.
-    let cases = [
-        ("PULLING", "layered:latest"),
-        ("CONVERSION", "layered:oci"),
-        ("TRANSFER", "multi:latest"),
+    // Each phase gets the next unused image, so no pull joins or repeats an
+    // earlier one; a phase missed by the sampling is tried again on another.
+    let mut unused = vec![
+        "layered:latest",
+        "layered:oci",
+        "multi:latest",
+        "multi:dockerlist",
+        "busybox:oci",
+        "busybox:latest",
     ];
+    let phases = ["PULLING", "CONVERSION", "TRANSFER"];
+    let mut tried = Vec::new();
     let mut hit = Vec::new();
-    for (phase, img) in cases {
+    let mut next = 0;
+    while next < phases.len() && !unused.is_empty() {
+        let phase = phases[next];
+        let img = unused.remove(0);
+        tried.push(img);
         let path = image_path(&tb, img);
         let tag = format!("{}/{img}", tb.registry());
         gw.pull(&user, &path);
@@ -583,16 +594,18 @@ fn kill_9_at_each_pull_phase_leaves_no_partial_file_and_a_retry_succeeds() {
                 break;
             }
             signal(pid, "-CONT");
+            // No sleep: the gateway runs only between SIGCONT and the next
+            // SIGSTOP, so even the short TRANSFER phase is sampled.
             if s == "READY" || s == "FAILURE" {
                 break;
             }
-            std::thread::sleep(Duration::from_millis(3));
         }
         if seen.is_none() {
             gw.kill_9();
             eprintln!("(faults: {img} passed {phase} unseen; killed after)");
         } else {
             hit.push(phase);
+            next += 1;
         }
         gw.spawn();
         gw.assert_nothing_half_written();
@@ -607,13 +620,13 @@ fn kill_9_at_each_pull_phase_leaves_no_partial_file_and_a_retry_succeeds() {
         }
     }
     assert!(
-        hit.len() == cases.len(),
+        hit == phases,
         "only {hit:?} caught: the pulls outran the sampling\n{}",
         gw.log()
     );
     eprintln!("(faults: killed the gateway in phases {hit:?})");
     std::thread::sleep(REPEAT_WINDOW);
-    for (_, img) in cases {
+    for img in tried {
         let rec = gw.pull_until_final(&user, &image_path(&tb, img));
         assert_eq!(
             rec["status"],
