@@ -29,13 +29,17 @@ cargo fuzz build $FLAGS
 
 for t in $TARGETS; do
     mkdir -p "corpus/$t"
+    # Hand-made starting inputs (small tars, real manifests) in git; new finds go to
+    # corpus/, which libFuzzer reads and writes.
+    seeds=""
+    [ -d "seeds/$t" ] && seeds="seeds/$t"
     # The round trip forks unsquashfs for every input; cap its input size so a
     # short run still covers many trees.
     extra=""
     [ "$t" = sqfs_roundtrip ] && extra="-max_len=4096"
     echo "fuzz.sh: $t for ${SECONDS_EACH}s"
     log="target/fuzz-$t.log"
-    if ! cargo fuzz run $FLAGS "$t" "corpus/$t" -- \
+    if ! cargo fuzz run $FLAGS "$t" "corpus/$t" $seeds -- \
         -max_total_time="$SECONDS_EACH" -print_final_stats=1 $extra >"$log" 2>&1; then
         tail -n 40 "$log" >&2
         echo "fuzz.sh: $t FOUND A FAILURE; the input is in fuzz/artifacts/$t/" >&2
