@@ -94,12 +94,12 @@ impl Testbed {
             Testbed::loop_devices_backed_by(&self.dir)
         );
         for node in self.nodes() {
-            let pid_file = self.dir.join("state").join(format!("slurmd-{node}.pid"));
-            let Ok(pid) = std::fs::read_to_string(&pid_file) else {
-                continue;
-            };
+            // up.sh records each slurmd's PID; its mountinfo is the node's view.
+            let pid_file = self.dir.join("pids").join(format!("slurmd-{node}.pid"));
+            let pid = std::fs::read_to_string(&pid_file)
+                .unwrap_or_else(|e| panic!("cannot read {}: {e}", pid_file.display()));
             let mounts = std::fs::read_to_string(format!("/proc/{}/mountinfo", pid.trim()))
-                .unwrap_or_default();
+                .unwrap_or_else(|e| panic!("node {node} (slurmd pid {}) is gone: {e}", pid.trim()));
             assert!(
                 !mounts.contains("squashfs"),
                 "node {node} still has a squashfs mounted:\n{mounts}"
