@@ -46,6 +46,7 @@ admins = [0]
 import_users = ["$SHIFTER_TEST_USER"]
 os = "linux"
 arch = "amd64"
+compression = "${SHIFTER_GW_COMPRESSION:-gzip}"
 
 [registries."127.0.0.1:$REGISTRY_PORT"]
 plain_http = true
