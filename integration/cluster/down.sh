@@ -87,7 +87,13 @@ done
 
 rm -rf "$TB/pids"
 if [ -f "$TB/state/created-etc-shifter" ]; then
-    rmdir /etc/shifter 2>/dev/null || say "left /etc/shifter in place: it is not empty"
+    # Another cluster on this machine may have bound its config here in its nodes'
+    # namespaces; removing the directory would silently detach those mounts.
+    if grep -qs ' /etc/shifter ' /proc/[0-9]*/mountinfo; then
+        say "left /etc/shifter in place: another cluster's nodes still mount it"
+    else
+        rmdir /etc/shifter 2>/dev/null || say "left /etc/shifter in place: it is not empty"
+    fi
     rm -f "$TB/state/created-etc-shifter"
 fi
 if [ "$keep" = 1 ]; then
