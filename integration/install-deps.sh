@@ -15,6 +15,7 @@ PACKAGES=(
     squashfs-tools util-linux e2fsprogs xfsprogs attr libcap2-bin
     curl jq python3 apache2-utils procps iproute2 time zstd openssl
     mpich libmpich-dev
+    openssh-server openssh-client
     postgresql
 )
 
