@@ -226,6 +226,46 @@ pub struct ExtraUser {
     pub shell: String,
 }
 
+/// `[per_node_cache]`: lets users ask for a private, size-capped xfs
+/// filesystem per node (`--volume=DIR:/cache:perNodeCache=size=2G`). Without
+/// this section such requests are refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerNodeCacheConfig {
+    /// The backing directory used when the site has one (Shifter's
+    /// `perNodeCachePath`); users name it as the volume's source.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Further backing directories users may name as the source.
+    #[serde(default)]
+    pub allowed_dirs: Vec<PathBuf>,
+    /// Largest `size=` a user may ask for (e.g. `"50G"`).
+    pub max_size: String,
+    /// The `mkfs.xfs` to run (absolute path).
+    #[serde(default = "default_mkfs_xfs")]
+    pub mkfs_xfs: PathBuf,
+    /// How long `mkfs.xfs` may take before the setup fails.
+    #[serde(default = "default_mkfs_timeout")]
+    pub mkfs_timeout_secs: u64,
+}
+
+impl PerNodeCacheConfig {
+    /// `dir` and `allowed_dirs`, the directories a cache may be backed in.
+    pub fn backing_dirs(&self) -> impl Iterator<Item = &Path> {
+        self.dir
+            .iter()
+            .chain(self.allowed_dirs.iter())
+            .map(PathBuf::as_path)
+    }
+}
+
+fn default_mkfs_xfs() -> PathBuf {
+    "/usr/sbin/mkfs.xfs".into()
+}
+fn default_mkfs_timeout() -> u64 {
+    120
+}
+
 /// What the container's `/tmp` is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -295,6 +335,8 @@ pub struct Config {
     /// Timeout of one gateway lookup, per gateway.
     #[serde(default = "default_lookup_timeout")]
     pub lookup_timeout_secs: u64,
+    #[serde(default)]
+    pub per_node_cache: Option<PerNodeCacheConfig>,
 }
 
 fn default_image_type() -> String {
@@ -465,6 +507,11 @@ impl Config {
                 "0 would never wait".into(),
                 "use a positive number of seconds",
             ));
+        }
+        if let Some(c) = &self.per_node_cache {
+            crate::per_node_cache::check_config(c).map_err(|(key, problem, fix)| {
+                bad(&format!("per_node_cache.{key}"), problem, fix)
+            })?;
         }
         check_mounts(&self.site_fs, "site_fs", &bad)?;
         check_env(

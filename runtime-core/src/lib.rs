@@ -34,13 +34,17 @@ pub mod entry;
 pub mod env;
 pub mod etc;
 pub mod image;
+pub mod per_node_cache;
 pub mod setup;
 pub mod sys;
 pub mod trust;
 pub mod user;
 pub mod volume;
 
-pub use config::{Config, ConfigError, ExtraUser, Module, SiteMount, TmpMode, DEFAULT_CONFIG_PATH};
+pub use config::{
+    Config, ConfigError, ExtraUser, Module, PerNodeCacheConfig, SiteMount, TmpMode,
+    DEFAULT_CONFIG_PATH,
+};
 pub use entry::{drop_to_user, enter, EntryError};
 pub use image::{check_image, CheckedImage, ImageError};
 pub use setup::{prepare, PreparedRoot, Request, SetupError};

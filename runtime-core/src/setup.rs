@@ -37,6 +37,8 @@ pub enum SetupError {
     },
     #[error("volume destination {destination} does not exist and would have to be created inside another mount (a site mount or /tmp): create it there yourself first, or choose a path of the image")]
     DestinationOnHostMount { destination: PathBuf },
+    #[error(transparent)]
+    Cache(#[from] crate::per_node_cache::CacheError),
     #[error("{what} {path} resolved to {resolved} inside the container, which is not allowed")]
     Redirected {
         what: &'static str,
@@ -211,6 +213,71 @@ impl Assembler<'_> {
         )
     }
 
+    #[allow(clippy::too_many_arguments)]
+    /// Makes a per-node cache and mounts it at `v.destination` (resolved and
+    /// checked like a bind destination), owned by the user, mode 0700.
+    fn cache_mount(
+        &mut self,
+        cfg: &Config,
+        root: &Path,
+        v: &Volume,
+        req: &crate::per_node_cache::CacheRequest,
+        index: usize,
+        user: &UserInfo,
+        policy: &DestinationPolicy,
+    ) -> Result<(), SetupError> {
+        let Some(cache_cfg) = cfg.per_node_cache.as_ref() else {
+            // check_volume refuses this before anything is mounted.
+            return Err(VolumeError::CacheRefused {
+                destination: v.destination.clone(),
+                why: "[per_node_cache] is not configured".into(),
+            }
+            .into());
+        };
+        let dest = &v.destination;
+        let step = format!("per-node cache {}", dest.display());
+        let target = match self
+            .sys
+            .resolve_in_root(root, dest, Create::here(NodeKind::Dir))
+        {
+            Err(e) if e.errno == nix::errno::Errno::EXDEV => {
+                return Err(SetupError::DestinationOnHostMount {
+                    destination: dest.to_owned(),
+                })
+            }
+            other => self.step(format!("{step}: creating {}", dest.display()), other)?,
+        };
+        let resolved =
+            container_path(root, target.host_path()).ok_or_else(|| SetupError::Redirected {
+                what: "destination",
+                path: dest.to_owned(),
+                resolved: target.host_path().to_owned(),
+            })?;
+        policy.check(&resolved)?;
+        let formatted =
+            crate::per_node_cache::format(self.sys, cache_cfg, &v.source, dest, req, index)?;
+        let shown = target.host_path().to_owned();
+        self.mount(
+            &step,
+            Some(&formatted.device.path),
+            target.path(),
+            &shown,
+            Some("xfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            None,
+        )?;
+        // The mount holds the device now; our descriptor can go.
+        drop(formatted);
+        let top = self.step(
+            format!("{step}: reopening {}", dest.display()),
+            self.sys.resolve_in_root(root, dest, None),
+        )?;
+        self.step(
+            format!("{step}: giving it to uid {}", user.uid),
+            self.sys.chown_dir(&top, user.uid, user.gid, 0o700),
+        )
+    }
+
     fn site_mount(&mut self, step: &str, root: &Path, m: &SiteMount) -> Result<(), SetupError> {
         let (src, kind) = self.step(
             format!("{step}: opening {}", m.source.display()),
@@ -283,7 +350,7 @@ fn assemble(
     let policy = DestinationPolicy::new(cfg);
     // Check every user destination before anything is mounted.
     for v in req.volumes {
-        policy.check(&v.destination)?;
+        policy.check_volume(v)?;
     }
     let l = Layout::new(&cfg.mount_root);
 
@@ -457,7 +524,11 @@ fn assemble(
     }
 
     let creds = user.creds();
-    for v in req.volumes {
+    for (index, v) in req.volumes.iter().enumerate() {
+        if let Some(cache) = &v.cache {
+            a.cache_mount(cfg, root, v, cache, index, user, &policy)?;
+            continue;
+        }
         let (src, kind) =
             sys.open_as_user(&v.source, &creds)
                 .map_err(|e| SetupError::VolumeSource {
@@ -1133,5 +1204,157 @@ mod tests {
             if target.ends_with("opt/nv") && set.rdonly)
         });
         assert!(nv_ro);
+    }
+
+    const CACHE_CFG: &str = "[per_node_cache]\ndir = \"/var/cache/shifter\"\nmax_size = \"4G\"\n";
+
+    fn prepare_cache(sys: &FakeSys, spec: &str) -> Result<PreparedRoot, SetupError> {
+        let vols = Volume::parse_all(&[spec]).unwrap();
+        prepare(
+            sys,
+            &cfg(CACHE_CFG),
+            &image(),
+            &user(),
+            &Request {
+                volumes: &vols,
+                modules: &[],
+            },
+        )
+    }
+
+    const CACHE_SPEC: &str = "/var/cache/shifter:/cache:perNodeCache=size=2G";
+
+    #[test]
+    fn per_node_cache_is_formatted_mounted_nosuid_nodev_and_given_to_the_user() {
+        let sys = FakeSys::new();
+        let p = prepare_cache(&sys, CACHE_SPEC).unwrap();
+        assert!(p.mounts.contains(&PathBuf::from("/run/shifter/root/cache")));
+        let calls = sys.calls();
+        let at = calls
+            .iter()
+            .position(|c| *c == Call::MkdirAll("/var/cache/shifter".into()))
+            .expect("cache dir made");
+        let tail = &calls[at..];
+        assert!(matches!(&tail[1], Call::CreateSparse { size, .. } if *size == 2 << 30));
+        assert!(matches!(&tail[2], Call::AttachLoopRw(_)));
+        assert!(matches!(&tail[3], Call::Unlink(_)));
+        assert!(matches!(&tail[4], Call::RunTool(argv) if argv.last().unwrap() == "/dev/loop8"));
+        assert_eq!(
+            tail[5],
+            Call::Mount {
+                source: Some("/dev/loop8".into()),
+                target: "/run/shifter/root/cache".into(),
+                fstype: Some("xfs".into()),
+                flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                data: None
+            }
+        );
+        assert!(matches!(&tail[6], Call::Resolve { create: None, .. }));
+        assert_eq!(
+            tail[7],
+            Call::ChownDir {
+                path: "/run/shifter/root/cache".into(),
+                uid: 1001,
+                gid: 1001,
+                mode: 0o700
+            }
+        );
+        // The destination was resolved (created on the writable layer) first.
+        assert!(calls[..at]
+            .iter()
+            .any(|c| matches!(c, Call::Resolve { path, create, .. }
+            if path == Path::new("/cache") && *create == Create::here(NodeKind::Dir))));
+    }
+
+    #[test]
+    fn per_node_cache_outside_the_allowed_dirs_is_refused_before_anything_runs() {
+        let sys = FakeSys::new();
+        let err = prepare_cache(&sys, "/home/alice:/cache:perNodeCache=size=2G").unwrap_err();
+        assert!(
+            err.to_string().contains("use one of: /var/cache/shifter"),
+            "{err}"
+        );
+        assert!(sys.calls().is_empty());
+        let err =
+            prepare_cache(&sys, "/var/cache/shifter:/cache:perNodeCache=size=8G").unwrap_err();
+        assert!(
+            err.to_string().contains("above the site's maximum of 4G"),
+            "{err}"
+        );
+        assert!(sys.calls().is_empty());
+    }
+
+    #[test]
+    fn per_node_cache_failure_at_each_step_leaves_no_file_mount_or_device() {
+        type Pred = fn(&Call) -> bool;
+        let steps: [(&str, Pred); 8] = [
+            (
+                "resolve",
+                |c| matches!(c, Call::Resolve { path, create: Some(_), .. } if path == Path::new("/cache")),
+            ),
+            (
+                "mkdir",
+                |c| matches!(c, Call::MkdirAll(p) if p == Path::new("/var/cache/shifter")),
+            ),
+            ("create", |c| matches!(c, Call::CreateSparse { .. })),
+            ("attach", |c| matches!(c, Call::AttachLoopRw(_))),
+            ("mkfs", |c| matches!(c, Call::RunTool(_))),
+            (
+                "mount",
+                |c| matches!(c, Call::Mount { fstype: Some(t), .. } if t == "xfs"),
+            ),
+            (
+                "reopen",
+                |c| matches!(c, Call::Resolve { path, create: None, .. } if path == Path::new("/cache")),
+            ),
+            ("chown", |c| matches!(c, Call::ChownDir { .. })),
+        ];
+        for (name, pred) in steps {
+            let sys = FakeSys::new();
+            sys.fail_when(Errno::EIO, pred);
+            prepare_cache(&sys, CACHE_SPEC).expect_err(name);
+            let calls = sys.calls();
+            let created =
+                calls.iter().any(|c| matches!(c, Call::CreateSparse { .. })) && name != "create";
+            let unlinked = calls.iter().any(|c| matches!(c, Call::Unlink(_)));
+            assert_eq!(
+                created, unlinked,
+                "{name}: backing file removed iff created"
+            );
+            let mounts = calls
+                .iter()
+                .filter(|c| matches!(c, Call::Mount { target, .. } if target != Path::new("/")))
+                .count();
+            let failed_mount = usize::from(name == "mount");
+            let umounts = calls
+                .iter()
+                .filter(|c| matches!(c, Call::Umount { .. }))
+                .count();
+            assert_eq!(
+                umounts + failed_mount,
+                mounts,
+                "{name}: every mount is undone"
+            );
+            let cache_mounted = name == "reopen" || name == "chown";
+            assert_eq!(
+                calls.contains(&Call::Umount {
+                    target: "/run/shifter/root/cache".into(),
+                    flags: MntFlags::MNT_DETACH
+                }),
+                cache_mounted,
+                "{name}"
+            );
+            // Nothing runs after the rollback's unmounts.
+            let first_umount = calls
+                .iter()
+                .position(|c| matches!(c, Call::Umount { .. }))
+                .unwrap();
+            assert!(
+                calls[first_umount..]
+                    .iter()
+                    .all(|c| matches!(c, Call::Umount { .. })),
+                "{name}"
+            );
+        }
     }
 }

@@ -1,4 +1,5 @@
-//! User volume specs (`--volume=src:dst[:ro]`) and the destination policy.
+//! User volume specs (`--volume=src:dst[:ro]`, or
+//! `src:dst:perNodeCache=size=N` for a per-node cache) and the destination policy.
 //!
 //! The policy runs twice: on the path the user wrote, before anything is
 //! mounted, and on the path the destination actually resolved to inside the
@@ -8,7 +9,8 @@ use std::path::{Component, Path, PathBuf};
 
 use thiserror::Error;
 
-use crate::config::Config;
+use crate::config::{Config, PerNodeCacheConfig};
+pub use crate::per_node_cache::{parse_size, CacheRequest};
 
 /// Destinations no volume may cover, with the reason shown to the user.
 const BUILTIN_RULES: &[(&str, &str)] = &[
@@ -35,6 +37,10 @@ pub enum VolumeError {
         "volume destination {destination} is used twice; give each volume its own destination"
     )]
     Duplicate { destination: PathBuf },
+    #[error("invalid per-node cache {spec:?}: {why}; write it as /cache/dir:/container/path:perNodeCache=size=<n>[M|G|T][,fs=xfs][,method=loop]")]
+    CacheSyntax { spec: String, why: String },
+    #[error("per-node cache for {destination} refused: {why}")]
+    CacheRefused { destination: PathBuf, why: String },
 }
 
 /// One bind mount requested by the user.
@@ -47,6 +53,8 @@ pub struct Volume {
     pub read_only: bool,
     /// Bind the source's submounts too (flags are applied to all of them).
     pub recursive: bool,
+    /// Not a bind: a private filesystem whose backing file goes in `source`.
+    pub cache: Option<CacheRequest>,
 }
 
 impl Volume {
@@ -65,6 +73,18 @@ impl Volume {
         if parts.next().is_some() {
             return Err(bad("too many ':'"));
         }
+        let cache = match flags.and_then(|f| f.strip_prefix("perNodeCache=")) {
+            Some(opts) => {
+                Some(
+                    CacheRequest::parse(opts).map_err(|why| VolumeError::CacheSyntax {
+                        spec: spec.to_owned(),
+                        why,
+                    })?,
+                )
+            }
+            None => None,
+        };
+        let flags = if cache.is_some() { None } else { flags };
         let source = clean_absolute(src)
             .ok_or_else(|| bad("the source must be an absolute path without '..'"))?;
         let destination = clean_absolute(dst)
@@ -74,6 +94,7 @@ impl Volume {
             destination,
             read_only: false,
             recursive: false,
+            cache,
         };
         for f in flags.into_iter().flat_map(|f| f.split(',')) {
             match f {
@@ -133,6 +154,7 @@ pub fn clean_absolute(s: &str) -> Option<PathBuf> {
 #[derive(Debug, Clone)]
 pub struct DestinationPolicy {
     rules: Vec<(PathBuf, String)>,
+    cache: Option<PerNodeCacheConfig>,
 }
 
 impl DestinationPolicy {
@@ -157,7 +179,26 @@ impl DestinationPolicy {
                 ),
             ));
         }
-        DestinationPolicy { rules }
+        DestinationPolicy {
+            rules,
+            cache: cfg.per_node_cache.clone(),
+        }
+    }
+
+    /// Everything about a volume that the site config decides: its
+    /// destination and, for a per-node cache, whether the site offers caches,
+    /// the backing directory and the size cap.
+    pub fn check_volume(&self, v: &Volume) -> Result<(), VolumeError> {
+        self.check(&v.destination)?;
+        if let Some(req) = &v.cache {
+            crate::per_node_cache::check_request(self.cache.as_ref(), &v.source, req).map_err(
+                |why| VolumeError::CacheRefused {
+                    destination: v.destination.clone(),
+                    why,
+                },
+            )?;
+        }
+        Ok(())
     }
 
     /// Refuses `/`, anything at or below a rule's path (except `/var/tmp`),
@@ -297,5 +338,34 @@ mod tests {
         assert!(err.to_string().contains("forbidden_destinations"), "{err}");
         // Covering a forbidden path from above is refused too.
         assert!(policy().check(Path::new("/opt")).is_err());
+    }
+
+    #[test]
+    fn per_node_cache_spec_is_parsed_and_checked_against_the_site() {
+        let v = Volume::parse("/tmp/cache:/cache:perNodeCache=size=2G,fs=xfs").unwrap();
+        assert_eq!(v.source, Path::new("/tmp/cache"));
+        assert_eq!(v.cache, Some(CacheRequest { size: 2 << 30 }));
+        let e = Volume::parse("/tmp/cache:/cache:perNodeCache=size=abc").unwrap_err();
+        assert!(matches!(e, VolumeError::CacheSyntax { .. }), "{e}");
+        assert!(e.to_string().contains("perNodeCache=size=<n>"), "{e}");
+        let e = Volume::parse("/tmp/cache:/cache:perNodeCache=size=2G,fs=ext4").unwrap_err();
+        assert!(e.to_string().contains("only fs=xfs"), "{e}");
+        let cfg = Config::parse(
+            "system = \"c\"\nimage_dir = \"/i\"\n[per_node_cache]\nallowed_dirs = [\"/tmp/cache\"]\nmax_size = \"1G\"\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let e = DestinationPolicy::new(&cfg).check_volume(&v).unwrap_err();
+        assert!(
+            e.to_string().contains("above the site's maximum of 1G"),
+            "{e}"
+        );
+        let e = policy().check_volume(&v).unwrap_err();
+        assert!(e.to_string().contains("offers no per-node caches"), "{e}");
+        let onto_etc = Volume::parse("/tmp/cache:/etc:perNodeCache=size=1G").unwrap();
+        assert!(matches!(
+            DestinationPolicy::new(&cfg).check_volume(&onto_etc),
+            Err(VolumeError::Forbidden { .. })
+        ));
     }
 }

@@ -33,7 +33,7 @@ pub fn check(
     if let Some(cfg) = cfg {
         let policy = DestinationPolicy::new(cfg);
         for v in &parsed {
-            policy.check(&v.destination).map_err(bad)?;
+            policy.check_volume(v).map_err(bad)?;
         }
     }
     Ok(value

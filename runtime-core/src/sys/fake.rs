@@ -4,13 +4,15 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use nix::errno::Errno;
 
 use super::{
     CapSets, Create, Creds, Handle, Ids, LoopDev, MntFlags, MountAttrs, MsFlags, NodeKind, Sys,
-    SysError, SysResult,
+    SysError, SysResult, ToolOutput,
 };
 
 /// One recorded kernel call.
@@ -34,6 +36,20 @@ pub enum Call {
         recursive: bool,
     },
     AttachLoop(PathBuf),
+    CreateSparse {
+        dir: PathBuf,
+        name: String,
+        size: u64,
+    },
+    AttachLoopRw(PathBuf),
+    Unlink(PathBuf),
+    RunTool(Vec<String>),
+    ChownDir {
+        path: PathBuf,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+    },
     MkdirAll(PathBuf),
     Resolve {
         root: PathBuf,
@@ -74,6 +90,8 @@ pub struct FakeSys {
     state: RefCell<(Ids, CapSets, bool)>,
     /// Makes `setresuid` leave the saved uid at 0, to test read-back checks.
     pub broken_setresuid: std::cell::Cell<bool>,
+    /// What `run_tool` reports (default: exit 0, nothing on stderr).
+    pub tool_output: RefCell<ToolOutput>,
 }
 
 impl std::fmt::Debug for FakeSys {
@@ -110,6 +128,10 @@ impl Default for FakeSys {
                 false,
             )),
             broken_setresuid: std::cell::Cell::new(false),
+            tool_output: RefCell::new(ToolOutput {
+                status: 0,
+                stderr: String::new(),
+            }),
         }
     }
 }
@@ -218,6 +240,60 @@ impl Sys for FakeSys {
             path: "/dev/loop7".into(),
             _fd: None,
         })
+    }
+
+    fn create_sparse_file(&self, dir: &Path, name: &str, size: u64) -> SysResult<Handle> {
+        let path = dir.join(name);
+        self.record(
+            Call::CreateSparse {
+                dir: dir.to_owned(),
+                name: name.to_owned(),
+                size,
+            },
+            &path,
+            "create",
+        )?;
+        Ok(Self::handle(path))
+    }
+
+    fn attach_loop_rw(&self, file: &Handle) -> SysResult<LoopDev> {
+        let p = file.host_path();
+        self.record(Call::AttachLoopRw(p.to_owned()), p, "LOOP_CONFIGURE")?;
+        Ok(LoopDev {
+            path: "/dev/loop8".into(),
+            _fd: None,
+        })
+    }
+
+    fn unlink(&self, path: &Path) -> SysResult<()> {
+        self.record(Call::Unlink(path.to_owned()), path, "unlink")
+    }
+
+    fn run_tool(&self, argv: &[&OsStr], _timeout: Duration) -> SysResult<ToolOutput> {
+        let shown = Path::new(argv.first().copied().unwrap_or_default());
+        self.record(
+            Call::RunTool(
+                argv.iter()
+                    .map(|a| a.to_string_lossy().into_owned())
+                    .collect(),
+            ),
+            shown,
+            "exec",
+        )?;
+        Ok(self.tool_output.borrow().clone())
+    }
+
+    fn chown_dir(&self, target: &Handle, uid: u32, gid: u32, mode: u32) -> SysResult<()> {
+        self.record(
+            Call::ChownDir {
+                path: target.path().to_owned(),
+                uid,
+                gid,
+                mode,
+            },
+            target.path(),
+            "chown",
+        )
     }
 
     fn mkdir_all(&self, path: &Path, _mode: u32) -> SysResult<()> {

@@ -5,8 +5,10 @@
 //! records each call so unit tests can assert the exact mounts, flags and order
 //! without root. The rest of the crate receives `&dyn Sys`.
 
+use std::ffi::OsStr;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub use nix::mount::{MntFlags, MsFlags};
 use thiserror::Error;
@@ -148,6 +150,15 @@ impl MountAttrs {
     }
 }
 
+/// How a helper program run with [`Sys::run_tool`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolOutput {
+    /// Exit code, or 128+signal.
+    pub status: i32,
+    /// The end of what it wrote to stderr, for the error message.
+    pub stderr: String,
+}
+
 /// Credentials to act with: the target user of a container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Creds {
@@ -206,6 +217,21 @@ pub trait Sys {
     /// (`LOOP_CTL_GET_FREE` + `LOOP_CONFIGURE`, retried when another process
     /// grabbed the same device).
     fn attach_loop(&self, image: &Path) -> SysResult<LoopDev>;
+    /// Creates `dir/name` (`O_CREAT|O_EXCL|O_NOFOLLOW`, mode 0600) and sizes it
+    /// to `size` bytes without writing (sparse). `dir` itself must not be a
+    /// symlink and must be owned by root and not writable by group or others
+    /// (`EPERM` otherwise), so no user can swap names inside it.
+    fn create_sparse_file(&self, dir: &Path, name: &str, size: u64) -> SysResult<Handle>;
+    /// A free loop device attached read-write with autoclear to the open
+    /// file `file` (as [`Sys::attach_loop`], but writable and by descriptor).
+    fn attach_loop_rw(&self, file: &Handle) -> SysResult<LoopDev>;
+    /// `unlink(2)`; a final symlink is removed, never followed.
+    fn unlink(&self, path: &Path) -> SysResult<()>;
+    /// Runs `argv[0]` (an absolute path) with an empty environment and
+    /// stdin/stdout on `/dev/null`, killing it after `timeout` (`ETIMEDOUT`).
+    fn run_tool(&self, argv: &[&OsStr], timeout: Duration) -> SysResult<ToolOutput>;
+    /// Gives the directory `target` refers to this owner and mode.
+    fn chown_dir(&self, target: &Handle, uid: u32, gid: u32, mode: u32) -> SysResult<()>;
     /// `mkdir -p` on the host side (only ever below `mount_root`).
     fn mkdir_all(&self, path: &Path, mode: u32) -> SysResult<()>;
     /// Opens `path` inside `root` as if `root` were `/` (`openat2`

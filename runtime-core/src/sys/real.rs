@@ -1,13 +1,14 @@
 //! The real kernel calls. The only module of the crate allowed to use `unsafe`.
 #![allow(unsafe_code)]
 
-use std::ffi::CString;
+use std::ffi::{CString, OsStr};
 use std::fs::File;
 use std::io::{IoSlice, IoSliceMut, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
@@ -20,6 +21,7 @@ use nix::unistd::{ForkResult, Gid, Pid, Uid};
 
 use super::{
     CapSets, Create, Creds, Handle, Ids, LoopDev, MountAttrs, NodeKind, Sys, SysError, SysResult,
+    ToolOutput,
 };
 
 const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
@@ -240,70 +242,88 @@ impl Sys for RealSys {
 
     fn attach_loop(&self, image: &Path) -> SysResult<LoopDev> {
         let backing = File::open(image).map_err(|e| SysError::new("open", image, io_errno(&e)))?;
-        let control = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/loop-control")
-            .map_err(|e| SysError::new("open", "/dev/loop-control", io_errno(&e)))?;
-        let mut last = Errno::EBUSY;
-        for _ in 0..LOOP_ATTEMPTS {
-            // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number.
-            let n = unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE as _) };
-            if n < 0 {
-                return Err(SysError::new(
-                    "LOOP_CTL_GET_FREE",
-                    "/dev/loop-control",
-                    Errno::last(),
-                ));
-            }
-            let dev = PathBuf::from(format!("/dev/loop{n}"));
-            // Without udev (containers, test nodes) the node of a freshly
-            // allocated device may be missing; create it ourselves.
-            if std::fs::symlink_metadata(&dev).is_err() {
-                let rdev = nix::sys::stat::makedev(LOOP_MAJOR, n as u64);
-                match nix::sys::stat::mknod(
-                    &dev,
-                    SFlag::S_IFBLK,
-                    Mode::from_bits_truncate(0o660),
-                    rdev,
-                ) {
-                    Ok(()) | Err(Errno::EEXIST) => {}
-                    Err(e) => return Err(SysError::new("mknod", &dev, e)),
-                }
-            }
-            let devf = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&dev)
-                .map_err(|e| SysError::new("open", &dev, io_errno(&e)))?;
-            // SAFETY: all-zero is a valid loop_config (no offset, no key, no name).
-            let mut cfg: LoopConfig = unsafe { std::mem::zeroed() };
-            cfg.fd = backing.as_raw_fd() as u32;
-            cfg.info.lo_flags = LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR;
-            let name = image.as_os_str().as_bytes();
-            let len = name.len().min(63);
-            cfg.info.lo_file_name[..len].copy_from_slice(&name[..len]);
-            // SAFETY: `cfg` is a live `struct loop_config`, both fds are open.
-            let rc = unsafe {
-                libc::ioctl(
-                    devf.as_raw_fd(),
-                    LOOP_CONFIGURE as _,
-                    &cfg as *const LoopConfig,
-                )
-            };
-            if rc == 0 {
-                return Ok(LoopDev {
-                    path: dev,
-                    _fd: Some(devf.into()),
-                });
-            }
-            last = Errno::last();
-            if last != Errno::EBUSY {
-                return Err(SysError::new("LOOP_CONFIGURE", &dev, last));
-            }
-            tracing::debug!(device = %dev.display(), "loop device taken by a concurrent setup, retrying");
+        attach_loop_fd(backing.as_raw_fd(), image, LO_FLAGS_READ_ONLY)
+    }
+
+    fn create_sparse_file(&self, dir: &Path, name: &str, size: u64) -> SysResult<Handle> {
+        let shown = dir.join(name);
+        // O_NOFOLLOW: the directory itself must not be a symlink a user planted.
+        let dirfd = nix::fcntl::open(
+            dir,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| SysError::new("open", dir, e))?;
+        // SAFETY: open(2) just returned this descriptor and nothing else owns it.
+        let dirfd = unsafe { OwnedFd::from_raw_fd(dirfd) };
+        let st =
+            nix::sys::stat::fstat(dirfd.as_raw_fd()).map_err(|e| SysError::new("stat", dir, e))?;
+        // Checked on the descriptor we create through, so the check and the
+        // creation concern the same directory.
+        if st.st_uid != 0 || st.st_mode & 0o022 != 0 {
+            return Err(SysError::new("check owner and mode of", dir, Errno::EPERM));
         }
-        Err(SysError::new("LOOP_CONFIGURE", image, last))
+        if name.contains('/') {
+            return Err(SysError::new("create", &shown, Errno::EINVAL));
+        }
+        let fd = nix::fcntl::openat(
+            Some(dirfd.as_raw_fd()),
+            name,
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        )
+        .map_err(|e| SysError::new("create", &shown, e))?;
+        // SAFETY: openat(2) just returned this descriptor and nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let len =
+            i64::try_from(size).map_err(|_| SysError::new("truncate", &shown, Errno::EFBIG))?;
+        if let Err(e) = nix::unistd::ftruncate(&fd, len) {
+            let _ = nix::unistd::unlinkat(
+                Some(dirfd.as_raw_fd()),
+                name,
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            );
+            return Err(SysError::new("truncate", &shown, e));
+        }
+        let proc = proc_fd_path(fd.as_raw_fd());
+        Ok(Handle::new(Some(fd), proc, shown))
+    }
+
+    fn attach_loop_rw(&self, file: &Handle) -> SysResult<LoopDev> {
+        let fd = file
+            .fd()
+            .ok_or_else(|| SysError::new("LOOP_CONFIGURE", file.host_path(), Errno::EBADF))?;
+        attach_loop_fd(fd.as_raw_fd(), file.host_path(), 0)
+    }
+
+    fn unlink(&self, path: &Path) -> SysResult<()> {
+        nix::unistd::unlink(path).map_err(|e| SysError::new("unlink", path, e))
+    }
+
+    fn run_tool(&self, argv: &[&OsStr], timeout: Duration) -> SysResult<ToolOutput> {
+        run_tool(argv, timeout)
+    }
+
+    fn chown_dir(&self, target: &Handle, uid: u32, gid: u32, mode: u32) -> SysResult<()> {
+        let shown = target.host_path();
+        // The handle may be O_PATH, which fchown/fchmod refuse; reopening
+        // its /proc/self/fd link opens the very same inode.
+        let fd = nix::fcntl::open(
+            target.path(),
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| SysError::new("open", shown, e))?;
+        // SAFETY: open(2) just returned this descriptor and nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        nix::unistd::fchown(
+            fd.as_raw_fd(),
+            Some(Uid::from_raw(uid)),
+            Some(Gid::from_raw(gid)),
+        )
+        .map_err(|e| SysError::new("chown", shown, e))?;
+        nix::sys::stat::fchmod(fd.as_raw_fd(), Mode::from_bits_truncate(mode))
+            .map_err(|e| SysError::new("chmod", shown, e))
     }
 
     fn mkdir_all(&self, path: &Path, mode: u32) -> SysResult<()> {
@@ -544,6 +564,130 @@ impl Sys for RealSys {
         }
         Ok(rc == 1)
     }
+}
+
+/// Attaches a free loop device with autoclear (and `extra_flags`) to the open
+/// file `backing`; `name` is for messages and the device's file name field.
+fn attach_loop_fd(backing: RawFd, name: &Path, extra_flags: u32) -> SysResult<LoopDev> {
+    let image = name;
+    let control = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/loop-control")
+        .map_err(|e| SysError::new("open", "/dev/loop-control", io_errno(&e)))?;
+    let mut last = Errno::EBUSY;
+    for _ in 0..LOOP_ATTEMPTS {
+        // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number.
+        let n = unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE as _) };
+        if n < 0 {
+            return Err(SysError::new(
+                "LOOP_CTL_GET_FREE",
+                "/dev/loop-control",
+                Errno::last(),
+            ));
+        }
+        let dev = PathBuf::from(format!("/dev/loop{n}"));
+        // Without udev (containers, test nodes) the node of a freshly
+        // allocated device may be missing; create it ourselves.
+        if std::fs::symlink_metadata(&dev).is_err() {
+            let rdev = nix::sys::stat::makedev(LOOP_MAJOR, n as u64);
+            match nix::sys::stat::mknod(&dev, SFlag::S_IFBLK, Mode::from_bits_truncate(0o660), rdev)
+            {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => return Err(SysError::new("mknod", &dev, e)),
+            }
+        }
+        let devf = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&dev)
+            .map_err(|e| SysError::new("open", &dev, io_errno(&e)))?;
+        // SAFETY: all-zero is a valid loop_config (no offset, no key, no name).
+        let mut cfg: LoopConfig = unsafe { std::mem::zeroed() };
+        cfg.fd = backing as u32;
+        cfg.info.lo_flags = extra_flags | LO_FLAGS_AUTOCLEAR;
+        let bytes = image.as_os_str().as_bytes();
+        let len = bytes.len().min(63);
+        cfg.info.lo_file_name[..len].copy_from_slice(&bytes[..len]);
+        // SAFETY: `cfg` is a live `struct loop_config`, both fds are open.
+        let rc = unsafe {
+            libc::ioctl(
+                devf.as_raw_fd(),
+                LOOP_CONFIGURE as _,
+                &cfg as *const LoopConfig,
+            )
+        };
+        if rc == 0 {
+            return Ok(LoopDev {
+                path: dev,
+                _fd: Some(devf.into()),
+            });
+        }
+        last = Errno::last();
+        if last != Errno::EBUSY {
+            return Err(SysError::new("LOOP_CONFIGURE", &dev, last));
+        }
+        tracing::debug!(device = %dev.display(), "loop device taken by a concurrent setup, retrying");
+    }
+    Err(SysError::new("LOOP_CONFIGURE", image, last))
+}
+
+/// Bytes of a tool's stderr kept for the error message.
+const TOOL_STDERR_KEEP: usize = 2000;
+
+/// Spawns a helper (no shell, empty environment), polls for its exit without
+/// threads (we may run inside slurmstepd), and kills it at the deadline.
+fn run_tool(argv: &[&OsStr], timeout: Duration) -> SysResult<ToolOutput> {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let Some((prog, args)) = argv.split_first() else {
+        return Err(SysError::new("exec", "", Errno::EINVAL));
+    };
+    let prog_path = Path::new(prog);
+    if !prog_path.is_absolute() {
+        return Err(SysError::new("exec", prog_path, Errno::EINVAL));
+    }
+    let mut child = Command::new(prog)
+        .args(args)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| SysError::new("exec", prog_path, io_errno(&e)))?;
+    let deadline = std::time::Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break st,
+            Ok(None) if std::time::Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(SysError::new("exec", prog_path, Errno::ETIMEDOUT));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => return Err(SysError::new("wait for", prog_path, io_errno(&e))),
+        }
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    if stderr.len() > TOOL_STDERR_KEEP {
+        let mut cut = stderr.len() - TOOL_STDERR_KEEP;
+        while !stderr.is_char_boundary(cut) {
+            cut += 1;
+        }
+        stderr.drain(..cut);
+    }
+    use std::os::unix::process::ExitStatusExt;
+    let code = status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+    Ok(ToolOutput {
+        status: code,
+        stderr: stderr.trim().to_owned(),
+    })
 }
 
 /// `CapInh`/`CapPrm`/`CapEff`/`CapBnd`/`CapAmb` from a `/proc/*/status` text.
