@@ -14,7 +14,7 @@ PACKAGES=(
     # images, mounts, tests
     squashfs-tools util-linux e2fsprogs xfsprogs attr libcap2-bin
     curl jq python3 apache2-utils procps iproute2 time zstd openssl
-    mpich libmpich-dev
+    mpich libmpich-dev libpmix-dev
     openssh-server openssh-client
     postgresql
 )

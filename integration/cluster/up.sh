@@ -11,7 +11,7 @@ if [ -e "$TB/pids" ]; then
     die "a cluster is already up at $TB: run 'make cluster-down' first (or set SHIFTER_TB)"
 fi
 rm -rf "$TB"
-mkdir -p "$TB"/{state,spool,pids,log,out,etc,etc/shifter,work,nodelocal,oci,build}
+mkdir -p "$TB"/{state,spool,pids,log,out,etc,etc/shifter,work,nodelocal,oci,build,pmix}
 chmod 0755 "$TB"
 chmod 1777 "$TB/out" "$TB/work"
 : >"$TB/env"
@@ -98,6 +98,11 @@ conf=$TB/etc/slurm.conf
     done
     echo "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP"
 } >"$conf"
+# srun --mpi=pmix: slurmstepd makes each step's PMIx rendezvous directory
+# (PMIX_SERVER_TMPDIR) under this base. Its default, /tmp, is shared by the
+# nodes of this machine (and by other clusters on it), so two nodes of one
+# step would collide; each node mounts its own tmpfs here (below).
+echo "PMIxCliTmpDirBase=$TB/pmix" >"$TB/etc/mpi.conf"
 export SLURM_CONF=$conf
 env_add SLURM_CONF "$conf"
 env_add SHIFTER_PLUGSTACK "$TB/etc/plugstack.conf"
@@ -118,7 +123,7 @@ for n in $nodes; do
     # others and to the host) and its own hostname. unshare and sh exec, so the
     # recorded PID is slurmd's own.
     start_daemon "slurmd-$n" unshare --mount --propagation private --uts \
-        sh -c "hostname $n && mount --bind '$TB/etc/shifter' /etc/shifter && mount -t tmpfs -o size=512m,mode=0755 shifter-$n '$TB/nodelocal/$n' && exec slurmd -D -N $n -f '$conf'"
+        sh -c "hostname $n && mount --bind '$TB/etc/shifter' /etc/shifter && mount -t tmpfs -o size=512m,mode=0755 shifter-$n '$TB/nodelocal/$n' && mount -t tmpfs -o size=64m,mode=0755 pmix-$n '$TB/pmix' && exec slurmd -D -N $n -f '$conf'"
 done
 
 all_idle() {

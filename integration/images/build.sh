@@ -8,8 +8,21 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 mkdir -p "$tb/build" "$tb/oci"
 gcc -static -O2 -o "$tb/build/capcheck" "$here/helpers/capcheck.c"
+# The mpi image's programs, against Debian's MPICH (mpich, libmpich-dev) and
+# PMIx (libpmix-dev); without those the image is left out and the tests that
+# use it say so.
+mpi_programs=()
+if command -v mpicc >/dev/null && [ -e /usr/lib/x86_64-linux-gnu/pmix2/include/pmix.h ]; then
+    mpicc -O2 -o "$tb/build/mpi-ring" "$here/helpers/mpi-ring.c"
+    gcc -O2 -I/usr/lib/x86_64-linux-gnu/pmix2/include -o "$tb/build/pmix-hello" \
+        "$here/helpers/pmix-hello.c" -lpmix
+    mpi_programs=(--mpi-programs "$tb/build/mpi-ring" "$tb/build/pmix-hello")
+else
+    echo "[images] no mpicc or PMIx headers (install-deps.sh installs them): no mpi image" >&2
+fi
 rm -rf "$tb/oci"/*
-python3 "$here/mkoci.py" --out "$tb/oci" --capcheck "$tb/build/capcheck" --busybox /bin/busybox
+python3 "$here/mkoci.py" --out "$tb/oci" --capcheck "$tb/build/capcheck" --busybox /bin/busybox \
+    "${mpi_programs[@]}"
 
 push() {  # push LAYOUT DEST [skopeo flags]
     local src=$1 dest=$2
@@ -25,4 +38,10 @@ push multi multi:latest --all --format oci
 push multi multi:dockerlist --all --format v2s2
 printf "export SHIFTER_IMAGES='%s'\n" \
     "busybox:latest busybox:oci layered:latest layered:oci multi:latest multi:dockerlist" >>"$tb/env"
-echo "[images] pushed 6 test images to $registry" >&2
+# Kept out of SHIFTER_IMAGES: the tests that walk every image need not pay
+# for its 60 MB of libraries; integration/tests/modules.rs uses it.
+if [ -d "$tb/oci/mpi" ]; then
+    push mpi mpi:latest --format v2s2
+    printf "export SHIFTER_MPI_IMAGE='mpi:latest'\n" >>"$tb/env"
+fi
+echo "[images] pushed the test images to $registry" >&2

@@ -10,6 +10,9 @@ Images (each an OCI layout with one tag, "latest"):
            symlinks, file->dir replacement, non-root owners, devices, fifo,
            setuid-root and security.capability (PAX xattr) helpers
   multi    an OCI index with linux/amd64 and linux/arm64 images
+  mpi      (with --mpi-programs) busybox + a glibc userland copied from the
+           build host: the C library, MPICH, libpmix and what they load, and
+           the MPI and PMIx test programs in /usr/local/bin
 """
 
 import argparse
@@ -241,11 +244,57 @@ def arm_layer():
     return l.finish()
 
 
+def shared_libraries(programs):
+    """The shared libraries the programs load and the loader, as host paths,
+    from ldd (so what the build host's loader resolves, with its deps)."""
+    found = set()
+    for prog in programs:
+        out = subprocess.run(["ldd", prog], check=True, capture_output=True, text=True)
+        for line in out.stdout.splitlines():
+            parts = line.split()
+            if "=>" in parts:
+                target = parts[parts.index("=>") + 1]
+                if target.startswith("/"):
+                    found.add(target)
+            elif parts and parts[0].startswith("/"):
+                found.add(parts[0])  # the loader: /lib64/ld-linux-x86-64.so.2
+    return sorted(found)
+
+
+MULTIARCH = "usr/lib/x86_64-linux-gnu"
+
+
+def mpi_layer(programs):
+    """An image's own userland: every library of the programs under the
+    name the loader asked for, in the multiarch directory (/lib is a link to
+    /usr/lib, as on a merged-/usr Debian), with the loader at its ELF path."""
+    l = Layer()
+    for d in ["usr/lib", MULTIARCH, "lib64", "etc"]:
+        l.dir(d)
+    l.symlink("lib", "usr/lib")
+    for lib in shared_libraries(programs):
+        with open(os.path.realpath(lib), "rb") as f:
+            data = f.read()
+        name = os.path.basename(lib)
+        if lib.startswith("/lib64/"):
+            l.file(f"{MULTIARCH}/{name}", data, 0o755)
+            l.symlink(f"lib64/{name}", f"/{MULTIARCH}/{name}")
+        else:
+            l.file(f"{MULTIARCH}/{name}", data, 0o644)
+    for prog in programs:
+        with open(prog, "rb") as f:
+            l.file(f"usr/local/bin/{os.path.basename(prog)}", f.read(), 0o755)
+    l.file("etc/os-release", os_release("shifter-mpi", "Shifter MPI"))
+    return l.finish()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="directory to create the layouts in")
     ap.add_argument("--busybox", default="/bin/busybox", help="a static busybox binary")
     ap.add_argument("--capcheck", required=True, help="the static capcheck helper")
+    ap.add_argument("--mpi-programs", nargs="*", default=[],
+                    help="dynamically linked programs for the mpi image (built against MPICH/PMIx)")
     args = ap.parse_args()
 
     with open(args.busybox, "rb") as f:
@@ -275,6 +324,12 @@ def main():
     amd = multi.image([base], mconfig, "amd64")
     arm = multi.image([arm_layer()], mconfig, "arm64")
     multi.index([amd, arm])
+
+    if args.mpi_programs:
+        mpi = Layout(os.path.join(args.out, "mpi"))
+        mpiconfig = dict(config, Env=config["Env"][:1] + ["SHIFTER_TEST_IMAGE=mpi"],
+                         Labels={"org.shifter-rs.test": "mpi"})
+        mpi.index([mpi.image([base, mpi_layer(args.mpi_programs)], mpiconfig)])
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
 //! End-to-end tests of site modules (issue 8): the example `gpu` module of
 //! `integration/cluster/up.d/25-modules.sh` (stand-in NVIDIA device nodes and
-//! a stand-in `libnvidia-ml.so.1`, since these machines have no GPU) and
-//! conflicting modules refused at submit. Run as the non-root test user with
-//! real srun against the local cluster.
+//! a stand-in `libnvidia-ml.so.1`, since these machines have no GPU), also
+//! through the `shifter` command; conflicting modules refused at submit;
+//! `mpich` (a real MPI program of the `mpi` test image over PMI2 with the
+//! host's MPICH) and `pmix` (a real PMIx client with `srun --mpi=pmix`), on
+//! two nodes. Run as the non-root test user with real srun against the local
+//! cluster.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -270,123 +273,240 @@ fn conflicting_modules_are_refused_at_submit_naming_both() {
     assert_refused_at_submit(&r, &["\"cpu-only\"", "\"gpu\""]);
 }
 
-/// An MPI program built on the host with Debian's MPICH (`mpicc`), in a
-/// directory the test user owns; None after a loud skip notice.
-fn mpi_program(tb: &Testbed) -> Option<PathBuf> {
-    let dir = tb
-        .dir
-        .join("out")
-        .join(format!("modules-mpi-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("ring.c"), MPI_PROGRAM).unwrap();
-    let built = Command::new("mpicc")
-        .arg("-o")
-        .arg(dir.join("ring"))
-        .arg(dir.join("ring.c"))
-        .output();
-    match built {
-        Ok(out) if out.status.success() => {}
-        other => {
-            let why = format!(
-                "mpicc (Debian mpich, libmpich-dev) cannot build the MPI test program: {other:?}"
-            );
-            if required() {
-                panic!("{why}");
-            }
-            eprintln!("\n!!!! SKIPPED mpich module test: {why}\n");
-            return None;
+/// The `mpi` test image (busybox plus a glibc userland with MPICH, libpmix
+/// and the programs `mpi-ring` and `pmix-hello`, see
+/// integration/images/mkoci.py), pulled; None after a loud skip notice.
+fn mpi_image(tb: &Testbed, module: &str) -> Option<String> {
+    let conf = std::fs::read_to_string(config_path(tb)).unwrap_or_default();
+    let why = match tb.var_opt("SHIFTER_MPI_IMAGE") {
+        _ if !conf.contains(&format!("[modules.{module}]")) => {
+            format!("the site config has no [modules.{module}]")
         }
-    }
-    let st = Command::new("chown")
-        .args(["-R", tb.user(), dir.to_str().unwrap()])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    Some(dir)
+        None => "no mpi test image (build.sh needs mpicc and libpmix-dev)".to_owned(),
+        Some(img) => {
+            let image = format!("docker:{}/{img}", tb.registry());
+            let bin = tb.bin_dir().join("shifterimg");
+            let cfg = config_path(tb);
+            tb.run_as(
+                tb.user(),
+                &[
+                    bin.to_str().unwrap(),
+                    "--config",
+                    cfg.to_str().unwrap(),
+                    "pull",
+                    &image,
+                ],
+                Duration::from_secs(180),
+            )
+            .assert_ok();
+            return Some(image);
+        }
+    };
+    assert!(!required(), "{module} module test: {why}");
+    eprintln!("\n!!!! SKIPPED {module} module test: {why}\n");
+    None
 }
 
-const MPI_PROGRAM: &str = r#"#include <mpi.h>
-#include <stdio.h>
-int main(int argc, char **argv) {
-    int rank, size, len, sum = 0, one = 1;
-    char name[MPI_MAX_PROCESSOR_NAME];
-    MPI_Init(&argc, &argv);
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &size);
-    MPI_Get_processor_name(name, &len);
-    MPI_Allreduce(&one, &sum, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
-    printf("RANK %d SIZE %d SUM %d HOST %s\n", rank, size, sum, name);
-    MPI_Finalize();
-    return 0;
+const MPICH_LIB: &str = "/opt/shifter/mpich/lib";
+/// Where the `mpi` image has its own libraries (Debian's multiarch dir).
+const IMAGE_LIB: &str = "/usr/lib/x86_64-linux-gnu";
+
+/// One line of `mpi-ring`: "RANK r SIZE n SUM n HOST node MPI path LIBC path".
+struct Rank {
+    rank: u32,
+    size: u32,
+    sum: u32,
+    host: String,
+    mpi: String,
+    libc: String,
 }
-"#;
+
+fn ranks(r: &Run) -> Vec<Rank> {
+    let mut out: Vec<Rank> = lines_with(r, "RANK ")
+        .into_iter()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(
+                (f.len(), f[1], f[3], f[5], f[7], f[9]),
+                (11, "SIZE", "SUM", "HOST", "MPI", "LIBC"),
+                "{r}"
+            );
+            Rank {
+                rank: f[0].parse().unwrap(),
+                size: f[2].parse().unwrap(),
+                sum: f[4].parse().unwrap(),
+                host: f[6].to_owned(),
+                mpi: f[8].to_owned(),
+                libc: f[10].to_owned(),
+            }
+        })
+        .collect();
+    out.sort_by_key(|k| k.rank);
+    out
+}
+
+#[track_caller]
+fn assert_four_ranks_on_two_nodes(r: &Run, ranks: &[Rank]) {
+    let ids: Vec<u32> = ranks.iter().map(|k| k.rank).collect();
+    assert_eq!(ids, [0, 1, 2, 3], "{r}");
+    for k in ranks {
+        assert_eq!((k.size, k.sum), (4, 4), "size and MPI_Allreduce: {r}");
+    }
+    let hosts: std::collections::BTreeSet<&str> = ranks.iter().map(|k| k.host.as_str()).collect();
+    assert_eq!(hosts.len(), 2, "ranks on both nodes: {r}");
+}
 
 #[test]
-fn mpich_module_runs_pmi2_ranks_on_two_nodes_that_see_each_other() {
+fn mpich_module_runs_pmi2_ranks_with_the_hosts_mpi_and_the_images_glibc() {
     let Some(tb) = ready() else { return };
     let _serial = serial();
-    let conf = std::fs::read_to_string(config_path(&tb)).unwrap_or_default();
-    if !conf.contains("[modules.mpich]") {
-        assert!(!required(), "the site config has no [modules.mpich]");
-        eprintln!("\n!!!! SKIPPED mpich module test: no [modules.mpich] in the site config\n");
+    let Some(image) = mpi_image(&tb, "mpich") else {
         return;
+    };
+    let run = |module: &str| {
+        srun(
+            &tb,
+            &[
+                "--mpi=pmi2",
+                "-N2",
+                "-n4",
+                &format!("--image={image}"),
+                module,
+                "sh",
+                "-c",
+                "echo LD=${LD_LIBRARY_PATH%%:*}; exec mpi-ring",
+            ],
+            &[],
+        )
+    };
+    let r = run("--module=mpich");
+    r.assert_ok();
+    let with = ranks(&r);
+    assert_four_ranks_on_two_nodes(&r, &with);
+    for k in &with {
+        // /proc/self/maps of each rank: MPICH from the host's directory the
+        // module binds, the C library still the image's own.
+        assert_eq!(k.mpi, format!("{MPICH_LIB}/libmpich.so.12"), "{r}");
+        assert_eq!(k.libc, format!("{IMAGE_LIB}/libc.so.6"), "{r}");
     }
-    let Some(dir) = mpi_program(&tb) else { return };
-    let image = image(&tb);
-    // The busybox image has no C library: start the program through the
-    // module's loader; `sh` and /etc/os-release prove it runs in the image.
-    let script = "grep '^ID=' /etc/os-release; echo LD=${LD_LIBRARY_PATH%%:*}; \
-        exec /opt/shifter/mpich/lib/ld-linux-x86-64.so.2 /mpi/ring";
+    for ld in lines_with(&r, "LD=") {
+        assert_eq!(ld, MPICH_LIB, "the module's directory comes first: {r}");
+    }
+
+    // Without the module the same program runs with the image's own MPICH.
+    let r = run("--module=none");
+    r.assert_ok();
+    let without = ranks(&r);
+    assert_four_ranks_on_two_nodes(&r, &without);
+    for k in &without {
+        assert_eq!(k.mpi, format!("{IMAGE_LIB}/libmpich.so.12"), "{r}");
+        assert_eq!(k.libc, format!("{IMAGE_LIB}/libc.so.6"), "{r}");
+    }
+}
+
+#[test]
+fn pmix_module_lets_srun_mpi_pmix_ranks_reach_slurms_pmix_server_on_two_nodes() {
+    let Some(tb) = ready() else { return };
+    let _serial = serial();
+    let Some(image) = mpi_image(&tb, "pmix") else {
+        return;
+    };
+    // PMIX_SERVER_TMPDIR holds the server's rendezvous and shared-memory
+    // store (PMIX_GDS_MODULE=ds21,...); without it clients fall back to
+    // asking the server and log "PMIX ERROR".
     let r = srun(
         &tb,
         &[
-            "--mpi=pmi2",
+            "--mpi=pmix",
             "-N2",
             "-n4",
             &format!("--image={image}"),
-            "--module=mpich",
-            &format!("--volume={}:/mpi", dir.display()),
+            "--module=pmix",
             "sh",
             "-c",
-            script,
+            "grep '^ID=' /etc/os-release; test -d \"$PMIX_SERVER_TMPDIR\" && echo TMPDIR=ok; \
+             exec pmix-hello",
         ],
         &[],
     );
     r.assert_ok();
-    assert_eq!(
-        r.stdout.matches("ID=shifter-busybox").count(),
-        4,
-        "every rank runs in the image: {r}"
-    );
-    for ld in lines_with(&r, "LD=") {
-        assert_eq!(ld, "/opt/shifter/mpich/lib", "{r}");
-    }
-    let mut ranks: Vec<u32> = Vec::new();
+    assert_eq!(r.stdout.matches("ID=shifter-mpi").count(), 4, "{r}");
+    assert_eq!(r.stdout.matches("TMPDIR=ok").count(), 4, "{r}");
+    assert!(!r.stderr.contains("PMIX ERROR"), "{r}");
+    let mut ids = Vec::new();
+    let mut nspaces = std::collections::BTreeSet::new();
     let mut hosts = std::collections::BTreeSet::new();
-    for l in lines_with(&r, "RANK ") {
+    for l in lines_with(&r, "PMIX RANK ") {
+        // "<rank> SIZE <n> NSPACE <ns> HOST <node>"
         let f: Vec<&str> = l.split_whitespace().collect();
-        // "<rank> SIZE <n> SUM <n> HOST <node>"
-        assert_eq!(&f[1..5], ["SIZE", "4", "SUM", "4"], "{r}");
-        ranks.push(f[0].parse().unwrap());
+        assert_eq!(
+            (f[1], f[2], f[3], f[5]),
+            ("SIZE", "4", "NSPACE", "HOST"),
+            "{r}"
+        );
+        ids.push(f[0].parse::<u32>().unwrap());
+        nspaces.insert(f[4].to_owned());
         hosts.insert(f[6].to_owned());
     }
-    ranks.sort();
-    assert_eq!(ranks, [0, 1, 2, 3], "{r}");
+    ids.sort();
+    assert_eq!(ids, [0, 1, 2, 3], "{r}");
+    assert_eq!(nspaces.len(), 1, "one PMIx namespace for the step: {r}");
     assert_eq!(hosts.len(), 2, "ranks on both nodes: {r}");
+}
 
-    // Without the module the host's MPI is not there.
-    let r = srun(
-        &tb,
-        &[
-            &format!("--image={image}"),
-            "--module=none",
-            "sh",
-            "-c",
-            "ls /opt/shifter/mpich/lib/libmpich.so.12",
-        ],
-        &[],
+/// `shifter` run by root for the test user on this host, with the cluster's
+/// config, `--module=gpu` and the given device variables.
+fn shifter_gpu(tb: &Testbed, image: &str, vars: &[&str]) -> Run {
+    let bin = tb.bin_dir().join("shifter");
+    let cfg = config_path(tb);
+    let user = format!("--user={}", tb.user());
+    let image = format!("--image={image}");
+    let mut all = vec!["env", "-u", "SLURM_STEP_GPUS", "-u", "CUDA_VISIBLE_DEVICES"];
+    all.extend_from_slice(vars);
+    all.extend_from_slice(&[
+        bin.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+        &user,
+        &image,
+        "--module=gpu",
+        "ls",
+        "/dev",
+    ]);
+    tb.run_root(&all, T)
+}
+
+#[test]
+fn shifter_command_selects_gpu_nodes_like_the_plugin() {
+    let Some(tb) = ready() else { return };
+    let _serial = serial();
+    let image = image(&tb);
+    let _gpu = FakeGpu::install(&tb);
+    let dev = |vars: &[&str]| {
+        let r = shifter_gpu(&tb, &image, vars);
+        r.assert_ok();
+        let mut gpus: Vec<String> = r
+            .stdout
+            .split_whitespace()
+            .filter(|n| n.starts_with("nvidia"))
+            .map(str::to_owned)
+            .collect();
+        gpus.sort();
+        gpus
+    };
+    assert_eq!(
+        dev(&["CUDA_VISIBLE_DEVICES=1"]),
+        ["nvidia1", "nvidiactl"],
+        "GPU 1 and the control node only"
     );
-    r.assert_failed();
-    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        dev(&["SLURM_STEP_GPUS=0", "CUDA_VISIBLE_DEVICES=1"]),
+        ["nvidia0", "nvidiactl"],
+        "Slurm's binding comes first, as in the module's select_devices_by"
+    );
+    assert_eq!(
+        dev(&[]),
+        ["nvidia0", "nvidia1", "nvidiactl"],
+        "no selection: every node"
+    );
 }

@@ -94,9 +94,16 @@ fn run(cli: Cli) -> Result<command::ExecFailure> {
             .filter(|s| !s.is_empty())
             .collect()
     });
-    let modules = cfg
+    let resolved = cfg
         .resolve_modules(module_names.as_deref())
         .map_err(|e| anyhow!(e))?;
+    // As in the Slurm plugin: the step's GPU variables (SLURM_STEP_GPUS,
+    // CUDA_VISIBLE_DEVICES, ...) pick the numbered devices; they are read from
+    // the caller's environment even with --clearenv, which only concerns the
+    // container's.
+    let selected = select_devices(&resolved, |k| std::env::var(k).ok());
+    let modules: Vec<(&str, &runtime_core::Module)> =
+        selected.iter().map(|(name, m)| (*name, m)).collect();
 
     // Everything the user asked for is read before we touch the mount
     // namespace; files named by the user are read with the user's rights.
@@ -150,6 +157,18 @@ fn run(cli: Cli) -> Result<command::ExecFailure> {
         &img.meta().cmd,
     );
     Ok(command::exec(&argv, &container_env))
+}
+
+/// Each enabled module with only the devices the caller was given (see
+/// `Module::select_devices`).
+fn select_devices<'c>(
+    modules: &[(&'c str, &runtime_core::Module)],
+    job_env: impl Fn(&str) -> Option<String>,
+) -> Vec<(&'c str, runtime_core::Module)> {
+    modules
+        .iter()
+        .map(|(name, m)| (*name, m.select_devices(&job_env)))
+        .collect()
 }
 
 /// Turns a reference into an image id: `id:` directly, tags through the gateway.

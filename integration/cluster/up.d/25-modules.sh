@@ -38,20 +38,36 @@ conflicts = ["gpu"]
 env = { SHIFTER_CPU_ONLY = "1" }
 CONF
 fi
-# `mpich`: the test image (busybox) has no C library, so on the testbed the
-# module binds the host's whole library directory (MPICH from Debian's
-# mpich/libmpich-dev and glibc) and the test starts its MPI program through
-# that directory's ld.so. On a real site bind only the MPI libraries (see
-# docs/modules.md): the image brings its own glibc.
+# `mpich`: the site's MPI library directory, as a site would have it: here
+# Debian's libmpich.so.12 and the libraries it needs that are not part of the
+# C library, copied into $SHIFTER_TB/modules/mpich/lib. The `mpi` test image
+# brings its own glibc (and its own MPICH, which the module overrides).
+mpich_lib="$SHIFTER_TB/modules/mpich/lib"
+install -d -o root -g root -m 0755 "$SHIFTER_TB/modules/mpich" "$mpich_lib"
+if [ -e /usr/lib/x86_64-linux-gnu/libmpich.so.12 ]; then
+    cp -L /usr/lib/x86_64-linux-gnu/libmpich.so.12 "$mpich_lib/"
+    ldd /usr/lib/x86_64-linux-gnu/libmpich.so.12 | awk '$2 == "=>" && $3 ~ /^\// {print $3}' |
+        grep -Ev '/(libc|libm|libpthread|libdl|librt|ld-linux[^/]*)\.so' |
+        while read -r lib; do cp -L "$lib" "$mpich_lib/"; done
+fi
+# `pmix`: for srun --mpi=pmix. Slurm's PMIx server puts each step's
+# rendezvous files (PMIX_SERVER_TMPDIR, the dstore of PMIX_GDS_MODULE) in
+# SlurmdSpoolDir/pmix.<job>.<step>, which it creates after the container is
+# assembled: the module binds the spool directory at the same path. Here the
+# nodes' spool dirs are $SHIFTER_TB/spool/<node>.
 if ! grep -q '^\[modules\.mpich\]' "$mod_conf"; then
     cat >>"$mod_conf" <<CONF
 
 # appended by integration/cluster/up.d/25-modules.sh
 [modules.mpich]
-description = "host MPICH (testbed: the host's whole library directory)"
-mounts = [{ source = "/usr/lib/x86_64-linux-gnu", destination = "/opt/shifter/mpich/lib", read_only = true }]
+description = "host MPICH (testbed: Debian's libmpich.so.12 and its non-libc libraries)"
+mounts = [{ source = "$mpich_lib", destination = "/opt/shifter/mpich/lib", read_only = true }]
 ldconfig_dirs = ["/opt/shifter/mpich/lib"]
 conflicts = ["gpu-alt"]
+
+[modules.pmix]
+description = "PMIx rendezvous of Slurm's slurmstepd (srun --mpi=pmix)"
+mounts = [{ source = "$SHIFTER_TB/spool", destination = "$SHIFTER_TB/spool" }]
 CONF
 fi
-say "modules: gpu, gpu-alt, cpu-only, mpich in $mod_conf (stand-in libraries in $gpu_lib)"
+say "modules: gpu, gpu-alt, cpu-only, mpich, pmix in $mod_conf (stand-in libraries in $gpu_lib)"
