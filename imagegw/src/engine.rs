@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use shifter_api::record::PullProgress;
 use shifter_api::{DockerRef, ImageMeta, Platform};
 use thiserror::Error;
 
@@ -45,7 +46,7 @@ pub enum Stage {
 /// Where the engine reports progress; called from the engine's (blocking) thread.
 pub trait ProgressSink: Send + Sync {
     fn stage(&self, stage: Stage);
-    fn bytes(&self, downloaded: u64, total: u64, converted: u64);
+    fn bytes(&self, progress: PullProgress);
 }
 
 /// A finished conversion: the squashfs (inside the staging directory) and its meta.

@@ -254,18 +254,14 @@ impl ProgressSink for Sink {
         }
     }
 
-    fn bytes(&self, downloaded: u64, total: u64, converted: u64) {
+    fn bytes(&self, progress: PullProgress) {
         let mut p = self.job.progress.lock().unwrap_or_else(|p| p.into_inner());
-        if downloaded > p.bytes_downloaded {
+        if progress.bytes_downloaded > p.bytes_downloaded {
             self.state
                 .metrics
-                .bytes_downloaded(downloaded - p.bytes_downloaded);
+                .bytes_downloaded(progress.bytes_downloaded - p.bytes_downloaded);
         }
-        *p = PullProgress {
-            bytes_downloaded: downloaded,
-            bytes_total: total,
-            bytes_converted: converted,
-        };
+        *p = progress;
     }
 }
 

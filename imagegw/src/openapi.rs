@@ -106,7 +106,7 @@ fn components() -> Value {
                 "last_pull": {"type": "integer"}, "size": {"type": "integer"},
                 "progress": {"type": "object", "properties": {
                     "bytes_downloaded": {"type": "integer"}, "bytes_total": {"type": "integer"},
-                    "bytes_converted": {"type": "integer"}}}
+                    "bytes_converted": {"type": "integer"}, "bytes_to_convert": {"type": "integer"}}}
             }},
             "ImageList": {"type": "object", "properties": {"list": {"type": "array", "items": {"$ref": "#/components/schemas/ImageRecord"}}}},
             "PullRequest": {"type": "object", "properties": {

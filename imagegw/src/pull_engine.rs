@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use shifter_api::record::PullProgress;
 use shifter_pull::{Compression, ErrorKind, Progress, PullConfig, PullOptions, Puller};
 use thiserror::Error;
 
@@ -162,14 +163,23 @@ impl PullEngine for ShifterPullEngine {
                             total,
                         } => {
                             downloaded = (d, total);
-                            progress.bytes(d, total, 0);
+                            progress.bytes(PullProgress {
+                                bytes_downloaded: d,
+                                bytes_total: total,
+                                ..PullProgress::default()
+                            });
                         }
-                        Progress::Converting { converted } => {
+                        Progress::Converting { converted, total } => {
                             if !converting {
                                 converting = true;
                                 progress.stage(Stage::Conversion);
                             }
-                            progress.bytes(downloaded.0, downloaded.1, converted);
+                            progress.bytes(PullProgress {
+                                bytes_downloaded: downloaded.0,
+                                bytes_total: downloaded.1,
+                                bytes_converted: converted,
+                                bytes_to_convert: total,
+                            });
                         }
                     }
                 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::Value;
+use shifter_api::record::PullProgress;
 use shifter_api::{ImageMeta, ImageRecord, ImageStatus};
 use shifter_imagegw::auth::{AuthError, Credential, CredentialDecoder};
 use shifter_imagegw::config::SystemConfig;
@@ -79,7 +80,11 @@ impl PullEngine for FakeEngine {
         self.calls.fetch_add(1, Ordering::SeqCst);
         self.seen.lock().unwrap().push(spec.clone());
         progress.stage(Stage::Pulling);
-        progress.bytes(100, 200, 0);
+        progress.bytes(PullProgress {
+            bytes_downloaded: 100,
+            bytes_total: 200,
+            ..PullProgress::default()
+        });
         std::thread::sleep(self.delay);
         if let Some(e) = self.fail.lock().unwrap().clone() {
             return Err(e);

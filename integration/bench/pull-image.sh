@@ -2,13 +2,18 @@
 # Registry → finished squashfs: shifter-pull against the pipeline Shifter's and
 # Sarus's gateways use (skopeo copy + umoci raw unpack + mksquashfs -no-xattrs) and
 # against the floors (fetch + sha256 of every blob; decompressing every layer;
-# sqfs-writer's dir2sqfs on the pre-merged tree). Wall, CPU, peak RSS, output size.
+# sqfs-writer's dir2sqfs on the pre-merged tree). Wall, CPU, peak RSS, output size,
+# then the ratios (medians) side by side.
 #
-# The image is built locally from this machine's own files (no network): 3 gzip
-# layers plus a whiteout layer, about 280 MiB of tar and 5,000 entries:
-#   1: /usr/lib/python3.11 + /usr/lib/python3   2: /usr/lib/gcc + /usr/libexec
-#   3: whiteouts (python3.11/test, an opaque dir) + a changed file
-# and pushed to the local registry as bench/pull:latest.
+# The image (BENCH_IMAGE):
+#   debootstrap (default)  debootstrap-image.sh: minbase bookworm, + python3,
+#                          + python3-numpy, + a whiteout layer; about 300 MiB of tar,
+#                          100 MiB compressed, 8,000 entries. Built once (needs a
+#                          Debian mirror) and cached in $BENCH_CACHE.
+#   local                  built from this machine's own files, no network: 3 gzip
+#                          layers plus a whiteout layer, about 280 MiB of tar and
+#                          5,000 entries.
+# It is pushed to the local registry as bench/pull:latest.
 #   SHIFTER_REGISTRY  registry (default 127.0.0.1:5000)   RUNS  runs each (default 3)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -27,7 +32,8 @@ work=$(mktemp -d /var/tmp/pull-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
 # ---- the image -----------------------------------------------------------------
-python3 - "$work/layout" <<'PY'
+local_image() {
+python3 - "$1" <<'PY'
 import gzip, hashlib, io, json, os, sys, tarfile
 out = sys.argv[1]
 os.makedirs(f"{out}/blobs/sha256")
@@ -70,6 +76,19 @@ json.dump({"schemaVersion": 2, "manifests": [{"mediaType": man["mediaType"], "di
 open(f"{out}/oci-layout", "w").write('{"imageLayoutVersion": "1.0.0"}')
 print(f"image: {len(layers)} layers, {sum(len(r) for r, _ in layers) >> 20} MiB of tar, {sum(len(g) for _, g in layers) >> 20} MiB compressed")
 PY
+}
+case ${BENCH_IMAGE:-debootstrap} in
+    debootstrap) "$here/debootstrap-image.sh" "$work/layout" ;;
+    local) local_image "$work/layout" ;;
+    *) echo "BENCH_IMAGE must be debootstrap or local" >&2; exit 1 ;;
+esac
+python3 - "$work/layout" <<'PY'
+import json, os, sys
+out = sys.argv[1]
+blob = lambda d: f"{out}/blobs/sha256/{d[7:]}"
+man = json.load(open(blob(json.load(open(f"{out}/index.json"))["manifests"][0]["digest"])))
+print(f"image: {len(man['layers'])} layers, {sum(l['size'] for l in man['layers']) >> 20} MiB compressed")
+PY
 skopeo copy --quiet --dest-tls-verify=false "oci:$work/layout:latest" "docker://$reg/bench/pull:latest"
 ref="$reg/bench/pull:latest"
 layers=$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print(" ".join(l["digest"] for l in m["layers"]))' \
@@ -87,9 +106,10 @@ measure() { # label output-file command...
         [ -n "$out" ] && size=$(stat -c %s $out)
         awk -v l="$label" -v w="$wall" -v u="$user" -v s="$sys" -v r="$rss" -v b="$size" \
             'BEGIN { printf "%-26s %8.2f %8.2f %9.1f %12d\n", l, w, u + s, r / 1024, b }'
+        printf '%s\t%s\t%s\t%s\n' "$label" "$wall" "$rss" "$size" >>"$work/results"
     done
 }
-for comp in gzip zstd:3 lz4; do
+for comp in ${PULL_COMPS:-gzip zstd:3 lz4}; do
     measure "shifter-pull $comp" "$work/run/*.squashfs" \
         "$bin/pull" "$ref" "$work/run" --plain-http "$reg" --compression "$comp" --cache "$work/run/cache"
 done
@@ -103,3 +123,23 @@ measure "floor decompress layers" "" bash -c 'for f in '"$work"'/layout/blobs/sh
 umoci raw unpack --image "$work/layout:latest" "$work/merged" >/dev/null 2>&1
 measure "floor dir2sqfs merged gzip" "$work/run/out.sqfs" "$bin/dir2sqfs" "$work/merged" "$work/run/out.sqfs" gzip 131072 "$(nproc)"
 measure "mksquashfs merged gzip" "$work/run/out.sqfs" mksquashfs "$work/merged" "$work/run/out.sqfs" -noappend -no-xattrs -comp gzip -quiet -no-progress
+
+# ---- ratios (medians of the runs above) ------------------------------------------
+python3 - "$work/results" <<'PY'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    label, wall, rss, size = line.rstrip("\n").split("\t")
+    rows.setdefault(label, []).append((float(wall), int(rss), int(size)))
+med = {l: statistics.median(w for w, _, _ in r) for l, r in rows.items()}
+size = {l: r[-1][2] for l, r in rows.items()}
+anchor, floor = med["anchor skopeo+umoci+mksq"], med["floor dir2sqfs merged gzip"]
+print()
+for l in sorted(l for l in rows if l.startswith("shifter-pull")):
+    rss = max(r for _, r, _ in rows[l]) / 1024
+    line = f"{l:<26} {med[l]:6.2f} s  peak RSS {rss:5.1f} MiB  {anchor / med[l]:5.2f}x faster than the anchor"
+    if l == "shifter-pull gzip":
+        line += (f", {med[l] / floor:4.2f}x the dir2sqfs floor, output "
+                 f"{100 * (size[l] / size['anchor skopeo+umoci+mksq'] - 1):+.1f}% vs mksquashfs")
+    print(line)
+PY

@@ -223,11 +223,13 @@ fn every_test_image_matches_umoci_plus_mksquashfs_entry_for_entry() {
             matches!(last_pull, Some((d, t)) if d == t && t > 0),
             "{image}: download progress {last_pull:?}"
         );
+        let last_conv = events.iter().rev().find_map(|e| match e {
+            Progress::Converting { converted, total } => Some((*converted, *total)),
+            _ => None,
+        });
         assert!(
-            events
-                .iter()
-                .any(|e| matches!(e, Progress::Converting { converted } if *converted > 0)),
-            "{image}: conversion progress"
+            matches!(last_conv, Some((c, t)) if c == t && t > 0),
+            "{image}: conversion progress should end at its announced total: {last_conv:?}"
         );
     }
 }

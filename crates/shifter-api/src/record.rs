@@ -101,8 +101,13 @@ pub struct ImageRecord {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PullProgress {
     pub bytes_downloaded: u64,
+    /// Compressed bytes of every layer (known from the manifest).
     pub bytes_total: u64,
     pub bytes_converted: u64,
+    /// File bytes of the merged image, known once conversion has indexed the layers
+    /// (0 before; older gateways never send it).
+    #[serde(default)]
+    pub bytes_to_convert: u64,
 }
 
 /// `GET /api/list/{system}/`.

@@ -53,7 +53,9 @@ pub enum Compression {
 
 impl Default for Compression {
     fn default() -> Self {
-        Compression::Gzip { level: 9 }
+        Compression::Gzip {
+            level: sqfs_writer::DEFAULT_GZIP_LEVEL,
+        }
     }
 }
 
@@ -65,7 +67,7 @@ impl Compression {
             None => (s, None),
         };
         match (name, level) {
-            ("gzip", None) => Some(Compression::Gzip { level: 9 }),
+            ("gzip", None) => Some(Compression::default()),
             ("gzip", Some(l)) => l
                 .parse()
                 .ok()
@@ -185,7 +187,7 @@ mod tests {
     fn compression_names_parse_with_optional_levels() {
         assert_eq!(
             Compression::parse("gzip"),
-            Some(Compression::Gzip { level: 9 })
+            Some(Compression::Gzip { level: 7 })
         );
         assert_eq!(
             Compression::parse("zstd:3"),

@@ -74,7 +74,7 @@ pub fn convert_to_file(
     layers: &[Layer],
     opts: &ConvertOptions,
     dest: &Path,
-    progress: &mut dyn FnMut(u64),
+    progress: &mut dyn FnMut(merge::DataProgress),
 ) -> Result<(u64, MergeStats), ConvertError> {
     let dir = dest.parent().unwrap_or(Path::new("."));
     let io = |op: &'static str, path: &Path| {

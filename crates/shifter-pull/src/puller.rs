@@ -26,7 +26,8 @@ use crate::registry::{http_client, RegistryError, RepoClient, MAX_CONFIG_BYTES};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Progress {
     Pulling { downloaded: u64, total: u64 },
-    Converting { converted: u64 },
+    /// `total` is 0 until the index pass has sized the merged tree.
+    Converting { converted: u64, total: u64 },
 }
 
 pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
@@ -286,13 +287,17 @@ impl Puller {
         };
         let dest = dir.join(resolved.id.squashfs_name());
         let dest2 = dest.clone();
-        progress(Progress::Converting { converted: 0 });
+        progress(Progress::Converting {
+            converted: 0,
+            total: 0,
+        });
         let p = Arc::clone(&progress);
         let (size, stats) = tokio::task::spawn_blocking(move || {
-            let mut converted = 0u64;
-            convert_to_file(&layers, &copts, &dest2, &mut |n| {
-                converted += n;
-                p(Progress::Converting { converted });
+            convert_to_file(&layers, &copts, &dest2, &mut |d| {
+                p(Progress::Converting {
+                    converted: d.written,
+                    total: d.total,
+                })
             })
         })
         .await

@@ -122,7 +122,13 @@ pub fn progress_text(rec: &ImageRecord) -> String {
                 } else if p.bytes_downloaded > 0 {
                     s.push_str(&format!(" {}", human_bytes(p.bytes_downloaded)));
                 }
-                if p.bytes_converted > 0 {
+                if p.bytes_to_convert > 0 {
+                    s.push_str(&format!(
+                        ", converted {}/{}",
+                        human_bytes(p.bytes_converted),
+                        human_bytes(p.bytes_to_convert)
+                    ));
+                } else if p.bytes_converted > 0 {
                     s.push_str(&format!(", {} converted", human_bytes(p.bytes_converted)));
                 }
             }
@@ -287,8 +293,20 @@ mod tests {
             bytes_downloaded: 2048,
             bytes_total: 4096,
             bytes_converted: 0,
+            bytes_to_convert: 0,
         });
         assert_eq!(progress_text(&r), "PULLING 2.0 KiB/4.0 KiB");
+        r.status = ImageStatus::Conversion;
+        r.progress = Some(PullProgress {
+            bytes_downloaded: 4096,
+            bytes_total: 4096,
+            bytes_converted: 1024,
+            bytes_to_convert: 3072,
+        });
+        assert_eq!(
+            progress_text(&r),
+            "CONVERSION 4.0 KiB/4.0 KiB, converted 1.0 KiB/3.0 KiB"
+        );
         r.status = ImageStatus::Ready;
         assert_eq!(progress_text(&r), "READY 0123456789ab (5.0 MiB)");
         r.status = ImageStatus::Failure;

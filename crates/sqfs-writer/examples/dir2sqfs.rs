@@ -24,7 +24,9 @@ fn main() -> Result<()> {
         c => match c.split_once(':') {
             Some(("gzip", l)) => Compression::Gzip { level: l.parse()? },
             Some(("zstd", l)) => Compression::Zstd { level: l.parse()? },
-            None if c == "gzip" => Compression::Gzip { level: 9 },
+            None if c == "gzip" => Compression::Gzip {
+                level: sqfs_writer::DEFAULT_GZIP_LEVEL,
+            },
             None if c == "zstd" => Compression::Zstd { level: 15 },
             _ => return Err(format!("unknown compression {c}").into()),
         },

@@ -29,7 +29,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use xxhash_rust::xxh3::Xxh3;
 
 pub use error::{Error, PathBytes};
-pub use options::{Compression, Meta, Options};
+pub use options::{Compression, Meta, Options, DEFAULT_GZIP_LEVEL};
 
 use pipeline::Pipeline;
 use superblock::SUPERBLOCK_SIZE;

@@ -25,6 +25,14 @@ pub struct MergeStats {
     pub file_bytes: u64,
 }
 
+/// How far the data pass is: file bytes written so far, of the total the merged tree
+/// holds (known once the index pass has decided which entries survive).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DataProgress {
+    pub written: u64,
+    pub total: u64,
+}
+
 struct Wanted {
     ordinal: u32,
     path: Vec<u8>,
@@ -36,7 +44,7 @@ pub fn emit(
     scanned: &[Vec<RawEntry>],
     tree: &Tree,
     sink: &mut dyn TreeSink,
-    progress: &mut dyn FnMut(u64),
+    progress: &mut dyn FnMut(DataProgress),
 ) -> Result<MergeStats, MergeError> {
     let mut stats = MergeStats::default();
     let sink_err = |path: &[u8]| {
@@ -104,6 +112,19 @@ pub fn emit(
     }
     drop(index);
 
+    let total = wanted
+        .iter()
+        .enumerate()
+        .flat_map(|(l, want)| want.iter().map(move |w| (l, w.ordinal)))
+        .map(|(l, ordinal)| {
+            scanned[l]
+                .binary_search_by_key(&ordinal, |e| e.ordinal)
+                .map_or(0, |i| scanned[l][i].size)
+        })
+        .sum();
+    let mut done = DataProgress { written: 0, total };
+    progress(done);
+
     for (l, want) in wanted.iter_mut().enumerate() {
         if want.is_empty() {
             continue;
@@ -137,7 +158,8 @@ pub fn emit(
                 .map_err(sink_err(&w.path))?;
             stats.files += 1;
             stats.file_bytes += n;
-            progress(n);
+            done.written += n;
+            progress(done);
             next.next();
         }
         if let Some(w) = next.next() {

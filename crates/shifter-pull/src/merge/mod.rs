@@ -19,20 +19,20 @@ mod tree;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-pub use emit::MergeStats;
+pub use emit::{DataProgress, MergeStats};
 pub use error::MergeError;
 pub use layer::{Budget, Layer, LayerData};
 pub use path::PathProblem;
 pub use scan::MergeOptions;
 pub use sink::{Meta, Recorded, RecordingSink, SinkError, TreeSink};
 
-/// Merges `layers` (base layer first) into `sink`. `progress` receives the number
-/// of file bytes written after each file.
+/// Merges `layers` (base layer first) into `sink`. `progress` hears the data pass's
+/// total before the first file and the bytes written so far after each file.
 pub fn merge_layers(
     layers: &[Layer],
     opts: &MergeOptions,
     sink: &mut dyn TreeSink,
-    progress: &mut dyn FnMut(u64),
+    progress: &mut dyn FnMut(DataProgress),
 ) -> Result<MergeStats, MergeError> {
     let start = std::time::Instant::now();
     let scanned = scan_all(layers, opts)?;

@@ -37,6 +37,8 @@ pub struct RawEntry {
     pub meta: Meta,
     /// Position of the entry in the layer's tar stream, to find its data again.
     pub ordinal: u32,
+    /// Data bytes of a regular file (0 otherwise), for the data pass's progress total.
+    pub size: u64,
 }
 
 /// Options that shape the tree.
@@ -109,7 +111,7 @@ pub fn scan_layer(
         };
         let path = normalize(&raw_path).map_err(bad_path)?;
         let meta = read_meta(&mut entry).map_err(corrupt)?;
-        std::io::copy(&mut entry, &mut std::io::sink()).map_err(corrupt)?;
+        let size = std::io::copy(&mut entry, &mut std::io::sink()).map_err(corrupt)?;
         let et = entry.header().entry_type();
         let (parent, name) = split_parent(&path);
 
@@ -120,6 +122,7 @@ pub fn scan_layer(
                     kind: RawKind::Opaque,
                     meta,
                     ordinal,
+                    size: 0,
                 });
             } else if name.starts_with(b".wh..wh.") {
                 // aufs bookkeeping (.wh..wh.plnk, .wh..wh.aufs): not part of the tree.
@@ -135,6 +138,7 @@ pub fn scan_layer(
                     kind: RawKind::Whiteout,
                     meta,
                     ordinal,
+                    size: 0,
                 });
             }
             continue;
@@ -193,11 +197,13 @@ pub fn scan_layer(
         } else {
             meta
         };
+        let size = if kind == RawKind::File { size } else { 0 };
         out.push(RawEntry {
             path,
             kind,
             meta,
             ordinal,
+            size,
         });
     }
     drop(entries);

@@ -659,16 +659,27 @@ fn opaque_root_hides_every_older_entry() {
 #[test]
 fn progress_reports_every_file_byte() {
     let mut sink = RecordingSink::default();
-    let mut total = 0;
-    let ls = layers(vec![Tar::default()
-        .file("a", "12345")
-        .file("b", "678")
-        .finish()]);
-    let stats = merge_layers(&ls, &MergeOptions::default(), &mut sink, &mut |n| {
-        total += n
+    let mut seen = Vec::new();
+    // "gone" is whited out and "a" replaced by a newer layer: neither counts.
+    let ls = layers(vec![
+        Tar::default()
+            .file("a", "old content")
+            .file("gone", "xxxxxxxx")
+            .finish(),
+        Tar::default()
+            .file("a", "12345")
+            .file("b", "678")
+            .file(".wh.gone", "")
+            .finish(),
+    ]);
+    let stats = merge_layers(&ls, &MergeOptions::default(), &mut sink, &mut |p| {
+        seen.push((p.written, p.total))
     })
     .unwrap();
-    assert_eq!((total, stats.file_bytes, stats.files), (8, 8, 2));
+    assert_eq!(seen.first(), Some(&(0, 8)), "the total comes before any data");
+    assert_eq!(seen.last(), Some(&(8, 8)));
+    assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0));
+    assert_eq!((stats.file_bytes, stats.files), (8, 2));
 }
 
 #[test]
