@@ -4,12 +4,15 @@
 # and `shifterimg`; and a setuid-root copy of `shifter` for the test users.
 #
 # The file must be root-owned and not group/other-writable (runtime-core
-# refuses it otherwise). Adds SHIFTER_CONFIG, SHIFTER_MOUNT_ROOT and
-# SHIFTER_SETUID_BIN to $SHIFTER_TB/env.
+# refuses it otherwise). Adds SHIFTER_CONFIG, SHIFTER_MOUNT_ROOT,
+# SHIFTER_CACHE_DIR and SHIFTER_SETUID_BIN to $SHIFTER_TB/env.
 
 rt_conf="$SHIFTER_TB/etc/shifter.toml"
 rt_mnt="$SHIFTER_TB/mnt"
 install -d -o root -g root -m 0755 "$SHIFTER_TB/etc" "$rt_mnt"
+# Per-node cache backing files: root-owned, not writable by others (checked).
+rt_cache="$SHIFTER_TB/cache"
+install -d -o root -g root -m 0700 "$rt_cache"
 gw_uid=$(id -u "$SHIFTER_GW_USER")
 
 # The gateway hook (50-gateway.sh, sourced later in the same shell) listens on
@@ -37,6 +40,10 @@ lookup_timeout_secs = 10
 [site_env]
 SHIFTER_TESTBED = "1"
 
+[per_node_cache]
+dir = "$rt_cache"
+max_size = "1G"
+
 [modules.testmod]
 description = "a module the tests enable with --module=testmod"
 env = { SHIFTER_TESTMOD = "on" }
@@ -58,4 +65,5 @@ fi
 
 env_add SHIFTER_CONFIG "$rt_conf"
 env_add SHIFTER_MOUNT_ROOT "$rt_mnt"
+env_add SHIFTER_CACHE_DIR "$rt_cache"
 say "runtime: $rt_conf (image_dir $SHIFTER_TB/images, mount_root $rt_mnt)"
