@@ -956,4 +956,69 @@ mod tests {
     fn forked_child_reports_its_exit_code() {
         assert_eq!(run_in_child(|| 7).unwrap(), 7);
     }
+
+    #[test]
+    fn helper_program_reports_its_exit_and_stderr_and_is_killed_at_the_deadline() {
+        let argv = [
+            OsStr::new("/bin/sh"),
+            OsStr::new("-c"),
+            OsStr::new("echo \"env=$HOME\" >&2; exit 3"),
+        ];
+        let out = run_tool(&argv, Duration::from_secs(10)).unwrap();
+        assert_eq!(out.status, 3);
+        assert_eq!(out.stderr, "env=", "the environment is not empty");
+        let started = std::time::Instant::now();
+        let argv = [OsStr::new("/bin/sleep"), OsStr::new("30")];
+        let err = run_tool(&argv, Duration::from_millis(200)).unwrap_err();
+        assert_eq!(err.errno, Errno::ETIMEDOUT);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let err = run_tool(&[OsStr::new("sleep")], Duration::from_secs(1)).unwrap_err();
+        assert_eq!(err.errno, Errno::EINVAL, "a relative program is refused");
+    }
+
+    #[test]
+    fn cache_backing_file_is_sparse_private_and_only_made_in_a_root_only_dir() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("!!!! SKIPPED cache_backing_file_is_sparse_private_and_only_made_in_a_root_only_dir: needs root");
+            return;
+        }
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let top = tempfile::tempdir().unwrap();
+        let dir = top.path().join("cache");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let h = RealSys.create_sparse_file(&dir, "c.xfs", 1 << 30).unwrap();
+        let md = std::fs::metadata(dir.join("c.xfs")).unwrap();
+        assert_eq!(md.len(), 1 << 30);
+        assert_eq!(md.mode() & 0o7777, 0o600);
+        assert!(md.blocks() < 16, "not sparse: {} blocks", md.blocks());
+        assert_eq!(h.host_path(), dir.join("c.xfs"));
+        // O_EXCL: an existing name is never reused.
+        let err = RealSys
+            .create_sparse_file(&dir, "c.xfs", 1 << 20)
+            .unwrap_err();
+        assert_eq!(err.errno, Errno::EEXIST);
+        // A directory others can write to, one owned by a user, or a symlink to
+        // a good one are all refused, and nothing is created there.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let err = RealSys
+            .create_sparse_file(&dir, "d.xfs", 1 << 20)
+            .unwrap_err();
+        assert_eq!(err.errno, Errno::EPERM);
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        nix::unistd::chown(&dir, Some(Uid::from_raw(65534)), None).unwrap();
+        let err = RealSys
+            .create_sparse_file(&dir, "d.xfs", 1 << 20)
+            .unwrap_err();
+        assert_eq!(err.errno, Errno::EPERM);
+        nix::unistd::chown(&dir, Some(Uid::from_raw(0)), None).unwrap();
+        let link = top.path().join("link");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        let err = RealSys
+            .create_sparse_file(&link, "d.xfs", 1 << 20)
+            .unwrap_err();
+        // O_PATH|O_NOFOLLOW opens the link itself, which is not a directory.
+        assert!(matches!(err.errno, Errno::ENOTDIR | Errno::ELOOP), "{err}");
+        assert!(!dir.join("d.xfs").exists());
+    }
 }
