@@ -27,6 +27,12 @@ if [ "$tier" = all ] || [ "$tier" = unit ]; then
     cargo test --no-fail-fast --workspace --exclude shifter-integration "$@"
 fi
 
+if [ "$tier" = all ]; then
+    # Seconds per target; the build is kept in /var/cache/shifter-rs (see fuzz.sh).
+    banner "fuzz: every cargo-fuzz target for ${SHIFTER_FUZZ_SECONDS:-5}s, squashfs images kernel-mounted"
+    integration/fuzz.sh --quick "${SHIFTER_FUZZ_SECONDS:-5}"
+fi
+
 if [ "$tier" = all ] || [ "$tier" = e2e ]; then
     banner "end-to-end tests on the local cluster"
     if [ -e "$SHIFTER_TB/pids" ]; then

@@ -3,10 +3,19 @@
 //! target and file content, checked with `unsquashfs -lln` and a full extraction.
 //! Trees are kept small (a few dozen entries, a few KiB) so each run takes
 //! milliseconds of writing and one or two `unsquashfs` processes.
+//!
+//! With `SHIFTER_FUZZ_MOUNT=1` and root (the short run in `make test` sets it), the
+//! kernel must agree too: each image is loop-mounted read-only as squashfs and the
+//! mounted tree compared entry by entry with what was written, and a write into it
+//! must fail. That costs a mount and an umount per input, so the long `make fuzz`
+//! run leaves it off and spends its time on new inputs.
 #![no_main]
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
 use std::process::Command;
+use std::sync::OnceLock;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
@@ -152,6 +161,94 @@ fn actual_listing(text: &str) -> BTreeMap<String, String> {
     out
 }
 
+fn kernel_check_enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| {
+        let on = std::env::var_os("SHIFTER_FUZZ_MOUNT").is_some_and(|v| v == "1");
+        let root = std::fs::metadata("/proc/self")
+            .map(|m| m.uid() == 0)
+            .unwrap_or(false);
+        if on && !root {
+            panic!("SHIFTER_FUZZ_MOUNT=1 needs root to loop-mount the images");
+        }
+        on
+    })
+}
+
+/// Loop-mounts `image` read-only and compares the kernel's view with `tree`.
+fn check_with_kernel(image: &Path, mnt: &Path, tree: &BTreeMap<String, Want>) {
+    std::fs::create_dir(mnt).unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "squashfs", "-o", "loop,ro"])
+        .arg(image)
+        .arg(mnt)
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "the kernel refused the image: {}", String::from_utf8_lossy(&st.stderr));
+    // libFuzzer aborts on the first panic, so the comparison returns its finding
+    // and the image is unmounted before it is reported: a failing input must not
+    // leave a mount and a loop device behind on the machine.
+    let outcome = compare_mounted(mnt, tree);
+    let um = Command::new("umount").arg(mnt).output().unwrap();
+    assert!(um.status.success(), "umount {}: {}", mnt.display(), String::from_utf8_lossy(&um.stderr));
+    if let Err(why) = outcome {
+        panic!("the kernel reads the image differently: {why}");
+    }
+}
+
+fn compare_mounted(mnt: &Path, tree: &BTreeMap<String, Want>) -> Result<(), String> {
+    let mut seen = Vec::new();
+    walk(mnt, "", &mut seen)?;
+    seen.sort();
+    let want: Vec<&String> = tree.keys().collect();
+    if seen.iter().collect::<Vec<_>>() != want {
+        return Err(format!("paths {seen:?}, written {want:?}"));
+    }
+    for (p, w) in tree {
+        let path = mnt.join(p);
+        let md = std::fs::symlink_metadata(&path).map_err(|e| format!("{p}: {e}"))?;
+        if let Want::Dir(m) | Want::File(m, _) = w {
+            let (mode, owner) = (md.permissions().mode() & 0o7777, (md.uid(), md.gid()));
+            if mode != u32::from(m.mode) || owner != (m.uid, m.gid) {
+                return Err(format!("{p}: mode {mode:o} owner {owner:?}, written {:o} {:?}", m.mode, (m.uid, m.gid)));
+            }
+        }
+        match w {
+            Want::Dir(_) if !md.is_dir() => return Err(format!("{p} is not a directory")),
+            Want::File(_, d) => {
+                let got = std::fs::read(&path).map_err(|e| format!("reading {p}: {e}"))?;
+                if !md.is_file() || got != *d {
+                    return Err(format!("{p}: {} bytes read, {} written", got.len(), d.len()));
+                }
+            }
+            Want::Symlink(t) => {
+                let got = std::fs::read_link(&path).map_err(|e| format!("{p} is not a symlink: {e}"))?;
+                if got.as_os_str().as_encoded_bytes() != t.as_slice() {
+                    return Err(format!("{p} -> {got:?}, written {:?}", String::from_utf8_lossy(t)));
+                }
+            }
+            Want::Dir(_) => {}
+        }
+    }
+    match std::fs::write(mnt.join("written-by-fuzz"), b"x") {
+        Err(e) if e.raw_os_error() == Some(30) => Ok(()),
+        other => Err(format!("a write into the read-only mount gave {other:?}, not EROFS")),
+    }
+}
+
+fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) -> Result<(), String> {
+    for e in std::fs::read_dir(dir).map_err(|e| format!("listing {}: {e}", dir.display()))? {
+        let e = e.map_err(|e| format!("listing {}: {e}", dir.display()))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+        if e.file_type().map_err(|e| format!("{rel}: {e}"))?.is_dir() {
+            walk(&e.path(), &rel, out)?;
+        }
+        out.push(rel);
+    }
+    Ok(())
+}
+
 fuzz_target!(|entries: Vec<Entry>| {
     let (tree, order) = build(&entries);
     let dir = tempfile::tempdir().unwrap();
@@ -202,5 +299,9 @@ fuzz_target!(|entries: Vec<Entry>| {
                 assert!(got == *d, "content of {p} differs ({} bytes read, {} written)", got.len(), d.len());
             }
         }
+    }
+
+    if kernel_check_enabled() {
+        check_with_kernel(&image, &dir.path().join("mnt"), &tree);
     }
 });
