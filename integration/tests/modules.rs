@@ -413,7 +413,8 @@ fn pmix_module_lets_srun_mpi_pmix_ranks_reach_slurms_pmix_server_on_two_nodes() 
     };
     // PMIX_SERVER_TMPDIR holds the server's rendezvous and shared-memory
     // store (PMIX_GDS_MODULE=ds21,...); without it clients fall back to
-    // asking the server and log "PMIX ERROR".
+    // asking the server and log "PMIX ERROR". PMIX_NSDIR is the job's
+    // session directory that MPI libraries write to.
     let r = srun(
         &tb,
         &[
@@ -437,11 +438,11 @@ fn pmix_module_lets_srun_mpi_pmix_ranks_reach_slurms_pmix_server_on_two_nodes() 
     let mut nspaces = std::collections::BTreeSet::new();
     let mut hosts = std::collections::BTreeSet::new();
     for l in lines_with(&r, "PMIX RANK ") {
-        // "<rank> SIZE <n> NSPACE <ns> HOST <node>"
+        // "<rank> SIZE <n> NSPACE <ns> HOST <node> NSDIR dir|missing|unset"
         let f: Vec<&str> = l.split_whitespace().collect();
         assert_eq!(
-            (f[1], f[2], f[3], f[5]),
-            ("SIZE", "4", "NSPACE", "HOST"),
+            (f[1], f[2], f[3], f[5], f[7], f[8]),
+            ("SIZE", "4", "NSPACE", "HOST", "NSDIR", "dir"),
             "{r}"
         );
         ids.push(f[0].parse::<u32>().unwrap());

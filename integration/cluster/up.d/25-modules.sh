@@ -52,9 +52,11 @@ if [ -e /usr/lib/x86_64-linux-gnu/libmpich.so.12 ]; then
 fi
 # `pmix`: for srun --mpi=pmix. Slurm's PMIx server puts each step's
 # rendezvous files (PMIX_SERVER_TMPDIR, the dstore of PMIX_GDS_MODULE) in
-# SlurmdSpoolDir/pmix.<job>.<step>, which it creates after the container is
-# assembled: the module binds the spool directory at the same path. Here the
-# nodes' spool dirs are $SHIFTER_TB/spool/<node>.
+# SlurmdSpoolDir/pmix.<job>.<step>, and the job's PMIX_NSDIR in
+# PMIxCliTmpDirBase (mpi.conf), both created after the container is
+# assembled: the module binds both parents at the same path. Here the nodes'
+# spool dirs are $SHIFTER_TB/spool/<node>, and $SHIFTER_TB/pmix is a tmpfs of
+# each node (up.sh).
 if ! grep -q '^\[modules\.mpich\]' "$mod_conf"; then
     cat >>"$mod_conf" <<CONF
 
@@ -67,7 +69,8 @@ conflicts = ["gpu-alt"]
 
 [modules.pmix]
 description = "PMIx rendezvous of Slurm's slurmstepd (srun --mpi=pmix)"
-mounts = [{ source = "$SHIFTER_TB/spool", destination = "$SHIFTER_TB/spool" }]
+mounts = [{ source = "$SHIFTER_TB/spool", destination = "$SHIFTER_TB/spool" },
+          { source = "$SHIFTER_TB/pmix", destination = "$SHIFTER_TB/pmix" }]
 CONF
 fi
 say "modules: gpu, gpu-alt, cpu-only, mpich, pmix in $mod_conf (stand-in libraries in $gpu_lib)"
