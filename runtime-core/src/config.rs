@@ -250,6 +250,17 @@ pub struct PerNodeCacheConfig {
 }
 
 impl PerNodeCacheConfig {
+    /// Caches backed in `dir` up to `max_size`, with the default mkfs settings.
+    pub fn new(dir: PathBuf, max_size: String) -> Self {
+        PerNodeCacheConfig {
+            dir: Some(dir),
+            allowed_dirs: Vec::new(),
+            max_size,
+            mkfs_xfs: default_mkfs_xfs(),
+            mkfs_timeout_secs: default_mkfs_timeout(),
+        }
+    }
+
     /// `dir` and `allowed_dirs`, the directories a cache may be backed in.
     pub fn backing_dirs(&self) -> impl Iterator<Item = &Path> {
         self.dir

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use runtime_core::config::{Config, Module, SiteMount};
+use runtime_core::config::{Config, Module, PerNodeCacheConfig, SiteMount};
 
 use crate::keyvalue::{self, Entry};
 use crate::report::{header, ImportError, Imported, Notes};
@@ -100,6 +100,10 @@ struct Draft {
     env_unset: Vec<String>,
     modules: BTreeMap<String, ModuleDraft>,
     default_modules: Option<(Vec<String>, usize)>,
+    /// `perNodeCachePath` and `perNodeCacheSizeLimit`, with their lines.
+    cache_dir: Option<(PathBuf, usize)>,
+    cache_max: Option<(String, usize)>,
+    mkfs_xfs: Option<(PathBuf, usize)>,
 }
 
 impl Draft {
@@ -230,7 +234,8 @@ impl Draft {
                 "shifter-rs makes the container's mounts slaves of the host (host unmounts propagate in, nothing propagates out)",
             ),
             "udiRootPath" | "modprobePath" | "insmodPath" | "cpPath" | "mvPath" | "chmodPath"
-            | "ddPath" | "mkfsXfsPath" => notes.ignore(key, line, HELPER_BINARY),
+            | "ddPath" => notes.ignore(key, line, HELPER_BINARY),
+            "mkfsXfsPath" => self.mkfs_xfs = absolute(key, line, value, notes).map(|p| (p, line)),
             "autoLoadKernelModule" | "kmodBasePath" | "kmodCacheFile" => {
                 notes.ignore(key, line, KERNEL_MODULES)
             }
@@ -249,13 +254,37 @@ impl Draft {
                 NO_SCRIPTS,
                 "express what the script did as site_fs mounts or env settings in shifter.toml, then remove the line",
             ),
-            "perNodeCachePath" | "perNodeCacheSizeLimit" | "perNodeCacheAllowedFsType" => notes
-                .refuse(
-                    key,
-                    line,
-                    "per-node cache limits are not configurable in shifter.toml",
-                    "remove the line; users request caches with --volume=SRC:DST:perNodeCache=size=N (see docs/runtime.md)",
-                ),
+            "perNodeCachePath" => self.cache_path(key, value, line, notes),
+            "perNodeCacheSizeLimit" => {
+                match runtime_core::per_node_cache::parse_size(value) {
+                    Ok(n) if n >= runtime_core::per_node_cache::MIN_SIZE => {
+                        self.cache_max = Some((value.to_owned(), line))
+                    }
+                    Ok(_) => notes.refuse(
+                        key,
+                        line,
+                        format!("{value:?} is below the xfs minimum of 300M"),
+                        "allow at least 300M",
+                    ),
+                    Err(why) => notes.refuse(key, line, why, "write e.g. perNodeCacheSizeLimit=50G"),
+                }
+            }
+            "perNodeCacheAllowedFsType" => {
+                let types: Vec<&str> = value
+                    .split([',', ' ', '\t'])
+                    .filter(|t| !t.is_empty())
+                    .collect();
+                if !types.contains(&"xfs") {
+                    notes.refuse(
+                        key,
+                        line,
+                        format!("{value:?} does not allow xfs, the only per-node cache filesystem of shifter-rs"),
+                        "allow xfs or remove the line",
+                    );
+                } else if types.len() > 1 {
+                    notes.ignore(key, line, "only xfs is offered; the other types are left out");
+                }
+            }
             _ => {
                 if let Some(rest) = key.strip_prefix("module_") {
                     self.module_key(key, rest, value, line, notes);
@@ -337,6 +366,35 @@ impl Draft {
         }
     }
 
+    /// `perNodeCachePath`: shifter-rs needs a directory only root can write,
+    /// so the shared scratch directories Shifter allowed are refused.
+    fn cache_path(&mut self, key: &str, value: &str, line: usize, notes: &mut Notes) {
+        let Some(p) = absolute(key, line, value, notes) else {
+            return;
+        };
+        let clean = runtime_core::volume::clean_absolute(value);
+        let shared = ["/", "/tmp", "/var/tmp", "/dev/shm"]
+            .iter()
+            .any(|s| clean.as_deref() == Some(Path::new(s)));
+        if shared {
+            notes.refuse(
+                key,
+                line,
+                format!("{value} is writable by every user, and backing files must be in a directory only root can write"),
+                format!("use a directory of its own, e.g. perNodeCachePath={}/shifter-cache (created 0700 on first use)", value.trim_end_matches('/')),
+            );
+        } else if clean.as_deref() != Some(p.as_path()) {
+            notes.refuse(
+                key,
+                line,
+                format!("{value:?} is not a clean path"),
+                "write it without '..', '.' or a trailing '/'",
+            );
+        } else {
+            self.cache_dir = Some((p, line));
+        }
+    }
+
     /// Builds the config; `None` only when a refusal was recorded.
     fn finish(self, notes: &mut Notes) -> Option<Config> {
         if self.system.is_none() {
@@ -389,6 +447,43 @@ impl Draft {
                 }
             }
         }
+        let per_node_cache = match (self.cache_dir, self.cache_max) {
+            (Some((dir, _)), Some((max, _))) => Some(PerNodeCacheConfig::new(dir, max)),
+            (Some((_, line)), None) => {
+                notes.refuse(
+                    "perNodeCachePath",
+                    line,
+                    "per-node caches need a size limit",
+                    "add perNodeCacheSizeLimit=<size>, e.g. 50G",
+                );
+                None
+            }
+            (None, Some((_, line))) => {
+                notes.refuse(
+                    "perNodeCacheSizeLimit",
+                    line,
+                    "per-node caches need a backing directory",
+                    "add perNodeCachePath=<root-only directory on local disk>",
+                );
+                None
+            }
+            (None, None) => None,
+        };
+        let per_node_cache = match (per_node_cache, self.mkfs_xfs) {
+            (Some(mut c), Some((mkfs, _))) => {
+                c.mkfs_xfs = mkfs;
+                Some(c)
+            }
+            (None, Some((_, line))) => {
+                notes.ignore(
+                    "mkfsXfsPath",
+                    line,
+                    "only per-node caches run mkfs.xfs, and none are configured",
+                );
+                None
+            }
+            (c, None) => c,
+        };
         if !notes.refusals.is_empty() {
             return None;
         }
@@ -417,6 +512,7 @@ impl Draft {
         cfg.env_unset = self.env_unset;
         cfg.modules = modules;
         cfg.default_modules = default_modules;
+        cfg.per_node_cache = per_node_cache;
         Some(cfg)
     }
 }

@@ -207,3 +207,59 @@ fn minimal_config_imports_with_runtime_defaults() {
     assert_eq!(cfg.mount_root, PathBuf::from("/var/lib/shifter/mnt"));
     assert!(cfg.site_fs.is_empty() && cfg.modules.is_empty());
 }
+
+#[test]
+fn per_node_cache_keys_become_the_per_node_cache_table() {
+    let base = "system=c\nimagePath=/images\n";
+    let (cfg, imported) = import_ok(&format!(
+        "{base}perNodeCachePath=/var/lib/shifter/cache\nperNodeCacheSizeLimit=200G\nperNodeCacheAllowedFsType=xfs ext4\nmkfsXfsPath=/sbin/mkfs.xfs\n"
+    ));
+    let c = cfg.per_node_cache.expect("[per_node_cache] written");
+    assert_eq!(c.dir.as_deref(), Some(Path::new("/var/lib/shifter/cache")));
+    assert_eq!(c.max_size, "200G");
+    assert_eq!(c.mkfs_xfs, Path::new("/sbin/mkfs.xfs"));
+    assert!(
+        imported.toml.contains("[per_node_cache]"),
+        "{}",
+        imported.toml
+    );
+    assert!(
+        imported
+            .ignored
+            .iter()
+            .any(|i| i.key == "perNodeCacheAllowedFsType"),
+        "ext4 dropped without a note"
+    );
+    for (conf, key, says) in [
+        (
+            "perNodeCachePath=/tmp\nperNodeCacheSizeLimit=1G\n",
+            "perNodeCachePath",
+            "perNodeCachePath=/tmp/shifter-cache",
+        ),
+        (
+            "perNodeCachePath=/var/cache/s\n",
+            "perNodeCachePath",
+            "add perNodeCacheSizeLimit",
+        ),
+        (
+            "perNodeCacheSizeLimit=lots\n",
+            "perNodeCacheSizeLimit",
+            "not a size",
+        ),
+        (
+            "perNodeCacheAllowedFsType=ext4\n",
+            "perNodeCacheAllowedFsType",
+            "allow xfs",
+        ),
+    ] {
+        let err = udiroot::import(&format!("{base}{conf}"), "udiRoot.conf").unwrap_err();
+        let ImportError::Refused { refusals, .. } = &err else {
+            panic!("{err}")
+        };
+        assert!(
+            refusals.iter().any(|r| r.key == key),
+            "{key} not refused: {err}"
+        );
+        assert!(err.to_string().contains(says), "{err}");
+    }
+}
