@@ -36,7 +36,6 @@ pub mod etc;
 pub mod image;
 pub mod per_node_cache;
 pub mod setup;
-pub mod sshd;
 pub mod sys;
 pub mod trust;
 pub mod user;

@@ -181,25 +181,13 @@ fn plan_step(spank: &Spank, job: u32, step: u32) -> Result<Option<StepPlan>, Plu
         job,
         step,
     };
-    let mut prepared = container::prepare(&spec)?;
-    if cfg.enable_sshd {
-        let phase = Phase::start("sshd");
-        container::start_sshd(&mut prepared, job, &node_name())?;
-        phase.done(job, step);
-    }
+    let prepared = container::prepare(&spec)?;
     Ok(Some(StepPlan::Container {
         image,
         request,
         prepared: Box::new(prepared),
         workdir,
     }))
-}
-
-/// slurmstepd's exit callback: the step's sshd goes with the step.
-pub fn exit() {
-    if let Some(StepPlan::Container { prepared, .. }) = &mut state::lock().step {
-        container::stop_sshd(prepared);
-    }
 }
 
 pub fn task_init_privileged(spank: &Spank) -> Result<(), PluginError> {
