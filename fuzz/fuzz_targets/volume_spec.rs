@@ -1,5 +1,6 @@
 //! `--volume` / `SHIFTER_VOLUME` text is user input parsed on the submit host and
-//! again as root on every node. Whatever parses must be absolute and free of `..`.
+//! again as root on every node. Whatever parses must be absolute and free of `..`,
+//! and a per-node cache (`perNodeCache=size=N`) must be one mkfs.xfs can make.
 #![no_main]
 
 use std::path::Component;
@@ -15,6 +16,14 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     for v in &vols {
+        if let Some(c) = &v.cache {
+            // mkfs.xfs cannot make anything smaller; a huge size must not wrap.
+            assert!(
+                c.size >= runtime_core::per_node_cache::MIN_SIZE,
+                "{s:?} gave a {}-byte cache",
+                c.size
+            );
+        }
         for p in [&v.source, &v.destination] {
             assert!(p.is_absolute(), "{s:?} gave relative path {p:?}");
             assert!(
