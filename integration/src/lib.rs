@@ -10,8 +10,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod gateway;
+mod host;
 pub mod registry;
 pub mod slurm;
+
+pub use gateway::{image_path, Gateway, GatewayOptions};
+pub use host::{chown, free_port, gid_of, uid_of};
 
 /// The running local cluster.
 #[derive(Debug, Clone)]

@@ -62,11 +62,16 @@ impl Testbed {
 
     /// Runs `shifterimg ARGS` as `user` against the cluster's config.
     pub fn shifterimg(&self, user: &str, args: &[&str]) -> Run {
+        self.shifterimg_within(user, args, Duration::from_secs(180))
+    }
+
+    /// [`Testbed::shifterimg`], killed after `timeout`.
+    pub fn shifterimg_within(&self, user: &str, args: &[&str], timeout: Duration) -> Run {
         let bin = self.bin_dir().join("shifterimg");
         let cfg = self.config_path();
         let mut all = vec![bin.to_str().unwrap(), "--config", cfg.as_str()];
         all.extend_from_slice(args);
-        self.run_as(user, &all, Duration::from_secs(180))
+        self.run_as(user, &all, timeout)
     }
 
     /// Pulls `repo:tag` from the cluster's registry as the test user and returns

@@ -3,282 +3,32 @@
 //! port, config, store and image directory under `$SHIFTER_TB`) so it can
 //! restart or `kill -9` it without disturbing the cluster's gateway.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Barrier};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
-use shifter_integration::{registry, Testbed};
+use shifter_integration::{
+    free_port, image_path, registry, uid_of, Gateway, GatewayOptions, Testbed,
+};
 
 const T: Duration = Duration::from_secs(20);
 
-struct Gateway {
-    tb: Testbed,
-    dir: PathBuf,
-    port: u16,
-    child: Option<Child>,
+/// A fresh gateway for test `name`, or None (after a loud notice) without a cluster.
+fn start(name: &str) -> Option<Gateway> {
+    start_with(name, None, None)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn uid_of(user: &str) -> u32 {
-    let out = Command::new("id").args(["-u", user]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-}
-
-impl Gateway {
-    /// A fresh gateway for test `name`, or None (after a loud notice) without a cluster.
-    fn start(name: &str) -> Option<Gateway> {
-        Self::start_with(name, None, None)
-    }
-
-    /// A gateway with another store URL and/or another (shared) image directory.
-    fn start_with(name: &str, store: Option<&str>, images: Option<&Path>) -> Option<Gateway> {
-        let tb = Testbed::get()?;
-        let bin = tb.bin_dir().join("shifter-imagegw");
-        assert!(
-            bin.exists(),
-            "{} missing: cargo build -p shifter-imagegw",
-            bin.display()
-        );
-        let dir = tb.dir.join(format!("gwtest-{name}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        let gw_user = tb.var("SHIFTER_GW_USER").to_owned();
-        for sub in ["", "images", "state", "cache", "work"] {
-            let p = dir.join(sub);
-            std::fs::create_dir_all(&p).unwrap();
-            let st = Command::new("chown")
-                .arg(format!("{gw_user}:"))
-                .arg(&p)
-                .status()
-                .unwrap();
-            assert!(st.success());
-        }
-        let port = free_port();
-        let config = format!(
-            r#"listen = "127.0.0.1:{port}"
-default_registry = "{registry}"
-workers = 2
-store = "{store}"
-work_dir = "{dir}/work"
-cache_dir = "{dir}/cache"
-[systems.testbed]
-image_dir = "{images}"
-admins = [0]
-import_users = ["{user}", "{user2}"]
-[registries."{registry}"]
-plain_http = true
-"#,
-            registry = tb.registry(),
-            dir = dir.display(),
-            store = store
-                .map(str::to_owned)
-                .unwrap_or_else(|| format!("sqlite://{}/state/gw.sqlite", dir.display())),
-            images = images.unwrap_or(&dir.join("images")).display(),
-            user = tb.user(),
-            user2 = tb.user2(),
-        );
-        std::fs::write(dir.join("imagegw.toml"), config).unwrap();
-        let mut gw = Gateway {
-            tb,
-            dir,
-            port,
-            child: None,
-        };
-        gw.spawn();
-        Some(gw)
-    }
-
-    fn spawn(&mut self) {
-        let gw_user = self.tb.var("SHIFTER_GW_USER").to_owned();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("gateway.log"))
-            .unwrap();
-        // setpriv execs, so the child's PID is the gateway's.
-        let child = Command::new("setpriv")
-            .arg(format!("--reuid={gw_user}"))
-            .arg(format!("--regid={}", gid_of(&gw_user)))
-            .arg("--init-groups")
-            .arg(self.tb.bin_dir().join("shifter-imagegw"))
-            .arg("--config")
-            .arg(self.dir.join("imagegw.toml"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start the gateway");
-        self.child = Some(child);
-        let url = self.url("/healthz");
-        let up = Testbed::wait_until(T, || ureq::get(&url).call().is_ok());
-        assert!(up, "gateway did not answer /healthz:\n{}", self.log());
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("gateway.log")).unwrap_or_default()
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn images(&self) -> PathBuf {
-        let cfg = std::fs::read_to_string(self.dir.join("imagegw.toml")).unwrap();
-        let line = cfg.lines().find(|l| l.starts_with("image_dir")).unwrap();
-        PathBuf::from(line.split('"').nth(1).unwrap())
-    }
-
-    /// SIGTERM and wait: the graceful path.
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
-            let start = Instant::now();
-            loop {
-                if c.try_wait().unwrap().is_some() {
-                    break;
-                }
-                assert!(
-                    start.elapsed() < T,
-                    "gateway ignored SIGTERM:\n{}",
-                    self.log()
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-    }
-
-    fn kill_9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
-    }
-
-    fn restart(&mut self) {
-        self.stop();
-        self.spawn();
-    }
-
-    /// A fresh munge credential for `user` (`root` for the admin).
-    fn cred(&self, user: &str) -> String {
-        let r = if user == "root" {
-            self.tb.run_root(&["munge", "-n"], T)
-        } else {
-            self.tb.run_as(user, &["munge", "-n"], T)
-        };
-        r.assert_ok();
-        r.stdout.trim().to_owned()
-    }
-
-    fn call(
-        &self,
-        method: &str,
-        path: &str,
-        cred: Option<&str>,
-        body: Option<&Value>,
-    ) -> (u16, Value) {
-        let mut req = ureq::request(method, &self.url(path)).timeout(T);
-        if let Some(c) = cred {
-            req = req.set("authentication", c);
-        }
-        let result = match body {
-            Some(b) => req.send_json(b.clone()),
-            None => req.call(),
-        };
-        let resp = match result {
-            Ok(r) => r,
-            Err(ureq::Error::Status(_, r)) => r,
-            Err(e) => panic!("{method} {path}: {e}\n{}", self.log()),
-        };
-        let status = resp.status();
-        let mut text = String::new();
-        resp.into_reader().read_to_string(&mut text).unwrap();
-        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, v)
-    }
-
-    fn as_user(&self, user: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-        let c = self.cred(user);
-        self.call(method, path, Some(&c), body)
-    }
-
-    /// Pulls and polls (by re-posting, as clients do) until the status is final.
-    fn pull_until_final(&self, user: &str, image_path: &str, body: Option<&Value>) -> Value {
-        let start = Instant::now();
-        loop {
-            let (st, v) = self.as_user(
-                user,
-                "POST",
-                &format!("/api/pull/testbed/{image_path}/"),
-                body,
-            );
-            assert_eq!(st, 200, "pull {image_path}: {v}\n{}", self.log());
-            if ["READY", "FAILURE"].contains(&v["status"].as_str().unwrap_or("")) {
-                return v;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(120),
-                "pull of {image_path} stuck: {v}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    fn metric(&self, name: &str) -> f64 {
-        let (_, v) = self.call("GET", "/metrics", None, None);
-        let text = v.as_str().unwrap().to_owned();
-        text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|r| r.trim().parse().ok()))
-            .unwrap_or_else(|| panic!("metric {name} missing:\n{text}"))
-    }
-
-    /// Names in the image directory.
-    fn files(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(self.images())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        v.sort();
-        v
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        self.kill_9();
-    }
-}
-
-fn gid_of(user: &str) -> u32 {
-    let out = Command::new("id").args(["-g", user]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-}
-
-/// `docker/<registry>/<repo:tag>` percent-encoded for a gateway path.
-fn image_path(tb: &Testbed, repo_tag: &str) -> String {
-    let full = format!("{}/{repo_tag}", tb.registry());
-    let enc: String = full
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect();
-    format!("docker/{enc}")
+/// A gateway with another store URL and/or another (shared) image directory.
+fn start_with(name: &str, store: Option<&str>, images: Option<&Path>) -> Option<Gateway> {
+    let tb = Testbed::get()?;
+    let opts = GatewayOptions {
+        store: store.map(str::to_owned),
+        images: images.map(Path::to_path_buf),
+        ..GatewayOptions::default()
+    };
+    Some(Gateway::start(&tb, &format!("gwtest-{name}"), opts))
 }
 
 fn assert_published(dir: &Path, id: &str) {
@@ -290,7 +40,7 @@ fn assert_published(dir: &Path, id: &str) {
 
 #[test]
 fn every_test_image_reaches_ready_and_keeps_its_id_across_two_restarts() {
-    let Some(mut gw) = Gateway::start("ready") else {
+    let Some(mut gw) = start("ready") else {
         return;
     };
     let user = gw.tb.user().to_owned();
@@ -332,7 +82,7 @@ fn every_test_image_reaches_ready_and_keeps_its_id_across_two_restarts() {
 
 #[test]
 fn twenty_concurrent_pulls_of_one_tag_run_one_job() {
-    let Some(gw) = Gateway::start("concurrent") else {
+    let Some(gw) = start("concurrent") else {
         return;
     };
     let user = gw.tb.user().to_owned();
@@ -372,7 +122,7 @@ fn twenty_concurrent_pulls_of_one_tag_run_one_job() {
 
 #[test]
 fn replayed_expired_and_missing_credentials_are_refused() {
-    let Some(gw) = Gateway::start("auth") else {
+    let Some(gw) = start("auth") else {
         return;
     };
     let user = gw.tb.user().to_owned();
@@ -403,7 +153,7 @@ fn replayed_expired_and_missing_credentials_are_refused() {
 
 #[test]
 fn a_non_admin_cannot_expire_and_an_admin_removes_the_files() {
-    let Some(gw) = Gateway::start("expire") else {
+    let Some(gw) = start("expire") else {
         return;
     };
     let user = gw.tb.user().to_owned();
@@ -440,7 +190,7 @@ fn push_private_copy(tb: &Testbed, tag: &str) {
 
 #[test]
 fn an_acl_image_is_invisible_and_unusable_for_the_second_user() {
-    let Some(gw) = Gateway::start("acl") else {
+    let Some(gw) = start("acl") else {
         return;
     };
     let (user, user2) = (gw.tb.user().to_owned(), gw.tb.user2().to_owned());
@@ -485,7 +235,7 @@ fn an_acl_image_is_invisible_and_unusable_for_the_second_user() {
 
 #[test]
 fn a_pull_of_an_unknown_tag_fails_naming_tag_and_registry() {
-    let Some(gw) = Gateway::start("unknown") else {
+    let Some(gw) = start("unknown") else {
         return;
     };
     let user = gw.tb.user().to_owned();
@@ -500,7 +250,7 @@ fn a_pull_of_an_unknown_tag_fails_naming_tag_and_registry() {
 
 #[test]
 fn kill_9_mid_pull_then_restart_leaves_no_partial_file_and_a_failure_status() {
-    let Some(mut gw) = Gateway::start("kill9") else {
+    let Some(mut gw) = start("kill9") else {
         return;
     };
     let user = gw.tb.user().to_owned();
@@ -550,7 +300,7 @@ fn kill_9_mid_pull_then_restart_leaves_no_partial_file_and_a_failure_status() {
 
 #[test]
 fn import_publishes_a_squashfs_the_caller_can_read_and_refuses_one_they_cannot() {
-    let Some(gw) = Gateway::start("import") else {
+    let Some(gw) = start("import") else {
         return;
     };
     let (user, user2) = (gw.tb.user().to_owned(), gw.tb.user2().to_owned());
@@ -632,7 +382,7 @@ fn import_publishes_a_squashfs_the_caller_can_read_and_refuses_one_they_cannot()
 
 #[test]
 fn sigterm_mid_pull_lets_the_pull_finish_before_exiting() {
-    let Some(mut gw) = Gateway::start("sigterm") else {
+    let Some(mut gw) = start("sigterm") else {
         return;
     };
     let user = gw.tb.user().to_owned();
@@ -760,11 +510,11 @@ fn two_replicas_sharing_postgres_and_an_image_dir_agree() {
     let Some(pg) = Postgres::start(&tb.dir.join("gwtest-postgres-db")) else {
         return;
     };
-    let Some(a) = Gateway::start_with("pg-a", Some(&pg.url()), None) else {
+    let Some(a) = start_with("pg-a", Some(&pg.url()), None) else {
         return;
     };
     let shared = a.images();
-    let Some(mut b) = Gateway::start_with("pg-b", Some(&pg.url()), Some(&shared)) else {
+    let Some(mut b) = start_with("pg-b", Some(&pg.url()), Some(&shared)) else {
         return;
     };
     let user = a.tb.user().to_owned();
@@ -788,7 +538,7 @@ fn two_replicas_sharing_postgres_and_an_image_dir_agree() {
 
 #[test]
 fn a_repull_of_an_unchanged_tag_keeps_the_image_without_converting_again() {
-    let Some(gw) = Gateway::start("repull") else {
+    let Some(gw) = start("repull") else {
         return;
     };
     let user = gw.tb.user().to_owned();

@@ -5,19 +5,13 @@
 //! 2–3 minutes. The tests take turns so each one's figures are its own.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use shifter_api::ImageRef;
-use shifter_integration::{Run, Testbed};
-
-static CLUSTER: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    CLUSTER.lock().unwrap_or_else(|p| p.into_inner())
-}
+use shifter_integration::slurm::serial;
+use shifter_integration::{Gateway, GatewayOptions, Run, Testbed};
 
 const LOOKUP_CLIENTS: usize = 200;
 const LOOKUP_FOR: Duration = Duration::from_secs(30);
@@ -25,11 +19,8 @@ const PULLERS: usize = 50;
 const STEPS: usize = 100;
 
 fn shifterimg(tb: &Testbed, args: &[&str]) -> Run {
-    let bin = tb.bin_dir().join("shifterimg");
-    let cfg = tb.var("SHIFTER_CONFIG");
-    let mut all = vec![bin.to_str().unwrap(), "--config", cfg];
-    all.extend_from_slice(args);
-    tb.run_as(tb.user(), &all, Duration::from_secs(240))
+    // Fifty at once share two cores: each may wait long for its turn.
+    tb.shifterimg_within(tb.user(), args, Duration::from_secs(240))
 }
 
 fn image(tb: &Testbed, repo_tag: &str) -> String {
@@ -147,119 +138,6 @@ fn gateway_answers_200_concurrent_lookups_with_fresh_credentials_for_30s_without
 
 // ---------------------------------------------------------------------------
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A gateway owned by the pull test, with an empty image directory and blob cache,
-/// so "converted once" shows in its counters and files.
-struct Gateway {
-    dir: PathBuf,
-    url: String,
-    child: Child,
-}
-
-impl Gateway {
-    fn start(tb: &Testbed) -> Gateway {
-        let bin = tb.bin_dir().join("shifter-imagegw");
-        assert!(
-            bin.exists(),
-            "{} missing: cargo build -p shifter-imagegw",
-            bin.display()
-        );
-        let dir = tb.dir.join("load-gw");
-        let _ = std::fs::remove_dir_all(&dir);
-        let gw_user = tb.var("SHIFTER_GW_USER");
-        for sub in ["", "images", "state", "cache", "work"] {
-            std::fs::create_dir_all(dir.join(sub)).unwrap();
-            let st = Command::new("chown")
-                .arg(format!("{gw_user}:"))
-                .arg(dir.join(sub))
-                .status()
-                .unwrap();
-            assert!(st.success());
-        }
-        let port = free_port();
-        let config = format!(
-            r#"listen = "127.0.0.1:{port}"
-default_registry = "{registry}"
-workers = 2
-store = "sqlite://{dir}/state/gw.sqlite"
-work_dir = "{dir}/work"
-cache_dir = "{dir}/cache"
-[systems.{system}]
-image_dir = "{dir}/images"
-admins = [0]
-[registries."{registry}"]
-plain_http = true
-"#,
-            dir = dir.display(),
-            registry = tb.registry(),
-            system = tb.var("SHIFTER_GW_SYSTEM"),
-        );
-        std::fs::write(dir.join("imagegw.toml"), config).unwrap();
-        let log = std::fs::File::create(dir.join("gateway.log")).unwrap();
-        let gid = Command::new("id").args(["-g", gw_user]).output().unwrap();
-        let child = Command::new("setpriv")
-            .arg(format!("--reuid={gw_user}"))
-            .arg(format!(
-                "--regid={}",
-                String::from_utf8_lossy(&gid.stdout).trim()
-            ))
-            .arg("--init-groups")
-            .arg(bin)
-            .arg("--config")
-            .arg(dir.join("imagegw.toml"))
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start the gateway");
-        let gw = Gateway {
-            url: format!("http://127.0.0.1:{port}"),
-            dir,
-            child,
-        };
-        let health = format!("{}/healthz", gw.url);
-        let up = Testbed::wait_until(Duration::from_secs(30), || {
-            ureq::get(&health).call().is_ok()
-        });
-        assert!(up, "gateway did not answer /healthz:\n{}", gw.log());
-        gw
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("gateway.log")).unwrap_or_default()
-    }
-
-    /// The value of the Prometheus sample whose name and labels end with `suffix`.
-    fn metric(&self, suffix: &str) -> f64 {
-        let text = ureq::get(&format!("{}/metrics", self.url))
-            .call()
-            .expect("GET /metrics")
-            .into_string()
-            .unwrap();
-        text.lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| l.rsplit_once(' '))
-            .find(|(name, _)| name.ends_with(suffix))
-            .map(|(_, v)| v.parse().unwrap())
-            .unwrap_or(0.0)
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn files_ending(dir: &Path, suffix: &str) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
@@ -275,7 +153,9 @@ fn files_ending(dir: &Path, suffix: &str) -> Vec<String> {
 fn fifty_concurrent_pulls_of_five_images_convert_each_image_exactly_once() {
     let Some(tb) = Testbed::get() else { return };
     let _turn = serial();
-    let gw = Gateway::start(&tb);
+    // Its own gateway, with an empty image directory and blob cache, so "converted
+    // once" shows in its counters and files.
+    let gw = Gateway::start(&tb, "load", GatewayOptions::default());
     let images: Vec<String> = [
         "busybox:latest",
         "busybox:oci",
@@ -289,8 +169,7 @@ fn fifty_concurrent_pulls_of_five_images_convert_each_image_exactly_once() {
     let start = Instant::now();
     let pullers: Vec<_> = (0..PULLERS)
         .map(|i| {
-            let (tb, url, reference) =
-                (tb.clone(), gw.url.clone(), images[i % images.len()].clone());
+            let (tb, url, reference) = (tb.clone(), gw.url(""), images[i % images.len()].clone());
             std::thread::spawn(move || {
                 let r = shifterimg(&tb, &["--gateway", &url, "pull", &reference]);
                 (reference, r)
@@ -313,7 +192,7 @@ fn fifty_concurrent_pulls_of_five_images_convert_each_image_exactly_once() {
     let started = gw.metric("pull_jobs_started_total");
     let ready = gw.metric("pulls_total{status=\"READY\"}");
     let failed = gw.metric("pulls_total{status=\"FAILURE\"}");
-    let images_dir = gw.dir.join("images");
+    let images_dir = gw.images();
     let sqfs = files_ending(&images_dir, ".squashfs");
     let metas = files_ending(&images_dir, ".json");
     eprintln!(
