@@ -124,6 +124,10 @@ pub struct LimitsConfig {
     /// finished squashfs, so a registry that stalls mid-blob ends in FAILURE.
     #[serde(default)]
     pub pull_timeout_secs: Option<u64>,
+    /// Seconds a registry may send nothing on one request (a blob stalled mid-
+    /// transfer) before that attempt is abandoned and retried (4 attempts).
+    #[serde(default)]
+    pub stall_timeout_secs: Option<u64>,
 }
 
 fn default_listen() -> SocketAddr {

@@ -53,6 +53,9 @@ impl ShifterPullEngine {
         if let Some(secs) = l.pull_timeout_secs {
             pc.timeout = std::time::Duration::from_secs(secs);
         }
+        if let Some(secs) = l.stall_timeout_secs {
+            pc.stall_timeout = std::time::Duration::from_secs(secs.max(1));
+        }
         for (name, sys) in &cfg.systems {
             compression_of(name, &sys.compression)?;
         }

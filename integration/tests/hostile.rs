@@ -13,15 +13,15 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::process::Command;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use shifter_integration::{Run, Testbed};
+use shifter_integration::{uid_of, Gateway, GatewayOptions, Run, Testbed};
 
 const T: Duration = Duration::from_secs(20);
 const PULL: Duration = Duration::from_secs(90);
@@ -64,123 +64,31 @@ fn names_in(dir: &Path) -> Vec<String> {
     v
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A gateway owned by one test (see [`Gateway`]) pulling from `registry`, with
+/// the small image caps the hostile layers are measured against.
+fn start_gw(tb: &Testbed, name: &str, registry: &str) -> Gateway {
+    start_gw_with(tb, name, registry, "")
 }
 
-/// A gateway owned by one test: own port, store, cache and image directory,
-/// run as the gateway account, stopped (SIGKILL is fine: nothing to keep) on drop.
-struct Gateway {
-    dir: PathBuf,
-    url: String,
-    child: Child,
+/// `extra_limits`: more lines for the `[limits]` table.
+fn start_gw_with(tb: &Testbed, name: &str, registry: &str, extra_limits: &str) -> Gateway {
+    let opts = GatewayOptions {
+        registry: Some(registry.to_owned()),
+        limits: format!(
+            "max_image_bytes = {MAX_IMAGE_BYTES}\nmax_image_entries = {MAX_IMAGE_ENTRIES}\n{extra_limits}"
+        ),
+        ..GatewayOptions::default()
+    };
+    Gateway::start(tb, &format!("hostile-{name}"), opts)
 }
 
-impl Gateway {
-    fn start(tb: &Testbed, name: &str, registry: &str) -> Gateway {
-        Self::start_with(tb, name, registry, "")
-    }
-
-    /// `extra_limits`: more lines for the `[limits]` table.
-    fn start_with(tb: &Testbed, name: &str, registry: &str, extra_limits: &str) -> Gateway {
-        let bin = tb.bin_dir().join("shifter-imagegw");
-        assert!(
-            bin.exists(),
-            "{} missing: cargo build -p shifter-imagegw",
-            bin.display()
-        );
-        let dir = tb.dir.join(format!("hostile-gw-{name}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        let gw_user = tb.var("SHIFTER_GW_USER");
-        for sub in ["", "images", "state", "cache", "work"] {
-            std::fs::create_dir_all(dir.join(sub)).unwrap();
-            let st = Command::new("chown")
-                .arg(format!("{gw_user}:"))
-                .arg(dir.join(sub))
-                .status()
-                .unwrap();
-            assert!(st.success());
-        }
-        let port = free_port();
-        let config = format!(
-            r#"listen = "127.0.0.1:{port}"
-default_registry = "{registry}"
-workers = 2
-store = "sqlite://{dir}/state/gw.sqlite"
-work_dir = "{dir}/work"
-cache_dir = "{dir}/cache"
-[limits]
-max_image_bytes = {MAX_IMAGE_BYTES}
-max_image_entries = {MAX_IMAGE_ENTRIES}
-{extra_limits}
-[systems.{system}]
-image_dir = "{dir}/images"
-admins = [0]
-[registries."{registry}"]
-plain_http = true
-"#,
-            dir = dir.display(),
-            system = tb.var("SHIFTER_GW_SYSTEM"),
-        );
-        std::fs::write(dir.join("imagegw.toml"), config).unwrap();
-        let log = std::fs::File::create(dir.join("gateway.log")).unwrap();
-        let gid = Command::new("id").args(["-g", gw_user]).output().unwrap();
-        // setpriv execs, so the child's PID is the gateway's.
-        let child = Command::new("setpriv")
-            .arg(format!("--reuid={gw_user}"))
-            .arg(format!(
-                "--regid={}",
-                String::from_utf8_lossy(&gid.stdout).trim()
-            ))
-            .arg("--init-groups")
-            .arg(bin)
-            .arg("--config")
-            .arg(dir.join("imagegw.toml"))
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start the gateway");
-        let url = format!("http://127.0.0.1:{port}");
-        let gw = Gateway { dir, url, child };
-        let health = format!("{}/healthz", gw.url);
-        let up = Testbed::wait_until(T, || ureq::get(&health).call().is_ok());
-        assert!(up, "gateway did not answer /healthz:\n{}", gw.log());
-        gw
-    }
-
-    fn images(&self) -> PathBuf {
-        self.dir.join("images")
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("gateway.log")).unwrap_or_default()
-    }
-
-    /// `shifterimg pull` as the test user against this gateway.
-    fn pull(&self, tb: &Testbed, reference: &str) -> Run {
-        shifterimg(tb, &["--gateway", &self.url, "pull", reference])
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `shifterimg pull` as the test user against `gw`.
+fn pull(tb: &Testbed, gw: &Gateway, reference: &str) -> Run {
+    shifterimg(tb, &["--gateway", &gw.url(""), "pull", reference])
 }
 
 fn shifterimg(tb: &Testbed, args: &[&str]) -> Run {
-    let bin = tb.bin_dir().join("shifterimg");
-    let cfg = tb.var("SHIFTER_CONFIG");
-    let mut all = vec![bin.to_str().unwrap(), "--config", cfg];
-    all.extend_from_slice(args);
-    tb.run_as(tb.user(), &all, PULL)
+    tb.shifterimg_within(tb.user(), args, PULL)
 }
 
 fn hostile_ref(registry: &str, name: &str) -> String {
@@ -191,7 +99,7 @@ fn hostile_ref(registry: &str, name: &str) -> String {
 /// `expect`, and that the image directory is as empty as before.
 #[track_caller]
 fn assert_refused(tb: &Testbed, gw: &Gateway, reference: &str, expect: &[&str]) {
-    let r = gw.pull(tb, reference);
+    let r = pull(tb, gw, reference);
     r.assert_failed();
     let said = format!("{}{}", r.stdout, r.stderr);
     assert!(
@@ -215,7 +123,7 @@ fn assert_refused(tb: &Testbed, gw: &Gateway, reference: &str, expect: &[&str]) 
 #[test]
 fn hostile_layers_end_in_a_failure_naming_the_problem_and_publish_nothing() {
     let Some(tb) = Testbed::get() else { return };
-    let gw = Gateway::start(&tb, "layers", tb.registry());
+    let gw = start_gw(&tb, "layers", tb.registry());
     let cases: &[(&str, &[&str])] = &[
         (
             "dotdot",
@@ -267,7 +175,11 @@ fn hostile_layers_end_in_a_failure_naming_the_problem_and_publish_nothing() {
             .any(|l| l.contains("pull failed") && l.contains(&format!("hostile/{name}:")));
         assert!(failed, "{name}: the refusal is in the gateway log:\n{log}");
     }
-    let r = gw.pull(&tb, &format!("docker:{}/busybox:latest", tb.registry()));
+    let r = pull(
+        &tb,
+        &gw,
+        &format!("docker:{}/busybox:latest", tb.registry()),
+    );
     r.assert_ok();
 }
 
@@ -290,9 +202,9 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 fn odd_names_are_kept_exactly_and_a_hardlink_through_a_symlink_is_dropped() {
     let Some(tb) = Testbed::get() else { return };
     let digests = pushed(&tb);
-    let gw = Gateway::start(&tb, "names", tb.registry());
+    let gw = start_gw(&tb, "names", tb.registry());
     for name in ["weird-names", "long-path", "hardlink-via-symlink"] {
-        gw.pull(&tb, &hostile_ref(tb.registry(), name)).assert_ok();
+        pull(&tb, &gw, &hostile_ref(tb.registry(), name)).assert_ok();
         let id = digests[name].trim_start_matches("sha256:");
         let sqfs = gw.images().join(format!("{id}.squashfs"));
         assert!(
@@ -327,11 +239,6 @@ fn odd_names_are_kept_exactly_and_a_hardlink_through_a_symlink_is_dropped() {
     let mut left = names_in(&gw.images());
     left.retain(|n| !n.ends_with(".squashfs") && !n.ends_with(".json"));
     assert_eq!(left, Vec::<String>::new());
-}
-
-fn uid_of(user: &str) -> String {
-    let out = Command::new("id").args(["-u", user]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 #[test]
@@ -400,7 +307,7 @@ fn devices_setuid_and_xattrs_are_gone_and_give_the_user_nothing_under_srun() {
         assert!(log.contains(drop), "the gateway logged {drop:?}");
     }
 
-    let uid = uid_of(tb.user());
+    let uid = uid_of(tb.user()).to_string();
     for bin in ["suid-root", "sgid-root", "cap-xattr"] {
         let r = tb.run_as(
             tb.user(),
@@ -522,7 +429,7 @@ fn a_lying_registry_ends_in_a_failure_and_publishes_nothing() {
         .unwrap();
     let proxy = serve_lying_registry(&rt, tb.registry()).to_string();
     // Its own cache: a blob verified earlier must not hide the lie.
-    let gw = Gateway::start(&tb, "lying", &proxy);
+    let gw = start_gw(&tb, "lying", &proxy);
     let cases: &[(&str, &[&str])] = &[
         ("blob", &["does not match its digest"]),
         ("manifest", &["does not match its digest"]),
@@ -538,8 +445,7 @@ fn a_lying_registry_ends_in_a_failure_and_publishes_nothing() {
     }
     // The same image through the same proxy telling the truth is fine, so the
     // failures above were the lies.
-    gw.pull(&tb, &format!("docker:{proxy}/truth/busybox:latest"))
-        .assert_ok();
+    pull(&tb, &gw, &format!("docker:{proxy}/truth/busybox:latest")).assert_ok();
     assert_eq!(names_in(&gw.images()).len(), 2, "one image and its meta");
 }
 
@@ -604,7 +510,7 @@ unsquashfs -s {dir}/site.sqfs | grep -i xattr
         all.extend_from_slice(args);
         tb.run_as(tb.user(), &all, Duration::from_secs(60))
     };
-    let uid = uid_of(tb.user());
+    let uid = uid_of(tb.user()).to_string();
     for bin in ["suid-root", "cap-xattr"] {
         let r = srun(&[&format!("/usr/local/bin/{bin}")]);
         r.assert_ok();
@@ -784,16 +690,12 @@ fn crafted_squashfs_files_are_refused_or_fail_cleanly_without_kernel_trouble() {
         Vec::<String>::new(),
         "no loop device left on a crafted image"
     );
-    // The node still runs a good image.
+    // The node still runs a good image (pulled here: this test must not rely on
+    // another one having pulled it).
+    let good = tb.pulled("busybox:latest");
     let ok = tb.run_as(
         tb.user(),
-        &[
-            "srun",
-            "-N1",
-            "-n1",
-            &format!("--image=docker:{}/busybox:latest", tb.registry()),
-            "true",
-        ],
+        &["srun", "-N1", "-n1", &format!("--image={good}"), "true"],
         Duration::from_secs(60),
     );
     ok.assert_ok();
@@ -810,84 +712,166 @@ fn crafted_squashfs_files_are_refused_or_fail_cleanly_without_kernel_trouble() {
 
 /// A registry that stalls mid-blob: a raw HTTP/1.1 proxy (hyper would not let a
 /// handler stop half way through a body it announced) that forwards everything to
-/// the real registry but sends only the first half of every layer, then goes quiet
-/// with the connection open.
-async fn stalling_connection(mut sock: tokio::net::TcpStream, upstream: String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut head = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        match sock.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&chunk[..n]),
+/// the real registry but, for the first `stalls` requests of each blob, sends only
+/// the first half and then goes quiet with the connection open. It counts the
+/// requests per blob, so a test sees every attempt the gateway made.
+#[derive(Clone)]
+struct StallingRegistry {
+    upstream: String,
+    stalls: usize,
+    requests: Arc<Mutex<BTreeMap<String, usize>>>,
+}
+
+impl StallingRegistry {
+    /// Serves on a loopback port of `rt`; returns its `host:port`.
+    fn serve(rt: &tokio::runtime::Runtime, upstream: &str, stalls: usize) -> (String, Self) {
+        let me = StallingRegistry {
+            upstream: upstream.to_owned(),
+            stalls,
+            requests: Arc::default(),
+        };
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let served = me.clone();
+        rt.spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                tokio::spawn(served.clone().connection(sock));
+            }
+        });
+        (addr, me)
+    }
+
+    /// GET requests per blob path.
+    fn blob_requests(&self) -> BTreeMap<String, usize> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    async fn connection(self, mut sock: tokio::net::TcpStream) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut head = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match sock.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&chunk[..n]),
+            }
         }
-    }
-    let head = String::from_utf8_lossy(&head).into_owned();
-    let mut first = head.lines().next().unwrap_or("").split_whitespace();
-    let (method, path) = (first.next().unwrap_or("GET"), first.next().unwrap_or("/"));
-    let accept = head.lines().find_map(|l| {
-        l.split_once(':')
-            .filter(|(k, _)| k.eq_ignore_ascii_case("accept"))
-            .map(|(_, v)| v.trim().to_owned())
-    });
-    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-    let mut r = reqwest::Client::new().request(method.clone(), format!("http://{upstream}{path}"));
-    if let Some(a) = accept {
-        r = r.header(header::ACCEPT, a);
-    }
-    let resp = r.send().await.unwrap();
-    let mut out = format!("HTTP/1.1 {}\r\nConnection: close\r\n", resp.status());
-    for h in ["content-type", "docker-content-digest", "www-authenticate"] {
-        if let Some(v) = resp.headers().get(h) {
-            out.push_str(&format!("{h}: {}\r\n", v.to_str().unwrap()));
+        let head = String::from_utf8_lossy(&head).into_owned();
+        let mut first = head.lines().next().unwrap_or("").split_whitespace();
+        let (method, path) = (first.next().unwrap_or("GET"), first.next().unwrap_or("/"));
+        let accept = head.lines().find_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.eq_ignore_ascii_case("accept"))
+                .map(|(_, v)| v.trim().to_owned())
+        });
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let url = format!("http://{}{path}", self.upstream);
+        let mut r = reqwest::Client::new().request(method.clone(), url);
+        if let Some(a) = accept {
+            r = r.header(header::ACCEPT, a);
         }
-    }
-    let announced = resp.content_length();
-    let body = resp.bytes().await.unwrap();
-    let len = if method == reqwest::Method::HEAD {
-        announced.unwrap_or(0)
-    } else {
-        body.len() as u64
-    };
-    out.push_str(&format!("Content-Length: {len}\r\n\r\n"));
-    let _ = sock.write_all(out.as_bytes()).await;
-    if path.contains("/blobs/") && body.len() > 1000 {
-        let _ = sock.write_all(&body[..body.len() / 2]).await;
-        let _ = sock.flush().await;
-        tokio::time::sleep(Duration::from_secs(3600)).await;
-    } else {
-        let _ = sock.write_all(&body).await;
+        let resp = r.send().await.unwrap();
+        let mut out = format!("HTTP/1.1 {}\r\nConnection: close\r\n", resp.status());
+        for h in ["content-type", "docker-content-digest", "www-authenticate"] {
+            if let Some(v) = resp.headers().get(h) {
+                out.push_str(&format!("{h}: {}\r\n", v.to_str().unwrap()));
+            }
+        }
+        let announced = resp.content_length();
+        let body = resp.bytes().await.unwrap();
+        let len = if method == reqwest::Method::HEAD {
+            announced.unwrap_or(0)
+        } else {
+            body.len() as u64
+        };
+        out.push_str(&format!("Content-Length: {len}\r\n\r\n"));
+        let _ = sock.write_all(out.as_bytes()).await;
+        let stall = if path.contains("/blobs/") && method == reqwest::Method::GET {
+            let mut seen = self.requests.lock().unwrap();
+            let n = seen.entry(path.to_owned()).or_default();
+            *n += 1;
+            *n <= self.stalls && body.len() > 1000
+        } else {
+            false
+        };
+        if stall {
+            let _ = sock.write_all(&body[..body.len() / 2]).await;
+            let _ = sock.flush().await;
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        } else {
+            let _ = sock.write_all(&body).await;
+        }
     }
 }
 
-#[test]
-fn a_registry_that_stalls_mid_blob_ends_in_a_timeout_failure_and_publishes_nothing() {
-    let Some(tb) = Testbed::get() else { return };
-    let rt = tokio::runtime::Builder::new_multi_thread()
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let proxy = listener.local_addr().unwrap().to_string();
-    let upstream = tb.registry().to_owned();
-    rt.spawn(async move {
-        while let Ok((sock, _)) = listener.accept().await {
-            tokio::spawn(stalling_connection(sock, upstream.clone()));
-        }
-    });
-    let gw = Gateway::start_with(&tb, "stall", &proxy, "pull_timeout_secs = 8");
+        .unwrap()
+}
+
+/// Seconds of silence after which the gateway gives up one request.
+const STALL_SECS: u64 = 2;
+/// The gateway's attempts per request (shifter-pull's default).
+const ATTEMPTS: usize = 4;
+
+#[test]
+fn a_registry_that_stalls_mid_blob_is_retried_then_fails_clearly_and_publishes_nothing() {
+    let Some(tb) = Testbed::get() else { return };
+    let rt = runtime();
+    let (proxy, registry) = StallingRegistry::serve(&rt, tb.registry(), usize::MAX);
+    let limits = format!("stall_timeout_secs = {STALL_SECS}\npull_timeout_secs = 120");
+    let gw = start_gw_with(&tb, "stall", &proxy, &limits);
     let started = std::time::Instant::now();
     assert_refused(
         &tb,
         &gw,
         &format!("docker:{proxy}/busybox:latest"),
-        &["did not finish within 8 s"],
+        &[
+            "stopped arriving",
+            &format!("sent nothing for {STALL_SECS} s, {ATTEMPTS} times in a row"),
+        ],
     );
+    let took = started.elapsed();
+    let stalled: Vec<_> = registry
+        .blob_requests()
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .collect();
     assert!(
-        started.elapsed() < Duration::from_secs(40),
-        "the stall is cut off by the site's pull timeout, not a client timeout"
+        stalled.iter().any(|(_, n)| *n == ATTEMPTS),
+        "one blob was asked for once per attempt, each cut off after {STALL_SECS} s: {stalled:?}"
     );
+    // Four silences of 2 s and the backoff between them (0.25 + 0.5 + 1 s), far
+    // below the 120 s pull timeout.
+    assert!(
+        took >= Duration::from_secs(ATTEMPTS as u64 * STALL_SECS) && took < Duration::from_secs(60),
+        "the pull failed after {took:?}"
+    );
+    eprintln!("(hostile: stalled blobs requested {stalled:?}; failed after {took:.1?})");
+}
+
+#[test]
+fn a_registry_that_stalls_once_per_blob_is_retried_and_the_pull_succeeds() {
+    let Some(tb) = Testbed::get() else { return };
+    let rt = runtime();
+    let (proxy, registry) = StallingRegistry::serve(&rt, tb.registry(), 1);
+    let limits = format!("stall_timeout_secs = {STALL_SECS}\npull_timeout_secs = 120");
+    let gw = start_gw_with(&tb, "stall-once", &proxy, &limits);
+    let r = pull(&tb, &gw, &format!("docker:{proxy}/busybox:latest"));
+    assert!(
+        r.success() && r.stdout.contains("READY"),
+        "{r}\n{}",
+        gw.log_tail()
+    );
+    let requests = registry.blob_requests();
+    assert!(
+        requests.values().any(|n| *n == 2),
+        "a stalled blob was fetched again: {requests:?}"
+    );
+    assert_eq!(gw.files().len(), 2, "one image and its meta");
 }

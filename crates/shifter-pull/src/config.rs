@@ -138,6 +138,9 @@ pub struct PullConfig {
     pub backoff: Duration,
     /// A whole pull (resolve, download, convert) is abandoned after this.
     pub timeout: Duration,
+    /// One request whose registry sends nothing for this long (a stalled blob) is
+    /// abandoned and retried, up to `attempts` times.
+    pub stall_timeout: Duration,
 }
 
 impl PullConfig {
@@ -160,6 +163,7 @@ impl PullConfig {
             attempts: 4,
             backoff: Duration::from_millis(250),
             timeout: Duration::from_secs(3600),
+            stall_timeout: Duration::from_secs(120),
         }
     }
 

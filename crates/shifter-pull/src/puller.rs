@@ -20,14 +20,20 @@ use crate::error::PullError;
 use crate::merge::{Layer, LayerData, MergeOptions, MergeStats};
 use crate::meta::image_meta;
 use crate::registry::manifest::{self, Document, LayerRef};
-use crate::registry::{http_client, RegistryError, RepoClient, MAX_CONFIG_BYTES};
+use crate::registry::{http_client, RegistryError, RepoClient, Retry, MAX_CONFIG_BYTES};
 
 /// Where a pull is, for the gateway's status (PULLING, then CONVERSION).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Progress {
-    Pulling { downloaded: u64, total: u64 },
+    Pulling {
+        downloaded: u64,
+        total: u64,
+    },
     /// `total` is 0 until the index pass has sized the merged tree.
-    Converting { converted: u64, total: u64 },
+    Converting {
+        converted: u64,
+        total: u64,
+    },
 }
 
 pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
@@ -82,7 +88,7 @@ impl Puller {
             match pools.get(&r.registry) {
                 Some(c) => c.clone(),
                 None => {
-                    let c = http_client(&r.registry, &rc)?;
+                    let c = http_client(&r.registry, &rc, self.cfg.stall_timeout)?;
                     pools.insert(r.registry.clone(), c.clone());
                     c
                 }
@@ -94,8 +100,11 @@ impl Puller {
             &r.repository,
             &rc,
             opts.credentials.clone(),
-            self.cfg.attempts,
-            self.cfg.backoff,
+            Retry {
+                attempts: self.cfg.attempts,
+                backoff: self.cfg.backoff,
+                stall: self.cfg.stall_timeout,
+            },
         ))
     }
 

@@ -676,7 +676,11 @@ fn progress_reports_every_file_byte() {
         seen.push((p.written, p.total))
     })
     .unwrap();
-    assert_eq!(seen.first(), Some(&(0, 8)), "the total comes before any data");
+    assert_eq!(
+        seen.first(),
+        Some(&(0, 8)),
+        "the total comes before any data"
+    );
     assert_eq!(seen.last(), Some(&(8, 8)));
     assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0));
     assert_eq!((stats.file_bytes, stats.files), (8, 2));

@@ -29,12 +29,18 @@ pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
 /// The longest `Retry-After` we sit out; the overall pull timeout still applies.
 const MAX_RETRY_AFTER_SECS: u64 = 60;
 
-/// Builds the HTTP client for one registry's transport settings.
-pub fn http_client(registry: &str, cfg: &RegistryConfig) -> Result<reqwest::Client, RegistryError> {
+/// Builds the HTTP client for one registry's transport settings. `stall` bounds
+/// each read, so a registry that goes quiet mid-blob fails that attempt instead of
+/// holding the pull until its overall timeout.
+pub fn http_client(
+    registry: &str,
+    cfg: &RegistryConfig,
+    stall: Duration,
+) -> Result<reqwest::Client, RegistryError> {
     let mut b = reqwest::Client::builder()
         .user_agent(concat!("shifter-pull/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(30))
-        .read_timeout(Duration::from_secs(120))
+        .read_timeout(stall)
         .redirect(reqwest::redirect::Policy::limited(5));
     if cfg.insecure {
         b = b.danger_accept_invalid_certs(true);
@@ -83,6 +89,8 @@ pub struct RepoClient {
     auth: Mutex<Auth>,
     attempts: u32,
     backoff: Duration,
+    /// The read timeout of `http`, named in the error when every attempt stalled.
+    stall: Duration,
 }
 
 /// A manifest as fetched: its exact bytes (the digest is over them), the media type
@@ -94,6 +102,16 @@ pub struct FetchedManifest {
     pub digest: Sha256Digest,
 }
 
+/// How a [`RepoClient`] retries: `attempts` per request with exponential
+/// `backoff`; `stall` is the read timeout its HTTP client was built with
+/// ([`http_client`]), named when every attempt stalled.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    pub attempts: u32,
+    pub backoff: Duration,
+    pub stall: Duration,
+}
+
 impl RepoClient {
     pub fn new(
         http: reqwest::Client,
@@ -101,8 +119,7 @@ impl RepoClient {
         repository: &str,
         cfg: &RegistryConfig,
         credentials: Option<Credentials>,
-        attempts: u32,
-        backoff: Duration,
+        retry: Retry,
     ) -> Self {
         let scheme = if cfg.plain_http { "http" } else { "https" };
         RepoClient {
@@ -112,8 +129,9 @@ impl RepoClient {
             repository: repository.to_owned(),
             credentials: credentials.or_else(|| cfg.credentials.clone()),
             auth: Mutex::new(Auth::Anonymous),
-            attempts: attempts.max(1),
-            backoff,
+            attempts: retry.attempts.max(1),
+            backoff: retry.backoff,
+            stall: retry.stall,
         }
     }
 
@@ -122,9 +140,10 @@ impl RepoClient {
     pub async fn manifest(&self, reference: &str) -> Result<FetchedManifest, RegistryError> {
         let url = format!("{}/manifests/{reference}", self.base);
         let what = || format!("manifest {}/{}:{reference}", self.registry, self.repository);
-        let resp = self.get(&url, Some(MANIFEST_ACCEPT), &what()).await?;
-        let content_type = resp
-            .headers()
+        let (headers, bytes) = self
+            .get_small(&url, Some(MANIFEST_ACCEPT), MAX_MANIFEST_BYTES, &what())
+            .await?;
+        let content_type = headers
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
@@ -133,12 +152,10 @@ impl RepoClient {
             .unwrap_or_default()
             .trim()
             .to_owned();
-        let header_digest = resp
-            .headers()
+        let header_digest = headers
             .get("docker-content-digest")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let bytes = read_capped(resp, &url, MAX_MANIFEST_BYTES, &what()).await?;
         let digest = Sha256Digest::of(&bytes);
         let expected = if reference.starts_with("sha256:") {
             Some(reference.to_owned())
@@ -169,8 +186,7 @@ impl RepoClient {
     ) -> Result<Vec<u8>, RegistryError> {
         let url = format!("{}/blobs/{digest}", self.base);
         let what = format!("blob {digest}");
-        let resp = self.get(&url, None, &what).await?;
-        let bytes = read_capped(resp, &url, max, &what).await?;
+        let (_, bytes) = self.get_small(&url, None, max, &what).await?;
         let actual = Sha256Digest::of(&bytes);
         if &actual != digest {
             return Err(RegistryError::DigestMismatch {
@@ -180,6 +196,37 @@ impl RepoClient {
             });
         }
         Ok(bytes)
+    }
+
+    /// A small body (manifest, config) in memory with the response headers. A body
+    /// that breaks off or stalls is fetched again, like a layer.
+    async fn get_small(
+        &self,
+        url: &str,
+        accept: Option<&str>,
+        max: u64,
+        what: &str,
+    ) -> Result<(reqwest::header::HeaderMap, Vec<u8>), RegistryError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let resp = self.get(url, accept, what).await?;
+            let headers = resp.headers().clone();
+            match read_capped(resp, url, max, what).await {
+                Err(RegistryError::Http { source, .. }) if attempt < self.attempts => {
+                    warn!(%url, error = %source, attempt, "download broke off; retrying");
+                    tokio::time::sleep(self.backoff * 2u32.saturating_pow(attempt - 1)).await;
+                }
+                Err(RegistryError::Http { source, .. }) if source.is_timeout() => {
+                    return Err(RegistryError::Stalled {
+                        what: what.to_owned(),
+                        stall_secs: self.stall.as_secs(),
+                        attempts: attempt,
+                    })
+                }
+                other => return other.map(|bytes| (headers, bytes)),
+            }
+        }
     }
 
     /// Streams a layer into the cache, hashing as it goes; the blob becomes visible
@@ -230,6 +277,13 @@ impl RepoClient {
                     warn!(%url, error = %e, attempt, "blob download broke off; retrying");
                     tokio::time::sleep(self.backoff * 2u32.saturating_pow(attempt - 1)).await;
                     continue;
+                }
+                Some(e) if e.is_timeout() => {
+                    return Err(RegistryError::Stalled {
+                        what,
+                        stall_secs: self.stall.as_secs(),
+                        attempts: attempt,
+                    })
                 }
                 Some(source) => return Err(RegistryError::Http { url, source }),
                 None => {}
@@ -542,13 +596,16 @@ mod tests {
             ..Default::default()
         };
         RepoClient::new(
-            http_client(&addr, &cfg).unwrap(),
+            http_client(&addr, &cfg, Duration::from_secs(120)).unwrap(),
             &addr,
             "repo",
             &cfg,
             None,
-            3,
-            Duration::from_millis(10),
+            Retry {
+                attempts: 3,
+                backoff: Duration::from_millis(10),
+                stall: Duration::from_secs(120),
+            },
         )
     }
 
@@ -599,13 +656,16 @@ mod tests {
             ..Default::default()
         };
         let c = RepoClient::new(
-            http_client(&addr, &cfg).unwrap(),
+            http_client(&addr, &cfg, Duration::from_secs(120)).unwrap(),
             &addr,
             "repo",
             &cfg,
             None,
-            3,
-            Duration::from_millis(1),
+            Retry {
+                attempts: 3,
+                backoff: Duration::from_millis(1),
+                stall: Duration::from_secs(120),
+            },
         );
         let start = std::time::Instant::now();
         c.manifest("latest").await.unwrap();
@@ -670,5 +730,127 @@ mod tests {
         assert!(cache.lookup(&d, None).unwrap().is_none());
         let ok = c.blob_to_cache(&d, 4096, &cache, &|_| {}).await.unwrap();
         assert_eq!(ok.size, 4096);
+    }
+
+    /// A registry that announces `body`, sends half of it and then goes quiet with
+    /// the connection open, for the first `stalls` requests; later ones get it all.
+    /// Returns its address and the count of requests it saw.
+    async fn stalling_registry(body: Vec<u8>, stalls: usize) -> (String, Arc<AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::clone(&hits);
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let n = seen.fetch_add(1, Ordering::SeqCst);
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match sock.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => head.extend_from_slice(&buf[..k]),
+                        }
+                    }
+                    let hdr = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+                    let _ = sock.write_all(hdr.as_bytes()).await;
+                    if n < stalls {
+                        let _ = sock.write_all(&body[..body.len() / 2]).await;
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                    } else {
+                        let _ = sock.write_all(&body).await;
+                    }
+                });
+            }
+        });
+        (addr, hits)
+    }
+
+    fn stall_client(addr: &str, attempts: u32) -> RepoClient {
+        let cfg = RegistryConfig {
+            plain_http: true,
+            ..Default::default()
+        };
+        let stall = Duration::from_millis(300);
+        RepoClient::new(
+            http_client(addr, &cfg, stall).unwrap(),
+            addr,
+            "repo",
+            &cfg,
+            None,
+            Retry {
+                attempts,
+                backoff: Duration::from_millis(10),
+                stall,
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn a_blob_that_stalls_every_time_is_retried_then_fails_saying_it_stalled() {
+        let body = vec![3u8; 64 << 10];
+        let (addr, hits) = stalling_registry(body.clone(), usize::MAX).await;
+        let c = stall_client(&addr, 3);
+        let dir = tempfile::tempdir().unwrap();
+        let cache = BlobCache::open(dir.path(), 1 << 30).unwrap();
+        let d = Sha256Digest::of(&body);
+        let start = std::time::Instant::now();
+        let e = c
+            .blob_to_cache(&d, body.len() as u64, &cache, &|_| {})
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, RegistryError::Stalled { attempts: 3, .. }),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("stopped arriving"), "{e}");
+        assert_eq!(hits.load(Ordering::SeqCst), 3, "one request per attempt");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "each attempt gave up after the stall timeout"
+        );
+        assert!(cache.lookup(&d, None).unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_blob_that_stalls_once_arrives_on_the_retry() {
+        let body = vec![5u8; 64 << 10];
+        let (addr, hits) = stalling_registry(body.clone(), 1).await;
+        let c = stall_client(&addr, 3);
+        let dir = tempfile::tempdir().unwrap();
+        let cache = BlobCache::open(dir.path(), 1 << 30).unwrap();
+        let d = Sha256Digest::of(&body);
+        let ok = c
+            .blob_to_cache(&d, body.len() as u64, &cache, &|_| {})
+            .await
+            .unwrap();
+        assert_eq!(ok.size, body.len() as u64);
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_config_that_stalls_once_arrives_on_the_retry_and_one_that_always_stalls_fails() {
+        let body = vec![b'{'; 8 << 10];
+        let d = Sha256Digest::of(&body);
+        let (addr, hits) = stalling_registry(body.clone(), 1).await;
+        let got = stall_client(&addr, 3)
+            .small_blob(&d, 1 << 20)
+            .await
+            .unwrap();
+        assert_eq!(got, body);
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
+
+        let (addr, hits) = stalling_registry(body, usize::MAX).await;
+        let e = stall_client(&addr, 2)
+            .small_blob(&d, 1 << 20)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, RegistryError::Stalled { attempts: 2, .. }),
+            "{e:?}"
+        );
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
     }
 }

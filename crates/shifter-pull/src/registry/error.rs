@@ -9,6 +9,12 @@ pub enum RegistryError {
         #[source]
         source: reqwest::Error,
     },
+    #[error("{what} stopped arriving: the registry sent nothing for {stall_secs} s, {attempts} times in a row; it is stalled or overloaded, try again later")]
+    Stalled {
+        what: String,
+        stall_secs: u64,
+        attempts: u32,
+    },
     #[error("{url} answered {status}: {message}")]
     Status {
         url: String,

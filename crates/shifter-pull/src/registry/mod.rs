@@ -9,5 +9,7 @@ mod client;
 mod error;
 pub mod manifest;
 
-pub use client::{http_client, FetchedManifest, RepoClient, MANIFEST_ACCEPT, MAX_CONFIG_BYTES};
+pub use client::{
+    http_client, FetchedManifest, RepoClient, Retry, MANIFEST_ACCEPT, MAX_CONFIG_BYTES,
+};
 pub use error::RegistryError;
