@@ -12,6 +12,7 @@ help:
 	@echo "make demo          build, start the local cluster, run the demo job as a non-root user"
 	@echo "make test          every test tier: lint, unit, root, end-to-end on the local cluster"
 	@echo "make bench         benchmarks under integration/bench (not run by CI)"
+	@echo "make reliability   hostile, faults and load tiers plus fuzzing on a cluster of its own, then a table of figures"
 	@echo "make cluster-up    start the local cluster by hand (state in \$$SHIFTER_TB=$(SHIFTER_TB))"
 	@echo "make cluster-down  stop it and check nothing is left"
 	@echo "make fuzz          every cargo-fuzz target for FUZZ_SECONDS (default 300) each"
@@ -46,6 +47,11 @@ bench: build-release
 
 fuzz:
 	integration/fuzz.sh $${FUZZ_SECONDS:-300}
+
+# Brings its own cluster up and down (at $SHIFTER_TB); FUZZ_SECONDS per fuzz target.
+.PHONY: reliability
+reliability: build
+	integration/reliability.sh $${FUZZ_SECONDS:-10}
 
 cluster-up: build
 	integration/cluster/up.sh

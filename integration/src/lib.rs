@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 pub mod gateway;
 mod host;
 pub mod registry;
+pub mod report;
 pub mod slurm;
 
 pub use gateway::{image_path, Gateway, GatewayOptions};

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use shifter_integration::{chown, free_port, gid_of, image_path, Gateway, GatewayOptions, Testbed};
+use shifter_integration::{
+    chown, free_port, gid_of, image_path, report, Gateway, GatewayOptions, Testbed,
+};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -208,6 +210,7 @@ fn munged_stopped_gives_503_with_a_message_and_the_gateway_recovers_when_it_retu
     );
     let (st, v) = gw.as_user(&user, "GET", "/api/list/testbed/", None);
     assert_eq!(st, 200, "a fresh credential after recovery: {v}");
+    report::figure("faults", "munged stopped: 503, then recovered", 1, 1, 0);
 }
 
 /// Fills the tmpfs under `which` ("images" or "cache") after one READY pull,
@@ -268,6 +271,13 @@ fn disk_full(which: &str) {
     );
     gw.assert_nothing_half_written();
     drop(gw);
+    report::figure(
+        "faults",
+        &format!("{which} dir full: clean FAILURE, recovered"),
+        1,
+        1,
+        0,
+    );
 }
 
 #[test]
@@ -383,6 +393,14 @@ fn kill_9_at_each_pull_phase_leaves_no_partial_file_and_a_retry_succeeds() {
         );
     }
     gw.assert_nothing_half_written();
+    let n = hit.len() as u64;
+    report::figure(
+        "faults",
+        "gateway kill -9 per pull phase, retried READY",
+        n,
+        n,
+        0,
+    );
 }
 
 #[test]
@@ -449,6 +467,15 @@ fn sqlite_store_stays_consistent_when_the_gateway_is_killed_during_writes() {
     r.assert_ok();
     let records: u64 = r.stdout.trim().parse().unwrap();
     eprintln!("(faults: store survived {rounds} kills during writes; {records} records)");
+    // Each round's writes leave at least one record; fewer would be writes lost.
+    let lost = u64::from(rounds).saturating_sub(records);
+    report::figure(
+        "faults",
+        "SQLite store: gateway kill -9 during writes",
+        rounds.into(),
+        rounds.into(),
+        lost,
+    );
     assert!(
         records >= u64::from(rounds),
         "{records} records after {rounds} rounds"
@@ -566,6 +593,13 @@ fn gateways_down_at_srun_fail_at_submit_naming_each_and_a_pinned_id_still_runs()
     );
     r.assert_ok();
     assert!(r.stdout.contains("ID=shifter-busybox"), "{r}");
+    report::figure(
+        "faults",
+        "all gateways down at srun: refused, pinned id runs",
+        2,
+        2,
+        0,
+    );
 }
 
 /// Everything a step of `job` could have left on the nodes: loop devices of
@@ -697,6 +731,13 @@ fn fault_mid_setup(tb: &Testbed, fault: &str) {
     assert!(
         r.stdout.contains("ID=shifter-busybox"),
         "next job on {node}: {r}"
+    );
+    report::figure(
+        "faults",
+        &format!("{fault} mid-setup: nothing left, node reusable"),
+        1,
+        1,
+        0,
     );
 }
 

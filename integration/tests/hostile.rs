@@ -21,7 +21,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use shifter_integration::{uid_of, Gateway, GatewayOptions, Run, Testbed};
+use shifter_integration::{report, uid_of, Gateway, GatewayOptions, Run, Testbed};
 
 const T: Duration = Duration::from_secs(20);
 const PULL: Duration = Duration::from_secs(90);
@@ -159,14 +159,24 @@ fn hostile_layers_end_in_a_failure_naming_the_problem_and_publish_nothing() {
     ];
     let digests = pushed(&tb);
     let mut tried = Vec::new();
+    let mut left_behind = 0;
     for (name, expect) in cases {
         if !digests.contains_key(*name) {
             eprintln!("\n!!!! SKIPPED hostile case {name}: hostile.py did not build it (is the zstd CLI installed?)\n");
             continue;
         }
         assert_refused(&tb, &gw, &hostile_ref(tb.registry(), name), expect);
+        left_behind += names_in(&gw.images()).len() as u64;
         tried.push(*name);
     }
+    let n = tried.len() as u64;
+    report::figure(
+        "hostile",
+        "hostile layers and indexes refused",
+        n,
+        n,
+        left_behind,
+    );
     // The gateway logged every refusal and still serves.
     let log = gw.log();
     for name in tried {
@@ -238,6 +248,13 @@ fn odd_names_are_kept_exactly_and_a_hardlink_through_a_symlink_is_dropped() {
     // Only finished images: no staging or temp file remains.
     let mut left = names_in(&gw.images());
     left.retain(|n| !n.ends_with(".squashfs") && !n.ends_with(".json"));
+    report::figure(
+        "hostile",
+        "odd names kept, hardlink via symlink dropped",
+        3,
+        3,
+        left.len() as u64,
+    );
     assert_eq!(left, Vec::<String>::new());
 }
 
@@ -354,6 +371,14 @@ fn devices_setuid_and_xattrs_are_gone_and_give_the_user_nothing_under_srun() {
         r.stdout.starts_with("-rwxr-xr-x "),
         "no s bit inside the container: {r}"
     );
+    // devices, fifo, setuid, setgid, capability xattr, other xattrs
+    report::figure(
+        "hostile",
+        "devices, setuid bits, xattrs neutralised under srun",
+        6,
+        6,
+        0,
+    );
 }
 
 // ---- a registry that lies ----------------------------------------------------
@@ -446,7 +471,15 @@ fn a_lying_registry_ends_in_a_failure_and_publishes_nothing() {
     // The same image through the same proxy telling the truth is fine, so the
     // failures above were the lies.
     pull(&tb, &gw, &format!("docker:{proxy}/truth/busybox:latest")).assert_ok();
-    assert_eq!(names_in(&gw.images()).len(), 2, "one image and its meta");
+    let published = names_in(&gw.images()).len() as u64;
+    report::figure(
+        "hostile",
+        "lying registry refused",
+        3,
+        3,
+        published.abs_diff(2),
+    );
+    assert_eq!(published, 2, "one image and its meta");
 }
 
 // ---- a custom import carrying setuid-root, file capabilities and devices ------
@@ -546,6 +579,13 @@ unsquashfs -s {dir}/site.sqfs | grep -i xattr
     assert!(
         r.stdout.contains("mem=refused") && r.stdout.contains("null=refused"),
         "devices unusable: {r}"
+    );
+    report::figure(
+        "hostile",
+        "imported setuid, caps, devices powerless",
+        1,
+        1,
+        0,
     );
     let _ = std::fs::remove_dir_all(&dir);
     // An admin's expire removes it again, so reruns do not pile up images.
@@ -699,7 +739,16 @@ fn crafted_squashfs_files_are_refused_or_fail_cleanly_without_kernel_trouble() {
         Duration::from_secs(60),
     );
     ok.assert_ok();
-    assert_eq!(kernel_trouble(), before, "no oops or BUG in the kernel log");
+    let trouble = kernel_trouble();
+    let lost = (leaked.len() + trouble.len().saturating_sub(before.len())) as u64;
+    report::figure(
+        "hostile",
+        "crafted squashfs refused or failed cleanly",
+        4,
+        4,
+        lost,
+    );
+    assert_eq!(trouble, before, "no oops or BUG in the kernel log");
     for image in &imported {
         tb.run_root(
             &[bin.to_str().unwrap(), "--config", cfg, "expire", image],
@@ -853,6 +902,14 @@ fn a_registry_that_stalls_mid_blob_is_retried_then_fails_clearly_and_publishes_n
         "the pull failed after {took:?}"
     );
     eprintln!("(hostile: stalled blobs requested {stalled:?}; failed after {took:.1?})");
+    let attempts = stalled.iter().map(|(_, n)| *n as u64).max().unwrap_or(0);
+    report::figure(
+        "hostile",
+        "stalled blob: attempts, then FAILURE",
+        attempts,
+        attempts,
+        gw.files().len() as u64,
+    );
 }
 
 #[test]
@@ -874,4 +931,5 @@ fn a_registry_that_stalls_once_per_blob_is_retried_and_the_pull_succeeds() {
         "a stalled blob was fetched again: {requests:?}"
     );
     assert_eq!(gw.files().len(), 2, "one image and its meta");
+    report::figure("hostile", "blob stalled once: retried, READY", 1, 1, 0);
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use shifter_api::ImageRef;
 use shifter_integration::slurm::serial;
-use shifter_integration::{Gateway, GatewayOptions, Run, Testbed};
+use shifter_integration::{report, Gateway, GatewayOptions, Run, Testbed};
 
 const LOOKUP_CLIENTS: usize = 200;
 const LOOKUP_FOR: Duration = Duration::from_secs(30);
@@ -124,6 +124,12 @@ fn gateway_answers_200_concurrent_lookups_with_fresh_credentials_for_30s_without
         percentile(&tally.latencies, 0.99),
         tally.latencies.last().copied().unwrap_or_default(),
     );
+    let tried = (ok + tally.errors) as u64;
+    let check = format!(
+        "{LOOKUP_CLIENTS} concurrent lookups for {}s",
+        LOOKUP_FOR.as_secs()
+    );
+    report::figure("load", &check, tried, ok as u64, tally.errors as u64);
     assert_eq!(
         tally.errors,
         0,
@@ -200,6 +206,10 @@ fn fifty_concurrent_pulls_of_five_images_convert_each_image_exactly_once() {
         images.len(),
         sqfs.len()
     );
+    // Lost: a pull that did not end READY, or a conversion too many or missing.
+    let lost = failed as u64 + (started as u64).abs_diff(5) + (sqfs.len() as u64).abs_diff(5);
+    let check = format!("{PULLERS} concurrent pulls of 5 images, 5 conversions");
+    report::figure("load", &check, PULLERS as u64, PULLERS as u64, lost);
     assert_eq!(
         started,
         5.0,
@@ -303,6 +313,17 @@ fn hundred_two_node_image_steps_leave_no_mount_or_loop_device() {
         "LOAD steps: {STEPS} x srun -N2 --image in {elapsed:.1?} ({:.2} s/step, slowest {slowest:.2?}); before {before:?}, after {after:?}",
         elapsed.as_secs_f64() / STEPS as f64
     );
+    let leaked = |a: usize, b: usize| a.saturating_sub(b) as u64;
+    let lost = leaked(after.host_mounts, before.host_mounts)
+        + after
+            .node_mounts
+            .iter()
+            .zip(&before.node_mounts)
+            .map(|(a, b)| leaked(a.1, b.1))
+            .sum::<u64>()
+        + leaked(after.loops, before.loops);
+    let check = format!("{STEPS} srun -N2 --image steps, mounts+loops leaked");
+    report::figure("load", &check, STEPS as u64, STEPS as u64, lost);
     assert!(
         settled,
         "mounts or loop devices leaked over {STEPS} steps: before {before:?}, after {after:?}"
