@@ -346,6 +346,11 @@ pub struct Config {
     /// Timeout of one gateway lookup, per gateway.
     #[serde(default = "default_lookup_timeout")]
     pub lookup_timeout_secs: u64,
+    /// Start a per-job sshd in every container (see [`crate::sshd`] and `[sshd]`).
+    #[serde(default)]
+    pub enable_sshd: bool,
+    #[serde(default)]
+    pub sshd: crate::sshd::SshdConfig,
     #[serde(default)]
     pub per_node_cache: Option<PerNodeCacheConfig>,
 }
@@ -523,6 +528,11 @@ impl Config {
             crate::per_node_cache::check_config(c).map_err(|(key, problem, fix)| {
                 bad(&format!("per_node_cache.{key}"), problem, fix)
             })?;
+        }
+        if self.enable_sshd {
+            self.sshd
+                .check()
+                .map_err(|(key, problem, fix)| bad(&format!("sshd.{key}"), problem, fix))?;
         }
         check_mounts(&self.site_fs, "site_fs", &bad)?;
         check_env(

@@ -36,6 +36,7 @@ pub mod etc;
 pub mod image;
 pub mod per_node_cache;
 pub mod setup;
+pub mod sshd;
 pub mod sys;
 pub mod trust;
 pub mod user;

@@ -24,6 +24,8 @@ pub enum ContainerError {
     Setup(#[from] runtime_core::SetupError),
     #[error(transparent)]
     Entry(#[from] runtime_core::EntryError),
+    #[error(transparent)]
+    Sshd(#[from] runtime_core::sshd::SshdError),
     #[error("{0}")]
     Module(String),
     #[error("cannot change to {path} in the container: {source}")]
@@ -65,6 +67,10 @@ pub struct Prepared {
     user: UserInfo,
     image: ImageId,
     request: String,
+    /// The step's sshd (`enable_sshd`), stopped by [`stop_sshd`].
+    sshd: Option<runtime_core::sshd::Running>,
+    /// Why this node has no sshd, told to the user by the node's first task.
+    pub sshd_error: Option<String>,
 }
 
 /// Where a task ended up, for the one-line notice when the submit directory
@@ -124,7 +130,56 @@ pub fn prepare(spec: &StepSpec<'_>) -> Result<Prepared, ContainerError> {
         user,
         image: spec.image.clone(),
         request: spec.request.to_owned(),
+        sshd: None,
+        sshd_error: None,
     })
+}
+
+/// How long the step waits for its sshd to accept connections, so that the
+/// job's other nodes can reach this one once its tasks run.
+const SSHD_READY: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// With `enable_sshd`: the job's sshd in this step's container, as the user.
+/// When the port is taken already (another step of the job on this node has
+/// one, with the same keys) the step goes on without its own.
+pub fn start_sshd(prepared: &mut Prepared, job: u32, node: &str) -> Result<(), ContainerError> {
+    use runtime_core::sshd;
+    let installed = sshd::install(
+        &RealSys,
+        &prepared.config,
+        &prepared.root,
+        &prepared.user,
+        job,
+        node,
+    )?;
+    let taken = |addr| {
+        tracing::warn!("job {job}: {addr} is in use on {node}; this step starts no sshd");
+        Ok(())
+    };
+    if sshd::port_taken(installed.listen) {
+        return taken(installed.listen);
+    }
+    let running = match sshd::start(
+        &RealSys,
+        &prepared.root,
+        &prepared.user,
+        &installed,
+        SSHD_READY,
+    ) {
+        Err(sshd::SshdError::PortTaken(addr)) => return taken(addr),
+        other => other?,
+    };
+    tracing::info!(pid = %running.pid, "job {job}: sshd listening on {}", running.listen);
+    prepared.sshd = Some(running);
+    Ok(())
+}
+
+/// At the end of the step (slurmstepd's exit callback).
+pub fn stop_sshd(prepared: &mut Prepared) {
+    if let Some(running) = prepared.sshd.take() {
+        running.stop();
+        tracing::debug!(pid = %running.pid, "sshd stopped");
+    }
 }
 
 /// Per task, as root: chroot into the root, drop privileges' upper bounds,

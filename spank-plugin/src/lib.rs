@@ -60,4 +60,11 @@ impl Plugin for Shifter {
     fn task_init(spank: &Spank, _args: &[String]) -> Result<(), BoxError> {
         Ok(remote::task_init(spank)?)
     }
+
+    fn exit(_spank: &Spank, _args: &[String]) -> Result<(), BoxError> {
+        if Context::current() == Context::Remote {
+            remote::exit();
+        }
+        Ok(())
+    }
 }

@@ -181,13 +181,31 @@ fn plan_step(spank: &Spank, job: u32, step: u32) -> Result<Option<StepPlan>, Plu
         job,
         step,
     };
-    let prepared = container::prepare(&spec)?;
+    let mut prepared = container::prepare(&spec)?;
+    if cfg.enable_sshd {
+        let phase = Phase::start("sshd");
+        // The step still runs without it: ssh is a convenience, the job's
+        // own tasks are what the user asked for.
+        if let Err(e) = container::start_sshd(&mut prepared, job, &node_name()) {
+            let msg = error_chain(&e);
+            tracing::error!("job {job} step {}: {msg}", step_name(step));
+            prepared.sshd_error = Some(msg);
+        }
+        phase.done(job, step);
+    }
     Ok(Some(StepPlan::Container {
         image,
         request,
         prepared: Box::new(prepared),
         workdir,
     }))
+}
+
+/// slurmstepd's exit callback: the step's sshd goes with the step.
+pub fn exit() {
+    if let Some(StepPlan::Container { prepared, .. }) = &mut state::lock().step {
+        container::stop_sshd(prepared);
+    }
 }
 
 pub fn task_init_privileged(spank: &Spank) -> Result<(), PluginError> {
@@ -225,6 +243,13 @@ pub fn task_init_privileged(spank: &Spank) -> Result<(), PluginError> {
                         w.display()
                     ),
                 });
+            }
+            if let (Some(e), Ok(0)) = (&prepared.sshd_error, spank.task_id()) {
+                spank_sys::log::user(&format!(
+                    "shifter: no sshd on {}: {}",
+                    node_name(),
+                    e.trim_start_matches("shifter: ")
+                ));
             }
             if let Some(from) = &entered.cwd_fallback_from {
                 if spank.node_id().unwrap_or(0) == 0 && spank.task_id().unwrap_or(0) == 0 {
