@@ -685,6 +685,7 @@ pub fn start(
         .collect::<Result<_, _>>()?;
     let env = [c("PATH=/usr/local/bin:/usr/bin:/bin")?];
     let devnull = c("/dev/null")?;
+    let parent = nix::unistd::getpid();
     let pid = sys_step(
         "forking",
         crate::sys::real::spawn_child(|| {
@@ -694,6 +695,10 @@ pub fn start(
             // After the uid change, which clears it: sshd dies with slurmstepd.
             if nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).is_err() {
                 return 121;
+            }
+            // slurmstepd died before the signal was armed: it will never come.
+            if nix::unistd::getppid() != parent {
+                return 123;
             }
             // Not slurmstepd's stdio: sshd logs to its file.
             if let Ok(fd) = nix::fcntl::open(
