@@ -1,49 +1,18 @@
 //! `shifter-imagegw`: the image gateway service.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use shifter_imagegw::auth::MungeDecoder;
+use shifter_imagegw::cli::Cli;
 use shifter_imagegw::config::{self, Config, StoreUrl};
 use shifter_imagegw::engine::PullEngine;
 use shifter_imagegw::pull_engine::{compression_of, ShifterPullEngine};
 use shifter_imagegw::state::{AppState, SystemState};
 use shifter_imagegw::store::{CachedStore, PostgresStore, SqliteStore, Store};
 use shifter_imagegw::{app, jobs};
-
-/// The shifter-rs image gateway.
-///
-/// Pulls Docker/OCI images from registries on behalf of users, converts them to
-/// squashfs and publishes `<id>.squashfs` + `<id>.json` into each system's
-/// image directory, where the Slurm plugin and `shifter` find them. Users talk
-/// to it with `shifterimg`; every request is authenticated with Munge.
-///
-/// Run it as a dedicated non-root account that owns the image directories.
-/// Logs go to stderr; set RUST_LOG (e.g. `RUST_LOG=shifter_imagegw=debug`)
-/// for more detail. SIGTERM stops accepting requests, lets running pulls
-/// finish for up to --grace seconds and marks the rest failed.
-#[derive(Debug, Parser)]
-#[command(version, about, long_about)]
-struct Cli {
-    /// Gateway configuration (TOML; unknown keys are errors).
-    #[arg(long, short, default_value = config::DEFAULT_PATH, env = "SHIFTER_IMAGEGW_CONFIG")]
-    config: PathBuf,
-    /// Allow running as root (not recommended: the gateway parses hostile input).
-    #[arg(long)]
-    allow_root: bool,
-    /// Check the configuration and exit.
-    #[arg(long)]
-    check: bool,
-    /// Seconds running pulls get to finish after SIGTERM.
-    #[arg(long, default_value_t = 30)]
-    grace: u64,
-    /// Log as JSON lines instead of text.
-    #[arg(long)]
-    log_json: bool,
-}
 
 fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -4,6 +4,7 @@
 //! the parser that will read it, so an import either yields a file the
 //! runtime/gateway accepts or fails naming the offending keys.
 
+pub mod cli;
 pub mod imagemanager;
 pub mod keyvalue;
 pub mod report;

@@ -2,58 +2,15 @@
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::Parser;
 
+use shifter_config::cli::{Cli, Cmd};
 use shifter_config::imagemanager::{self, GatewayOptions};
 use shifter_config::udiroot::{self, RuntimeOptions};
 use shifter_config::Imported;
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "shifter-config",
-    version,
-    about = "Import a NERSC Shifter configuration into shifter-rs"
-)]
-struct Cli {
-    #[command(subcommand)]
-    cmd: Cmd,
-}
-
-#[derive(Debug, Subcommand)]
-enum Cmd {
-    /// Convert udiRoot.conf into shifter.toml.
-    Import {
-        /// Shifter's udiRoot.conf.
-        udiroot_conf: PathBuf,
-        /// Where to write shifter.toml (default: standard output).
-        #[arg(short, long)]
-        output: Option<PathBuf>,
-        /// Replace the output file if it exists.
-        #[arg(long)]
-        force: bool,
-        /// The account the shifter-rs gateway runs as (name or uid); the
-        /// runtime then also trusts image files it owns.
-        #[arg(long, value_name = "USER")]
-        gateway_user: Option<String>,
-    },
-    /// Convert the gateway's imagemanager.json into imagegw.toml.
-    ImportGateway {
-        /// Shifter's imagemanager.json.
-        imagemanager_json: PathBuf,
-        /// Where to write imagegw.toml (default: standard output).
-        #[arg(short, long)]
-        output: Option<PathBuf>,
-        /// Replace the output file if it exists.
-        #[arg(long)]
-        force: bool,
-        /// Record store replacing MongoDB: sqlite:///path or postgres://user@host/db.
-        #[arg(long)]
-        store: Option<String>,
-    },
-}
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {

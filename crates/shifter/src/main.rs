@@ -2,8 +2,9 @@
 //! root with `--user`), it prepares a container root with runtime-core,
 //! enters it, drops to the user with read-back checks and execs the command.
 
-mod cli;
 mod command;
+
+use shifter::cli;
 mod privilege;
 
 use std::collections::BTreeMap;

@@ -7,12 +7,11 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 mod acl;
-mod cli;
 mod commands;
 mod output;
 mod settings;
 
-use cli::{Cli, Command};
+use shifterimg::cli::{self, Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

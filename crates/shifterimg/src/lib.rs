@@ -1,0 +1,5 @@
+//! The command-line definition of `shifterimg`, a library so that the man
+//! page and shell completions (crates/shifter-docs) are generated from the
+//! same definition the binary parses with.
+
+pub mod cli;
