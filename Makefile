@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export SHIFTER_TB ?= /tmp/shifter-tb
 CARGO ?= cargo
 
-.PHONY: all deps build build-release lint unit e2e test demo bench fuzz cluster-up cluster-down clean help
+.PHONY: all deps build build-release lint unit e2e test demo bench fuzz cluster-up cluster-down clean help install-build install uninstall deb
 
 all: build
 
@@ -16,6 +16,9 @@ help:
 	@echo "make cluster-up    start the local cluster by hand (state in \$$SHIFTER_TB=$(SHIFTER_TB))"
 	@echo "make cluster-down  stop it and check nothing is left"
 	@echo "make fuzz          every cargo-fuzz target for FUZZ_SECONDS (default 300) each"
+	@echo "make install       build (PROFILE=release) and install under PREFIX=$(PREFIX) (DESTDIR, SLURM_PLUGIN_DIR, SHIFTER_SETUID=no)"
+	@echo "make uninstall     remove what make install installed, except the configuration"
+	@echo "make deb           build target/deb/shifter-rs_*.deb (PROFILE=debug DEB_COMPRESSION=gzip for a quick one)"
 
 deps:
 	@integration/install-deps.sh
@@ -62,3 +65,29 @@ cluster-down:
 
 clean:
 	$(CARGO) clean
+
+# --- installing: see README "Installing" ----------------------------------------
+# The variables are passed to packaging/install.sh, which documents them.
+PROFILE ?= release
+PREFIX ?= /usr/local
+INSTALL_VARS = BUILD_DIR=$(CURDIR)/target/$(PROFILE) PREFIX=$(PREFIX) DESTDIR=$(DESTDIR) \
+	$(foreach v,BINDIR SBINDIR MANDIR SYSCONFDIR SLURM_SYSCONFDIR SYSTEMD_UNIT_DIR BASH_COMPLETION_DIR \
+	ZSH_COMPLETION_DIR STATEDIR CACHEDIR SLURM_PLUGIN_DIR SHIFTER_SETUID STRIP,$(if $($(v)),$(v)=$($(v))))
+
+# The debug profile builds exactly what `make build` does, so packaging the
+# tested build adds no compilation.
+install-build: deps
+ifeq ($(PROFILE),release)
+	$(CARGO) build --workspace --release
+else
+	$(CARGO) build --workspace --all-targets
+endif
+
+install: install-build
+	$(INSTALL_VARS) packaging/install.sh
+
+uninstall:
+	$(INSTALL_VARS) packaging/install.sh uninstall
+
+deb: install-build
+	BUILD_DIR=$(CURDIR)/target/$(PROFILE) packaging/build-deb.sh

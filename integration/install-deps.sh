@@ -17,6 +17,8 @@ PACKAGES=(
     mpich libmpich-dev libpmix-dev
     openssh-server openssh-client
     postgresql
+    # the package test (dpkg-shlibdeps, strip, the maintainer scripts)
+    dpkg-dev binutils adduser
 )
 
 if [ "$(id -u)" != 0 ]; then

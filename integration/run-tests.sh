@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the test tiers. `all` (what `make test` and CI run): lint, build, unit and
 # root tests, then the end-to-end tier on a freshly started local cluster, then
-# cluster-down with a leak check. A tier that fails fails the run.
-#   run-tests.sh [all|unit|e2e] [-- extra cargo test args]
+# cluster-down with a leak check, then the Debian package test
+# (integration/package-test.sh). A tier that fails fails the run.
+#   run-tests.sh [all|unit|e2e|package] [-- extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tier=${1:-all}
@@ -54,5 +55,11 @@ if [ "$tier" = all ] || [ "$tier" = e2e ]; then
     banner "cluster-down and leak check"
     integration/cluster/down.sh || rc=$?
     [ $rc = 0 ] || exit $rc
+fi
+if [ "$tier" = all ] || [ "$tier" = package ]; then
+    # After the e2e cluster is down: the package test brings up its own, on the
+    # installed files, and purges the package again.
+    banner "package: make deb, dpkg -i, demo flow on the installed files, remove, purge"
+    integration/package-test.sh
 fi
 banner "all requested tiers passed in $((SECONDS - t0))s"

@@ -55,7 +55,12 @@ chmod 0644 "$rt_conf"
 ln -f "$rt_conf" "$SHIFTER_TB/etc/shifter/shifter.toml"
 
 # `shifter` as users run it: setuid-root, in a root-owned directory.
-if [ -x "$SHIFTER_BIN_DIR/shifter" ]; then
+if [ "${SHIFTER_INSTALLED:-0}" = 1 ]; then
+    # integration/package-test.sh: the packaged one, as installed.
+    rt_installed=${SHIFTER_INSTALLED_SHIFTER:-/usr/bin/shifter}
+    [ -u "$rt_installed" ] || die "runtime: installed $rt_installed is missing or not setuid"
+    env_add SHIFTER_SETUID_BIN "$rt_installed"
+elif [ -x "$SHIFTER_BIN_DIR/shifter" ]; then
     install -d -o root -g root -m 0755 "$SHIFTER_TB/sbin"
     install -o root -g root -m 4755 "$SHIFTER_BIN_DIR/shifter" "$SHIFTER_TB/sbin/shifter"
     env_add SHIFTER_SETUID_BIN "$SHIFTER_TB/sbin/shifter"

@@ -6,8 +6,26 @@
 # Writes $SHIFTER_TB/etc/imagegw.toml, logs to $SHIFTER_TB/log/imagegw.log,
 # records the PID in $SHIFTER_TB/pids/imagegw.pid and adds SHIFTER_GATEWAY,
 # SHIFTER_GW_SYSTEM, SHIFTER_IMAGE_DIR and SHIFTER_GW_CONFIG to $SHIFTER_TB/env.
+# With SHIFTER_INSTALLED=1 (the package test) it runs the installed unit's
+# ExecStart as the unit's User= and installs the config where that reads it.
 
 gw_bin="$SHIFTER_BIN_DIR/shifter-imagegw"
+gw_cmd=("$gw_bin" --config "$SHIFTER_TB/etc/imagegw.toml")
+gw_conf="$SHIFTER_TB/etc/imagegw.toml"
+if [ "${SHIFTER_INSTALLED:-0}" = 1 ]; then
+    # integration/package-test.sh: the installed unit's command line, as its
+    # User=, with the config written where that command line reads it.
+    gw_unit=${SHIFTER_INSTALLED_UNIT:-/lib/systemd/system/shifter-imagegw.service}
+    [ -f "$gw_unit" ] || die "gateway: installed unit $gw_unit is missing"
+    gw_unit_user=$(sed -n 's/^User=//p' "$gw_unit" | tail -n 1)
+    [ "$gw_unit_user" = "$SHIFTER_GW_USER" ] ||
+        die "gateway: $gw_unit runs as '$gw_unit_user', the cluster expects SHIFTER_GW_USER=$SHIFTER_GW_USER"
+    # The unit's ExecStart has no quoting, so word splitting is exact.
+    read -r -a gw_cmd <<<"$(sed -n 's/^ExecStart=//p' "$gw_unit" | tail -n 1)"
+    gw_bin=${gw_cmd[0]}
+    gw_conf=$(printf '%s\n' "${gw_cmd[@]}" | sed -n '/^--config$/{n;p}')
+    [ -n "$gw_conf" ] || die "gateway: $gw_unit's ExecStart names no --config"
+fi
 [ -x "$gw_bin" ] || die "gateway $gw_bin is missing: run 'cargo build -p shifter-imagegw' (make build) first"
 
 # The system name must match the runtime's shifter.toml when a hook wrote one.
@@ -52,14 +70,17 @@ compression = "${SHIFTER_GW_COMPRESSION:-gzip}"
 plain_http = true
 CONF
 chmod 0644 "$SHIFTER_TB/etc/imagegw.toml"
+if [ "$gw_conf" != "$SHIFTER_TB/etc/imagegw.toml" ]; then
+    install -o root -g root -m 0644 "$SHIFTER_TB/etc/imagegw.toml" "$gw_conf"
+fi
 
 # setpriv execs, so the recorded PID is the gateway's own.
 start_daemon imagegw setpriv --reuid="$SHIFTER_GW_USER" --regid="$(id -g "$SHIFTER_GW_USER")" --init-groups \
-    env RUST_LOG="${SHIFTER_GW_LOG:-info}" "$gw_bin" --config "$SHIFTER_TB/etc/imagegw.toml"
+    env RUST_LOG="${SHIFTER_GW_LOG:-info}" "${gw_cmd[@]}"
 wait_for 30 "the gateway's /healthz on port $gw_port" curl -fsS "http://127.0.0.1:$gw_port/healthz"
 
 env_add SHIFTER_GATEWAY "http://127.0.0.1:$gw_port"
 env_add SHIFTER_GW_SYSTEM "$gw_system"
 env_add SHIFTER_IMAGE_DIR "$SHIFTER_TB/images"
-env_add SHIFTER_GW_CONFIG "$SHIFTER_TB/etc/imagegw.toml"
+env_add SHIFTER_GW_CONFIG "$gw_conf"
 say "gateway: http://127.0.0.1:$gw_port (system $gw_system, pid $(cat "$SHIFTER_TB/pids/imagegw.pid"))"
