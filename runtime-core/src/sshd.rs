@@ -826,6 +826,30 @@ mod tests {
     }
 
     #[test]
+    fn site_config_enables_sshd_only_with_a_secret() {
+        let base = "system = \"c\"\nimage_dir = \"/i\"\nenable_sshd = true\n";
+        let err = Config::parse(base, Path::new("t.toml")).unwrap_err();
+        assert!(err.to_string().contains("sshd.key_secret"), "{err}");
+        let cfg = Config::parse(
+            &format!("{base}[sshd]\nkey_secret = \"/etc/shifter/sshd.secret\"\nport = 2222\nlisten_address = \"hostname\"\n"),
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert!(cfg.enable_sshd);
+        assert_eq!(cfg.sshd.port, 2222);
+        assert_eq!(cfg.sshd.sshd, Path::new("/usr/sbin/sshd"));
+        let typo = Config::parse(
+            &format!("{base}[sshd]\nkey_secert = \"/x\"\n"),
+            Path::new("t.toml"),
+        );
+        assert!(typo.is_err(), "unknown keys are errors");
+        // Off by default, and then [sshd] is not checked.
+        let off =
+            Config::parse("system = \"c\"\nimage_dir = \"/i\"\n", Path::new("t.toml")).unwrap();
+        assert!(!off.enable_sshd);
+    }
+
+    #[test]
     fn sshd_config_allows_only_keys_for_the_user() {
         let text = sshd_config("127.0.1.2:1204".parse().unwrap(), "alice", 9);
         for line in [
