@@ -229,6 +229,34 @@ fn sshd_takes_only_the_jobs_key_and_is_gone_with_the_job() {
     );
     let pids = listeners(port);
     assert!(!pids.is_empty(), "no listener found on port {port}");
+    // The daemons themselves run as the user, without privileges.
+    let uid = uid_of(&user);
+    for pid in &pids {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let field = |k: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            field("Uid:"),
+            format!("{uid} {uid} {uid} {uid}"),
+            "sshd {pid}:\n{status}"
+        );
+        assert_eq!(
+            field("CapEff:"),
+            "0000000000000000",
+            "sshd {pid}:\n{status}"
+        );
+        assert_eq!(
+            field("CapPrm:"),
+            "0000000000000000",
+            "sshd {pid}:\n{status}"
+        );
+        assert_eq!(field("NoNewPrivs:"), "1", "sshd {pid}:\n{status}");
+    }
 
     // The job's own key works from outside too: the probes below can fail.
     let ok = host_ssh(Some(&key_b), &user, n2, &[], "hostname; id -u");
