@@ -338,9 +338,13 @@ pub struct Config {
     #[serde(default)]
     pub extra_users: Vec<ExtraUser>,
     /// The gateway's account: besides root, the only owner accepted for image
-    /// files and directories.
+    /// files and directories. Read it through [`Config::gateway_account`].
     #[serde(default)]
     pub gateway_uid: Option<u32>,
+    /// The same account by name, resolved when used, so a packaged config can
+    /// name the account the package creates without knowing its uid.
+    #[serde(default)]
+    pub gateway_user: Option<String>,
     #[serde(default = "default_munge_socket")]
     pub munge_socket: PathBuf,
     /// Timeout of one gateway lookup, per gateway.
@@ -425,6 +429,24 @@ impl Config {
         Ok(cfg)
     }
 
+    /// The gateway's uid, from `gateway_uid` or by looking up `gateway_user`.
+    pub fn gateway_account(&self) -> Result<Option<u32>, ConfigError> {
+        let Some(name) = &self.gateway_user else {
+            return Ok(self.gateway_uid);
+        };
+        let invalid = |problem: String| ConfigError::Invalid {
+            path: PathBuf::from("shifter.toml"),
+            key: "gateway_user".into(),
+            problem,
+            fix: "create the account (the package's postinst does) or set gateway_uid".into(),
+        };
+        match nix::unistd::User::from_name(name) {
+            Ok(Some(u)) => Ok(Some(u.uid.as_raw())),
+            Ok(None) => Err(invalid(format!("no account named {name:?} on this node"))),
+            Err(e) => Err(invalid(format!("cannot look up account {name:?}: {e}"))),
+        }
+    }
+
     /// The modules to apply: `requested` (`None` = defaults, `["none"]` = none).
     pub fn resolve_modules(
         &self,
@@ -464,6 +486,13 @@ impl Config {
             problem,
             fix: fix.to_owned(),
         };
+        if self.gateway_uid.is_some() && self.gateway_user.is_some() {
+            return Err(bad(
+                "gateway_user",
+                "both gateway_uid and gateway_user are set".into(),
+                "keep one of them",
+            ));
+        }
         if self.system.is_empty()
             || !self
                 .system
@@ -770,6 +799,27 @@ mod tests {
         assert_eq!(c.lookup_timeout_secs, 10);
         assert_eq!(c.munge_socket, Path::new("/run/munge/munge.socket.2"));
         assert!(c.gateways.is_empty() && c.modules.is_empty() && c.gateway_uid.is_none());
+    }
+
+    #[test]
+    fn gateway_user_is_looked_up_when_used() {
+        let cfg = |extra: &str| {
+            Config::parse(
+                &format!("system = \"c\"\nimage_dir = \"/i\"\n{extra}"),
+                Path::new("t.toml"),
+            )
+        };
+        let root = cfg("gateway_user = \"root\"").unwrap();
+        assert_eq!(root.gateway_account().unwrap(), Some(0));
+        let by_uid = cfg("gateway_uid = 998").unwrap();
+        assert_eq!(by_uid.gateway_account().unwrap(), Some(998));
+        // An account that does not exist yet parses (the config may be installed
+        // before the account), but using it fails and names the key.
+        let missing = cfg("gateway_user = \"no-such-account-here\"").unwrap();
+        let e = missing.gateway_account().unwrap_err().to_string();
+        assert!(e.contains("gateway_user") && e.contains("no-such-account-here"), "{e}");
+        let both = cfg("gateway_uid = 1\ngateway_user = \"root\"").unwrap_err();
+        assert!(both.to_string().contains("keep one of them"), "{both}");
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub enum ImageError {
     NotSquashfs { path: PathBuf },
     #[error("image {id} is restricted and user {user} (uid {uid}) is not in its ACL: ask the image owner for access")]
     Denied { id: ImageId, user: String, uid: u32 },
+    #[error("{0}")]
+    GatewayAccount(String),
 }
 
 /// An image that passed every check; the only way to get one is [`check_image`].
@@ -75,7 +77,10 @@ pub fn check_image(
             dir: dir.clone(),
         });
     }
-    let owners = Owners::root_and(cfg.gateway_uid);
+    let gateway = cfg
+        .gateway_account()
+        .map_err(|e| ImageError::GatewayAccount(e.to_string()))?;
+    let owners = Owners::root_and(gateway);
     let untrusted = |source| ImageError::Untrusted {
         id: id.clone(),
         cause: source,

@@ -80,7 +80,10 @@ impl Settings {
             munge_socket: cfg
                 .map(|c| c.munge_socket.clone())
                 .unwrap_or_else(|| DEFAULT_MUNGE_SOCKET.into()),
-            gateway_uid: cfg.and_then(|c| c.gateway_uid),
+            gateway_uid: cfg
+                .map(|c| c.gateway_account())
+                .transpose()?
+                .flatten(),
             timeout: Duration::from_secs(timeout),
             default_type,
         })
