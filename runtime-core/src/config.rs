@@ -817,7 +817,10 @@ mod tests {
         // before the account), but using it fails and names the key.
         let missing = cfg("gateway_user = \"no-such-account-here\"").unwrap();
         let e = missing.gateway_account().unwrap_err().to_string();
-        assert!(e.contains("gateway_user") && e.contains("no-such-account-here"), "{e}");
+        assert!(
+            e.contains("gateway_user") && e.contains("no-such-account-here"),
+            "{e}"
+        );
         let both = cfg("gateway_uid = 1\ngateway_user = \"root\"").unwrap_err();
         assert!(both.to_string().contains("keep one of them"), "{both}");
     }

@@ -80,10 +80,7 @@ impl Settings {
             munge_socket: cfg
                 .map(|c| c.munge_socket.clone())
                 .unwrap_or_else(|| DEFAULT_MUNGE_SOCKET.into()),
-            gateway_uid: cfg
-                .map(|c| c.gateway_account())
-                .transpose()?
-                .flatten(),
+            gateway_uid: cfg.map(|c| c.gateway_account()).transpose()?.flatten(),
             timeout: Duration::from_secs(timeout),
             default_type,
         })
