@@ -210,18 +210,23 @@ fn registry_serves_every_test_image_and_every_blob_matches_its_digest() {
 fn test_images_are_reproducible() {
     let Some(tb) = Testbed::get() else { return };
     let again = tb.dir.join("build").join("oci-again");
-    let r = tb.run_root(
-        &[
-            "python3",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/images/mkoci.py"),
-            "--out",
-            again.to_str().unwrap(),
-            "--capcheck",
-            tb.dir.join("build/capcheck").to_str().unwrap(),
-        ],
-        T,
-    );
-    r.assert_ok();
+    let capcheck = tb.dir.join("build/capcheck");
+    let mut args = vec![
+        "python3".to_owned(),
+        concat!(env!("CARGO_MANIFEST_DIR"), "/images/mkoci.py").to_owned(),
+        "--out".to_owned(),
+        again.display().to_string(),
+        "--capcheck".to_owned(),
+        capcheck.display().to_string(),
+    ];
+    // build.sh adds the mpi image when it could compile its programs; so does this.
+    let mpi = ["mpi-ring", "pmix-hello"].map(|p| tb.dir.join("build").join(p));
+    if mpi.iter().all(|p| p.exists()) {
+        args.push("--mpi-programs".to_owned());
+        args.extend(mpi.iter().map(|p| p.display().to_string()));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    tb.run_root(&args, T).assert_ok();
     let diff = tb.run_root(
         &[
             "diff",

@@ -29,9 +29,7 @@ fn required() -> bool {
 }
 
 fn config_path(tb: &Testbed) -> PathBuf {
-    tb.var_opt("SHIFTER_CONFIG")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| tb.dir.join("etc/shifter.toml"))
+    PathBuf::from(tb.config_path())
 }
 
 /// The cluster with the gateway and the example modules, or None after a
@@ -57,22 +55,7 @@ fn ready() -> Option<Testbed> {
 }
 
 fn image(tb: &Testbed) -> String {
-    let image = format!("docker:{}/busybox:latest", tb.registry());
-    let bin = tb.bin_dir().join("shifterimg");
-    let cfg = config_path(tb);
-    tb.run_as(
-        tb.user(),
-        &[
-            bin.to_str().unwrap(),
-            "--config",
-            cfg.to_str().unwrap(),
-            "pull",
-            &image,
-        ],
-        Duration::from_secs(180),
-    )
-    .assert_ok();
-    image
+    tb.pulled("busybox:latest")
 }
 
 fn srun(tb: &Testbed, args: &[&str], env: &[(&str, &str)]) -> Run {
@@ -266,24 +249,7 @@ fn mpi_image(tb: &Testbed, module: &str) -> Option<String> {
             format!("the site config has no [modules.{module}]")
         }
         None => "no mpi test image (build.sh needs mpicc and libpmix-dev)".to_owned(),
-        Some(img) => {
-            let image = format!("docker:{}/{img}", tb.registry());
-            let bin = tb.bin_dir().join("shifterimg");
-            let cfg = config_path(tb);
-            tb.run_as(
-                tb.user(),
-                &[
-                    bin.to_str().unwrap(),
-                    "--config",
-                    cfg.to_str().unwrap(),
-                    "pull",
-                    &image,
-                ],
-                Duration::from_secs(180),
-            )
-            .assert_ok();
-            return Some(image);
-        }
+        Some(img) => return Some(tb.pulled(img)),
     };
     assert!(!required(), "{module} module test: {why}");
     eprintln!("\n!!!! SKIPPED {module} module test: {why}\n");

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use shifter_integration::slurm::{assert_refused_at_submit, serial};
-use shifter_integration::{Run, Testbed};
+use shifter_integration::{uid_of, Run, Testbed};
 
 const T: Duration = Duration::from_secs(120);
 /// The smallest cache mkfs.xfs makes, so the tests write little.
@@ -18,23 +18,6 @@ fn srun(tb: &Testbed, args: &[&str]) -> Run {
     let mut all = vec!["srun"];
     all.extend_from_slice(args);
     tb.run_as(tb.user(), &all, T)
-}
-
-fn uid_of(user: &str) -> u32 {
-    let out = std::process::Command::new("id")
-        .args(["-u", user])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-}
-
-fn chown(user: &str, p: &std::path::Path) {
-    let st = std::process::Command::new("chown")
-        .arg(format!("{user}:"))
-        .arg(p)
-        .status()
-        .unwrap();
-    assert!(st.success(), "chown {user}: {}", p.display());
 }
 
 fn cache_dir(tb: &Testbed) -> PathBuf {
@@ -223,10 +206,8 @@ fn cancelled_job_leaves_no_loop_device_mount_or_file() {
     let _serial = serial();
     let Some(img) = image(&tb) else { return };
     let out = tb.dir.join("out");
-    std::fs::create_dir_all(&out).unwrap();
     let log = out.join(format!("cache-cancel-{}.out", std::process::id()));
     let _ = std::fs::remove_file(&log);
-    chown(tb.user(), &out);
     let script = format!(
         "srun -N2 {img} {} sh -c 'dd if=/dev/zero of=/cache/part bs=1M count=20 2>/dev/null; echo ready; sleep 120'",
         cache_volume(&tb, &format!("size={SIZE}"))

@@ -148,6 +148,34 @@ impl Assembler<'_> {
         Ok(h)
     }
 
+    /// Opens (creating it as `create` says) `dest` inside `root`; returns it and
+    /// where it resolved to as the container sees it. A user's destination must
+    /// not resolve onto a host mount.
+    fn resolve_destination(
+        &self,
+        step: &str,
+        root: &Path,
+        dest: &Path,
+        create: Option<Create>,
+        users: bool,
+    ) -> Result<(crate::sys::Handle, PathBuf), SetupError> {
+        let target = match self.sys.resolve_in_root(root, dest, create) {
+            Err(e) if users && e.errno == nix::errno::Errno::EXDEV => {
+                return Err(SetupError::DestinationOnHostMount {
+                    destination: dest.to_owned(),
+                })
+            }
+            other => self.step(format!("{step}: creating {}", dest.display()), other)?,
+        };
+        let resolved =
+            container_path(root, target.host_path()).ok_or_else(|| SetupError::Redirected {
+                what: "destination",
+                path: dest.to_owned(),
+                resolved: target.host_path().to_owned(),
+            })?;
+        Ok((target, resolved))
+    }
+
     /// Binds an already opened source onto `dest` inside `root`, then applies
     /// the flags the kernel ignores on the first bind (and, with `recursive`,
     /// on every submount) with `mount_setattr`.
@@ -170,20 +198,8 @@ impl Assembler<'_> {
         } else {
             Create::anywhere(kind)
         };
-        let target = match self.sys.resolve_in_root(root, dest, create) {
-            Err(e) if policy.is_some() && e.errno == nix::errno::Errno::EXDEV => {
-                return Err(SetupError::DestinationOnHostMount {
-                    destination: dest.to_owned(),
-                })
-            }
-            other => self.step(format!("{step}: creating {}", dest.display()), other)?,
-        };
-        let resolved =
-            container_path(root, target.host_path()).ok_or_else(|| SetupError::Redirected {
-                what: "destination",
-                path: dest.to_owned(),
-                resolved: target.host_path().to_owned(),
-            })?;
+        let (target, resolved) =
+            self.resolve_destination(step, root, dest, create, policy.is_some())?;
         if let Some(p) = policy {
             p.check(&resolved)?;
         }
@@ -236,23 +252,8 @@ impl Assembler<'_> {
         };
         let dest = &v.destination;
         let step = format!("per-node cache {}", dest.display());
-        let target = match self
-            .sys
-            .resolve_in_root(root, dest, Create::here(NodeKind::Dir))
-        {
-            Err(e) if e.errno == nix::errno::Errno::EXDEV => {
-                return Err(SetupError::DestinationOnHostMount {
-                    destination: dest.to_owned(),
-                })
-            }
-            other => self.step(format!("{step}: creating {}", dest.display()), other)?,
-        };
-        let resolved =
-            container_path(root, target.host_path()).ok_or_else(|| SetupError::Redirected {
-                what: "destination",
-                path: dest.to_owned(),
-                resolved: target.host_path().to_owned(),
-            })?;
+        let (target, resolved) =
+            self.resolve_destination(&step, root, dest, Create::here(NodeKind::Dir), true)?;
         policy.check(&resolved)?;
         let formatted =
             crate::per_node_cache::format(self.sys, cache_cfg, &v.source, dest, req, index)?;
