@@ -28,13 +28,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok(cfg) = Config::parse(&format!("{HEADER}{section}"), Path::new("fuzz.toml")) else {
         return;
     };
-    // Both front ends (the plugin and `shifter --module`) split the same way.
-    let names: Vec<String> = spec
-        .split(',')
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-        .map(str::to_owned)
-        .collect();
+    // Both front ends (the plugin and `shifter --module`) parse with this.
+    let Ok(names) = runtime_core::config::parse_module_list(spec) else {
+        return;
+    };
 
     if let Some(known) = names.first().filter(|n| cfg.modules.contains_key(*n)) {
         let once = cfg.resolve_modules(Some(std::slice::from_ref(known)));
@@ -43,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(chosen) = cfg.resolve_modules(Some(&names)) else {
         return;
     };
-    if names == ["none"] {
+    if spec.trim() == "none" {
         assert!(chosen.is_empty(), "`none` enabled {chosen:?}");
     }
     for (i, (name, m)) in chosen.iter().enumerate() {

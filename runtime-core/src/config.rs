@@ -384,6 +384,29 @@ fn default_shell() -> String {
     "/bin/sh".into()
 }
 
+/// Parses a `--module`/`SHIFTER_MODULE` value, the same for the plugin and
+/// `shifter`: comma-separated names (blanks around commas ignored), or `none`
+/// alone for no modules at all (an empty list). Whether the names exist is
+/// [`Config::resolve_modules`]' business.
+pub fn parse_module_list(value: &str) -> Result<Vec<String>, String> {
+    let names: Vec<String> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if names.is_empty() {
+        return Err("no module named: give a comma-separated list, or none".into());
+    }
+    if names.iter().any(|n| n == "none") {
+        if names.len() > 1 {
+            return Err("`none` cannot be combined with other modules".into());
+        }
+        return Ok(Vec::new());
+    }
+    Ok(names)
+}
+
 impl Config {
     /// Reads and validates the config, refusing it unless the file and its
     /// directories are root-owned and not writable by group or others.
@@ -799,6 +822,19 @@ mod tests {
         assert_eq!(c.lookup_timeout_secs, 10);
         assert_eq!(c.munge_socket, Path::new("/run/munge/munge.socket.2"));
         assert!(c.gateways.is_empty() && c.modules.is_empty() && c.gateway_uid.is_none());
+    }
+
+    #[test]
+    fn module_lists_parse_alike_for_every_front_end() {
+        assert_eq!(parse_module_list(" gpu, mpich ").unwrap(), ["gpu", "mpich"]);
+        assert!(parse_module_list("none").unwrap().is_empty());
+        assert!(parse_module_list(",")
+            .unwrap_err()
+            .contains("no module named"));
+        assert!(parse_module_list("").is_err());
+        assert!(parse_module_list("none,gpu")
+            .unwrap_err()
+            .contains("`none`"));
     }
 
     #[test]

@@ -118,22 +118,9 @@ pub fn parse_modules(
         value: value.to_owned(),
         why,
     };
-    let names: Vec<String> = value
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect();
+    let names = runtime_core::config::parse_module_list(value).map_err(bad)?;
     if names.is_empty() {
-        return Err(bad(
-            "no module named: give a comma-separated list, or none".into()
-        ));
-    }
-    if names.iter().any(|n| n == "none") {
-        if names.len() > 1 {
-            return Err(bad("`none` cannot be combined with other modules".into()));
-        }
-        return Ok(Vec::new());
+        return Ok(names);
     }
     if let Some(cfg) = cfg {
         cfg.resolve_modules(Some(&names)).map_err(bad)?;

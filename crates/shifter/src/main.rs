@@ -89,12 +89,12 @@ fn run(cli: Cli) -> Result<command::ExecFailure> {
     let img = image::check_image(&cfg, &id, &user)?;
 
     let volumes = Volume::parse_all(&cli.volumes)?;
-    let module_names: Option<Vec<String>> = cli.module.as_deref().map(|m| {
-        m.split(',')
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty())
-            .collect()
-    });
+    let module_names = cli
+        .module
+        .as_deref()
+        .map(runtime_core::config::parse_module_list)
+        .transpose()
+        .map_err(|e| anyhow!("--module: {e}"))?;
     let resolved = cfg
         .resolve_modules(module_names.as_deref())
         .map_err(|e| anyhow!(e))?;
