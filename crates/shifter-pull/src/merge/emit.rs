@@ -116,11 +116,7 @@ pub fn emit(
         .iter()
         .enumerate()
         .flat_map(|(l, want)| want.iter().map(move |w| (l, w.ordinal)))
-        .map(|(l, ordinal)| {
-            scanned[l]
-                .binary_search_by_key(&ordinal, |e| e.ordinal)
-                .map_or(0, |i| scanned[l][i].size)
-        })
+        .map(|src| recorded(scanned, src).map_or(0, |e| e.size))
         .sum();
     let mut done = DataProgress { written: 0, total };
     progress(done);
@@ -142,11 +138,8 @@ pub fn emit(
                 continue;
             }
             let mut entry = entry.map_err(corrupt)?;
-            // Entries are in tar order, so the index pass's record is found by bisection.
-            let recorded = scanned[l]
-                .binary_search_by_key(&w.ordinal, |e| e.ordinal)
-                .map(|i| &scanned[l][i].path[..]);
-            let same = normalize(&entry.path_bytes()).is_ok_and(|p| Ok(&p[..]) == recorded);
+            let indexed = recorded(scanned, (l, w.ordinal)).map(|e| &e.path[..]);
+            let same = normalize(&entry.path_bytes()).is_ok_and(|p| Some(&p[..]) == indexed);
             if !same {
                 return Err(MergeError::Changed {
                     layer: layers[l].name.clone(),
@@ -177,9 +170,16 @@ pub fn emit(
     Ok(stats)
 }
 
-fn source_meta(scanned: &[Vec<RawEntry>], (l, ordinal): Source) -> Meta {
-    scanned[l]
+/// The index pass's record of one tar entry. Entries are in tar order, so it is
+/// found by bisection.
+fn recorded(scanned: &[Vec<RawEntry>], (l, ordinal): Source) -> Option<&RawEntry> {
+    let entries = &scanned[l];
+    entries
         .binary_search_by_key(&ordinal, |e| e.ordinal)
-        .map(|i| scanned[l][i].meta)
-        .unwrap_or(Meta::IMPLICIT_DIR)
+        .ok()
+        .map(|i| &entries[i])
+}
+
+fn source_meta(scanned: &[Vec<RawEntry>], src: Source) -> Meta {
+    recorded(scanned, src).map_or(Meta::IMPLICIT_DIR, |e| e.meta)
 }
