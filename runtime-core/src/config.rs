@@ -59,6 +59,9 @@ pub enum ConfigError {
         problem: String,
         fix: String,
     },
+    /// Found on use, not at load: the file may be installed before the account.
+    #[error("shifter.toml key `gateway_user`: {problem}; create the account (the package's postinst does) or set gateway_uid")]
+    GatewayUser { problem: String },
 }
 
 /// A bind mount the site (or a module) adds to every container.
@@ -457,17 +460,12 @@ impl Config {
         let Some(name) = &self.gateway_user else {
             return Ok(self.gateway_uid);
         };
-        let invalid = |problem: String| ConfigError::Invalid {
-            path: PathBuf::from("shifter.toml"),
-            key: "gateway_user".into(),
-            problem,
-            fix: "create the account (the package's postinst does) or set gateway_uid".into(),
+        let problem = match nix::unistd::User::from_name(name) {
+            Ok(Some(u)) => return Ok(Some(u.uid.as_raw())),
+            Ok(None) => format!("no account named {name:?} on this node"),
+            Err(e) => format!("cannot look up account {name:?}: {e}"),
         };
-        match nix::unistd::User::from_name(name) {
-            Ok(Some(u)) => Ok(Some(u.uid.as_raw())),
-            Ok(None) => Err(invalid(format!("no account named {name:?} on this node"))),
-            Err(e) => Err(invalid(format!("cannot look up account {name:?}: {e}"))),
-        }
+        Err(ConfigError::GatewayUser { problem })
     }
 
     /// The modules to apply: `requested` (`None` = defaults, `["none"]` = none).

@@ -32,8 +32,8 @@ pub enum ImageError {
     NotSquashfs { path: PathBuf },
     #[error("image {id} is restricted and user {user} (uid {uid}) is not in its ACL: ask the image owner for access")]
     Denied { id: ImageId, user: String, uid: u32 },
-    #[error("{0}")]
-    GatewayAccount(String),
+    #[error(transparent)]
+    GatewayAccount(#[from] crate::config::ConfigError),
 }
 
 /// An image that passed every check; the only way to get one is [`check_image`].
@@ -77,9 +77,7 @@ pub fn check_image(
             dir: dir.clone(),
         });
     }
-    let gateway = cfg
-        .gateway_account()
-        .map_err(|e| ImageError::GatewayAccount(e.to_string()))?;
+    let gateway = cfg.gateway_account()?;
     let owners = Owners::root_and(gateway);
     let untrusted = |source| ImageError::Untrusted {
         id: id.clone(),
@@ -195,6 +193,39 @@ mod tests {
         let img = check_image(&s.cfg, &s.id, &user(1001)).unwrap();
         assert_eq!(img.meta().id, ID);
         assert!(img.squashfs().ends_with(s.id.squashfs_name()));
+    }
+
+    #[test]
+    fn files_of_the_gateway_account_named_by_gateway_user_are_trusted() {
+        if !needs_root("files_of_the_gateway_account_named_by_gateway_user_are_trusted") {
+            return;
+        }
+        let s = store(&[]);
+        let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap().uid;
+        for f in [s.id.squashfs_name(), s.id.meta_name()] {
+            nix::unistd::chown(&s.cfg.image_dir.join(f), Some(nobody), None).unwrap();
+        }
+        let with = |extra: &str| {
+            Config::parse(
+                &format!(
+                    "system = \"c\"\nimage_dir = \"{}\"\n{extra}",
+                    s.cfg.image_dir.display()
+                ),
+                Path::new("t.toml"),
+            )
+            .unwrap()
+        };
+        let by_name = with("gateway_user = \"nobody\"");
+        check_image(&by_name, &s.id, &user(1001)).unwrap();
+        let err = check_image(&with(""), &s.id, &user(1001)).unwrap_err();
+        assert!(matches!(err, ImageError::Untrusted { .. }), "{err}");
+        let missing = with("gateway_user = \"no-such-account-here\"");
+        let err = check_image(&missing, &s.id, &user(1001)).unwrap_err();
+        assert!(
+            matches!(err, ImageError::GatewayAccount(_))
+                && err.to_string().contains("create the account"),
+            "{err}"
+        );
     }
 
     #[test]
