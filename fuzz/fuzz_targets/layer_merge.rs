@@ -1,10 +1,13 @@
 //! Layers are the most hostile input the gateway reads. The bytes are cut into up to
 //! three layers at a marker and merged with small caps into a recording sink: the
-//! merger must return an error or a tree whose every path stays inside the root.
+//! merger must return an error or a tree whose every path stays inside the root, and
+//! its single-read merge must agree with the two-pass fallback on its own.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shifter_pull::merge::{merge_layers, Layer, MergeOptions, Recorded, RecordingSink};
+use shifter_pull::merge::{
+    merge_layers, merge_layers_in_two_passes, Layer, MergeOptions, Recorded, RecordingSink,
+};
 
 const MARKER: &[u8] = b"--LAYER--";
 
@@ -36,9 +39,18 @@ fuzz_target!(|data: &[u8]| {
         max_entries: 512,
     };
     let mut sink = RecordingSink::default();
-    if merge_layers(&layers, &opts, &mut sink, &mut |_| {}).is_err() {
+    let streamed = merge_layers(&layers, &opts, &mut sink, &mut |_| {});
+    let mut two = RecordingSink::default();
+    let two_pass = merge_layers_in_two_passes(&layers, &opts, &mut two, &mut |_| {});
+    assert_eq!(
+        streamed.is_ok(),
+        two_pass.is_ok(),
+        "one read gave {streamed:?}, two passes {two_pass:?}"
+    );
+    if streamed.is_err() {
         return;
     }
+    assert_eq!(sink.entries, two.entries, "one read and two passes differ");
     for (path, rec) in &sink.entries {
         assert!(!path.starts_with('/'), "absolute path {path:?} in the merged tree");
         assert!(

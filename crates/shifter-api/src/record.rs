@@ -104,8 +104,9 @@ pub struct PullProgress {
     /// Compressed bytes of every layer (known from the manifest).
     pub bytes_total: u64,
     pub bytes_converted: u64,
-    /// File bytes of the merged image, known once conversion has indexed the layers
-    /// (0 before; older gateways never send it).
+    /// Layer bytes (as stored, compressed) the conversion will read, known when it
+    /// starts; `bytes_converted` counts them. It grows once if the image needs the
+    /// two-pass fallback (0 before conversion; older gateways never send it).
     #[serde(default)]
     pub bytes_to_convert: u64,
 }

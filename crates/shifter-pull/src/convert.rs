@@ -31,7 +31,36 @@ pub struct ConvertOptions {
     pub block_size: u32,
 }
 
-struct WriterSink<W: std::io::Write + std::io::Seek>(sqfs_writer::Writer<W>);
+type ImageWriter = sqfs_writer::Writer<std::io::BufWriter<File>>;
+
+/// The squashfs writer on the temporary file; it can start the image over.
+struct WriterSink {
+    writer: Option<ImageWriter>,
+    file: File,
+    opts: sqfs_writer::Options,
+}
+
+impl WriterSink {
+    fn new(file: File, opts: sqfs_writer::Options) -> Result<Self, sqfs_writer::Error> {
+        let writer = Self::start(&file, opts)?;
+        Ok(WriterSink {
+            writer: Some(writer),
+            file,
+            opts,
+        })
+    }
+
+    fn start(file: &File, opts: sqfs_writer::Options) -> Result<ImageWriter, sqfs_writer::Error> {
+        let out = file.try_clone()?;
+        sqfs_writer::Writer::new(std::io::BufWriter::with_capacity(1 << 20, out), opts)
+    }
+
+    fn writer(&mut self) -> Result<&mut ImageWriter, SinkError> {
+        self.writer
+            .as_mut()
+            .ok_or_else(|| "the image could not be started over".into())
+    }
+}
 
 fn meta(m: Meta) -> sqfs_writer::Meta {
     sqfs_writer::Meta {
@@ -42,18 +71,26 @@ fn meta(m: Meta) -> sqfs_writer::Meta {
     }
 }
 
-impl<W: std::io::Write + std::io::Seek> TreeSink for WriterSink<W> {
+impl TreeSink for WriterSink {
+    fn restart(&mut self) -> Result<(), SinkError> {
+        // The old writer (and its compression threads) must be gone before the file
+        // is emptied: dropping it flushes what it buffered.
+        self.writer = None;
+        self.file.set_len(0)?;
+        self.writer = Some(Self::start(&self.file, self.opts)?);
+        Ok(())
+    }
     fn add_dir(&mut self, path: &[u8], m: Meta) -> Result<(), SinkError> {
-        Ok(self.0.add_dir(path, meta(m))?)
+        Ok(self.writer()?.add_dir(path, meta(m))?)
     }
     fn add_file(&mut self, path: &[u8], m: Meta, data: &mut dyn Read) -> Result<u64, SinkError> {
-        Ok(self.0.add_file(path, meta(m), data)?)
+        Ok(self.writer()?.add_file(path, meta(m), data)?)
     }
     fn add_symlink(&mut self, path: &[u8], m: Meta, target: &[u8]) -> Result<(), SinkError> {
-        Ok(self.0.add_symlink(path, meta(m), target)?)
+        Ok(self.writer()?.add_symlink(path, meta(m), target)?)
     }
     fn add_hardlink(&mut self, path: &[u8], target: &[u8]) -> Result<(), SinkError> {
-        Ok(self.0.add_hardlink(path, target)?)
+        Ok(self.writer()?.add_hardlink(path, target)?)
     }
 }
 
@@ -87,13 +124,14 @@ pub fn convert_to_file(
         .tempfile_in(dir)
         .map_err(io("create temporary file in", dir))?;
     let file = tmp.reopen().map_err(io("open", tmp.path()))?;
-    let writer = sqfs_writer::Writer::new(
-        std::io::BufWriter::with_capacity(1 << 20, file),
-        writer_options(opts.compression, opts.block_size),
-    )?;
-    let mut sink = WriterSink(writer);
+    let mut sink = WriterSink::new(file, writer_options(opts.compression, opts.block_size))?;
     let stats = merge::merge_layers(layers, &opts.merge, &mut sink, progress)?;
-    let (out, wstats) = sink.0.finish()?;
+    let writer = sink.writer.take().ok_or_else(|| ConvertError::Io {
+        op: "restart",
+        path: tmp.path().to_owned(),
+        source: std::io::Error::other("the image could not be started over"),
+    })?;
+    let (out, wstats) = writer.finish()?;
     let file: File = out
         .into_inner()
         .map_err(|e| io("write", tmp.path())(e.into_error()))?;
@@ -134,6 +172,75 @@ mod tests {
         let mut b = tar::Builder::new(Vec::new());
         b.append_data(&mut h, name, &b"hi"[..]).unwrap();
         Layer::from_bytes("layer0", b.into_inner().unwrap())
+    }
+
+    fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            h.set_entry_type(tar::EntryType::Regular);
+            b.append_data(&mut h, name, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn starting_over_leaves_nothing_of_the_first_attempt_in_the_image() {
+        // Enough incompressible data before the repeat that whole blocks were
+        // written (and compressed) before the merge had to start over.
+        let mut noise = vec![0u8; 3 << 20];
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for b in noise.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        let layers = [
+            Layer::from_bytes("base", tar_of(&[("etc/motd", b"base")])),
+            Layer::from_bytes(
+                "top",
+                tar_of(&[("x", b"first"), ("noise", &noise), ("x", b"second")]),
+            ),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("img.squashfs");
+        let (size, stats) = convert_to_file(&layers, &opts(), &dest, &mut |_| {}).unwrap();
+        assert_eq!(stats.passes, 2, "the repeated path forces the fallback");
+
+        let reference = dir.path().join("reference");
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&reference)
+            .unwrap();
+        let mut sink = WriterSink::new(file, writer_options(Compression::Lz4, 128 * 1024)).unwrap();
+        merge::merge_layers_in_two_passes(
+            &layers,
+            &MergeOptions::default(),
+            &mut sink,
+            &mut |_| {},
+        )
+        .unwrap();
+        let (out, wstats) = sink.writer.take().unwrap().finish().unwrap();
+        let file = out.into_inner().unwrap();
+        file.set_len(wstats.image_bytes).unwrap();
+        assert_eq!(size, wstats.image_bytes);
+        assert!(
+            std::fs::read(&dest).unwrap() == std::fs::read(&reference).unwrap(),
+            "the image differs from a conversion that never started over"
+        );
+        assert_eq!(
+            leftovers(dir.path()),
+            Vec::<String>::new(),
+            "no temporary file remains"
+        );
     }
 
     fn opts() -> ConvertOptions {

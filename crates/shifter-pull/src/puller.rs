@@ -29,7 +29,8 @@ pub enum Progress {
         downloaded: u64,
         total: u64,
     },
-    /// `total` is 0 until the index pass has sized the merged tree.
+    /// Layer bytes (as stored) read by the conversion, of the total it will read;
+    /// `total` is 0 until the conversion starts.
     Converting {
         converted: u64,
         total: u64,
@@ -304,7 +305,7 @@ impl Puller {
         let (size, stats) = tokio::task::spawn_blocking(move || {
             convert_to_file(&layers, &copts, &dest2, &mut |d| {
                 p(Progress::Converting {
-                    converted: d.written,
+                    converted: d.read,
                     total: d.total,
                 })
             })

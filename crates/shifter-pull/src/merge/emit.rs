@@ -1,14 +1,16 @@
-//! The data pass: hand the final tree to a sink. Directories and symlinks come from
-//! the index alone; file data is streamed from a second decompression of each layer
-//! that supplies any, straight into the sink; hardlinks come last.
+//! The final tree to a sink. Directories and symlinks come from the index alone;
+//! files the streaming pass did not write (all of them after the two-pass fallback,
+//! otherwise only old content kept alive by a hardlink) are streamed from another
+//! read of their layer; hardlinks come last.
 
 use std::collections::HashMap;
 
 use tracing::warn;
 
 use super::error::MergeError;
-use super::layer::{open_tar, Layer};
+use super::layer::{open_tar, Layer, Meters};
 use super::path::{lossy, normalize};
+use super::progress::Reporter;
 use super::scan::RawEntry;
 use super::sink::{Meta, TreeSink};
 use super::tree::{resolve_link, LayerIndex, NodeKind, Source, Tree};
@@ -23,14 +25,16 @@ pub struct MergeStats {
     /// Hardlinks dropped because their target is not in the final tree.
     pub dropped_links: u64,
     pub file_bytes: u64,
+    /// Reads of the layers: 1 when streamed, 2 when the image needed the fallback.
+    pub passes: u8,
 }
 
-/// How far the data pass is: file bytes written so far, of the total the merged tree
-/// holds (known once the index pass has decided which entries survive).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct DataProgress {
-    pub written: u64,
-    pub total: u64,
+/// Files already written to the sink (by the streaming pass): their tar entry and
+/// the path they were written at, and the stats so far.
+#[derive(Debug, Default)]
+pub struct Written {
+    pub stats: MergeStats,
+    pub files: HashMap<Source, Vec<u8>>,
 }
 
 struct Wanted {
@@ -39,14 +43,20 @@ struct Wanted {
     meta: Meta,
 }
 
+/// Hands `tree` to `sink`: everything but the files in `written`, which are in it
+/// already. File data not written yet is read again from its layer.
 pub fn emit(
     layers: &[Layer],
     scanned: &[Vec<RawEntry>],
     tree: &Tree,
     sink: &mut dyn TreeSink,
-    progress: &mut dyn FnMut(DataProgress),
+    written: Written,
+    progress: &mut Reporter<'_>,
 ) -> Result<MergeStats, MergeError> {
-    let mut stats = MergeStats::default();
+    let Written {
+        mut stats,
+        files: mut file_at,
+    } = written;
     let sink_err = |path: &[u8]| {
         let path = lossy(path);
         move |source| MergeError::Sink { path, source }
@@ -58,7 +68,6 @@ pub fn emit(
         .map_or(Meta::IMPLICIT_DIR, |n| n.meta);
     sink.add_dir(b"", root_meta).map_err(sink_err(b""))?;
     let mut wanted: Vec<Vec<Wanted>> = (0..layers.len()).map(|_| Vec::new()).collect();
-    let mut file_at: HashMap<Source, Vec<u8>> = HashMap::new();
     for (path, node) in tree.nodes.iter().filter(|(p, _)| !p.is_empty()) {
         match &node.kind {
             NodeKind::Dir => {
@@ -71,6 +80,9 @@ pub fn emit(
                 stats.symlinks += 1;
             }
             NodeKind::File { ordinal } => {
+                if file_at.get(&(node.layer, *ordinal)) == Some(path) {
+                    continue;
+                }
                 file_at.insert((node.layer, *ordinal), path.clone());
                 wanted[node.layer].push(Wanted {
                     ordinal: *ordinal,
@@ -112,15 +124,6 @@ pub fn emit(
     }
     drop(index);
 
-    let total = wanted
-        .iter()
-        .enumerate()
-        .flat_map(|(l, want)| want.iter().map(move |w| (l, w.ordinal)))
-        .map(|src| recorded(scanned, src).map_or(0, |e| e.size))
-        .sum();
-    let mut done = DataProgress { written: 0, total };
-    progress(done);
-
     for (l, want) in wanted.iter_mut().enumerate() {
         if want.is_empty() {
             continue;
@@ -130,7 +133,11 @@ pub fn emit(
             layer: layers[l].name.clone(),
             source,
         };
-        let mut archive = tar::Archive::new(open_tar(&layers[l], None, None)?);
+        let meters = Meters {
+            read: Some(progress.counter()),
+            ..Meters::default()
+        };
+        let mut archive = tar::Archive::new(open_tar(&layers[l], meters)?);
         let mut next = want.iter().peekable();
         for (ordinal, entry) in archive.entries().map_err(corrupt)?.enumerate() {
             let Some(w) = next.peek() else { break };
@@ -151,8 +158,7 @@ pub fn emit(
                 .map_err(sink_err(&w.path))?;
             stats.files += 1;
             stats.file_bytes += n;
-            done.written += n;
-            progress(done);
+            progress.tick();
             next.next();
         }
         if let Some(w) = next.next() {

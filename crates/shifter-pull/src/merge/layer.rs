@@ -40,6 +40,15 @@ impl Layer {
         }
     }
 
+    /// Bytes of the blob as stored (compressed): what conversion progress counts.
+    pub fn stored_len(&self) -> io::Result<u64> {
+        Ok(match &self.data {
+            LayerData::File(p) => std::fs::metadata(p)?.len(),
+            LayerData::Open(f) => f.metadata()?.len(),
+            LayerData::Bytes(b) => b.len() as u64,
+        })
+    }
+
     fn open_raw(&self) -> io::Result<Box<dyn Read + Send>> {
         Ok(match &self.data {
             LayerData::File(p) => Box::new(std::fs::File::open(p)?),
@@ -158,22 +167,60 @@ impl<R: Read> Read for Metered<R> {
     }
 }
 
+/// Stored (compressed) bytes read so far, shared by every layer reader of one
+/// conversion so progress can be reported from wherever the merge is.
+#[derive(Debug, Clone, Default)]
+pub struct ReadCounter(Arc<AtomicU64>);
+
+impl ReadCounter {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+struct Counted<R> {
+    inner: R,
+    counter: ReadCounter,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.counter.0.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// What reading one layer is charged to: the image's budget (the first full read of
+/// each layer), the header window (while the tar reader looks for the next entry)
+/// and the progress counter.
+#[derive(Debug, Clone, Default)]
+pub struct Meters {
+    pub budget: Option<Arc<Budget>>,
+    pub window: Option<HeaderWindow>,
+    pub read: Option<ReadCounter>,
+}
+
 const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
 const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
 
-/// The layer as an uncompressed tar stream. With `budget`, decompressed bytes are
-/// charged to it (the index pass); the data pass rereads the same verified bytes
-/// and passes `None`.
-pub fn open_tar(
-    layer: &Layer,
-    budget: Option<Arc<Budget>>,
-    window: Option<HeaderWindow>,
-) -> Result<Box<dyn Read + Send>, MergeError> {
+/// The layer as an uncompressed tar stream, read through `meters`. A second read of
+/// the same verified bytes (the two-pass fallback's data pass) is not charged to
+/// the budget again.
+pub fn open_tar(layer: &Layer, meters: Meters) -> Result<Box<dyn Read + Send>, MergeError> {
     let open_err = |source| MergeError::Open {
         layer: layer.name.clone(),
         source,
     };
-    let mut buffered = BufReader::with_capacity(256 * 1024, layer.open_raw().map_err(open_err)?);
+    let raw = layer.open_raw().map_err(open_err)?;
+    let raw: Box<dyn Read + Send> = match meters.read {
+        Some(counter) => Box::new(Counted {
+            inner: raw,
+            counter,
+        }),
+        None => raw,
+    };
+    let mut buffered = BufReader::with_capacity(256 * 1024, raw);
     let head = buffered.fill_buf().map_err(open_err)?;
     let unsupported = |what| MergeError::UnsupportedCompression {
         layer: layer.name.clone(),
@@ -196,9 +243,11 @@ pub fn open_tar(
     } else {
         Box::new(buffered)
     };
+    // The tar reader asks for 512-byte headers; a decoder called with buffers that
+    // small spends more time starting and stopping than inflating.
     Ok(Box::new(Metered {
-        inner: tar,
-        budget,
-        window,
+        inner: BufReader::with_capacity(128 * 1024, tar),
+        budget: meters.budget,
+        window: meters.window,
     }))
 }

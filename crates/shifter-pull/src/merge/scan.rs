@@ -1,15 +1,16 @@
-//! The index pass over one layer: every tar header, no file data kept. Entries are
-//! classified here (whiteout, opaque marker, device to drop…) so the merge works on
-//! plain data.
+//! One read of one layer: every tar header, classified here (whiteout, opaque
+//! marker, device to drop…) so the merge works on plain data. File data is offered
+//! to a callback and never kept.
 
 use std::io::Read;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use tar::EntryType;
 use tracing::{debug, warn};
 
 use super::error::MergeError;
-use super::layer::{open_tar, Budget, HeaderWindow, Layer};
+use super::layer::{open_tar, Budget, HeaderWindow, Layer, Meters, ReadCounter};
 use super::path::{join, lossy, normalize, split_parent};
 use super::sink::Meta;
 
@@ -37,9 +38,14 @@ pub struct RawEntry {
     pub meta: Meta,
     /// Position of the entry in the layer's tar stream, to find its data again.
     pub ordinal: u32,
-    /// Data bytes of a regular file (0 otherwise), for the data pass's progress total.
-    pub size: u64,
 }
+
+/// Whether the scan goes on after an entry.
+pub type Flow = ControlFlow<()>;
+
+/// Called for every classified entry with its data, before the scan drains what the
+/// callee did not read.
+pub type OnEntry<'a> = dyn FnMut(&RawEntry, &mut dyn Read) -> Result<Flow, MergeError> + 'a;
 
 /// Options that shape the tree.
 #[derive(Debug, Clone, Copy)]
@@ -63,12 +69,16 @@ impl Default for MergeOptions {
     }
 }
 
-/// Reads every header of `layer`, checking names and charging the budget, and
-/// reads the stream to its end so gzip/zstd trailers and truncation are checked.
+/// Reads every entry of `layer`, checking names and charging the budget, hands each
+/// to `on_entry` with its data, and reads the stream to its end so gzip/zstd trailers
+/// and truncation are checked. When `on_entry` breaks, the entries so far are
+/// returned and the rest of the layer is left unread.
 pub fn scan_layer(
     layer: &Layer,
     budget: &Arc<Budget>,
+    read: Option<ReadCounter>,
     opts: &MergeOptions,
+    on_entry: &mut OnEntry<'_>,
 ) -> Result<Vec<RawEntry>, MergeError> {
     let corrupt = |source: std::io::Error| {
         if budget.bytes_exceeded() {
@@ -83,11 +93,12 @@ pub fn scan_layer(
         }
     };
     let window = HeaderWindow::default();
-    let mut archive = tar::Archive::new(open_tar(
-        layer,
-        Some(Arc::clone(budget)),
-        Some(window.clone()),
-    )?);
+    let meters = Meters {
+        budget: Some(Arc::clone(budget)),
+        window: Some(window.clone()),
+        read,
+    };
+    let mut archive = tar::Archive::new(open_tar(layer, meters)?);
     let mut out = Vec::new();
     let mut entries = archive.entries().map_err(corrupt)?.enumerate();
     loop {
@@ -103,114 +114,163 @@ pub fn scan_layer(
         let ordinal = u32::try_from(ordinal).map_err(|_| MergeError::TooManyEntries {
             max: budget.max_entries,
         })?;
-        let raw_path = entry.path_bytes().into_owned();
-        let bad_path = |problem| MergeError::BadPath {
-            layer: layer.name.clone(),
-            path: lossy(&raw_path),
-            problem,
-        };
-        let path = normalize(&raw_path).map_err(bad_path)?;
-        let meta = read_meta(&mut entry).map_err(corrupt)?;
-        let size = std::io::copy(&mut entry, &mut std::io::sink()).map_err(corrupt)?;
-        let et = entry.header().entry_type();
-        let (parent, name) = split_parent(&path);
-
-        if name.starts_with(WHITEOUT_PREFIX) {
-            if name == OPAQUE_MARKER {
-                out.push(RawEntry {
-                    path: parent.to_vec(),
-                    kind: RawKind::Opaque,
-                    meta,
-                    ordinal,
-                    size: 0,
-                });
-            } else if name.starts_with(b".wh..wh.") {
-                // aufs bookkeeping (.wh..wh.plnk, .wh..wh.aufs): not part of the tree.
-                debug!(layer = %layer.name, path = %lossy(&path), "skipping aufs metadata");
-            } else {
-                let hidden = &name[WHITEOUT_PREFIX.len()..];
-                let hidden = normalize(hidden)
-                    .ok()
-                    .filter(|h| !h.is_empty() && !h.contains(&b'/'))
-                    .ok_or_else(|| bad_path(super::path::PathProblem::DotDot))?;
-                out.push(RawEntry {
-                    path: join(parent, &hidden),
-                    kind: RawKind::Whiteout,
-                    meta,
-                    ordinal,
-                    size: 0,
-                });
-            }
+        let Some(raw) = classify(layer, &mut entry, ordinal, opts).map_err(|e| match e {
+            Classify::Io(e) => corrupt(e),
+            Classify::Refused(e) => e,
+        })?
+        else {
+            std::io::copy(&mut entry, &mut std::io::sink()).map_err(corrupt)?;
             continue;
-        }
-
-        let kind = match et {
-            EntryType::Directory => RawKind::Dir,
-            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => RawKind::File,
-            EntryType::Symlink => {
-                let target = entry.link_name_bytes().unwrap_or_default().into_owned();
-                if target.is_empty() {
-                    warn!(layer = %layer.name, path = %lossy(&path), "dropping symlink with an empty target");
-                    continue;
-                }
-                RawKind::Symlink(target)
-            }
-            EntryType::Link => {
-                let raw_target = entry.link_name_bytes().unwrap_or_default().into_owned();
-                let target =
-                    normalize(&raw_target).map_err(|problem| MergeError::BadLinkTarget {
-                        layer: layer.name.clone(),
-                        path: lossy(&path),
-                        target: lossy(&raw_target),
-                        problem,
-                    })?;
-                if target.is_empty() {
-                    return Err(MergeError::BadLinkTarget {
-                        layer: layer.name.clone(),
-                        path: lossy(&path),
-                        target: lossy(&raw_target),
-                        problem: super::path::PathProblem::DotDot,
-                    });
-                }
-                RawKind::Hardlink(target)
-            }
-            EntryType::Char | EntryType::Block | EntryType::Fifo => {
-                warn!(layer = %layer.name, path = %lossy(&path), kind = ?et, "dropping device node or fifo: images cannot carry them");
-                continue;
-            }
-            EntryType::XGlobalHeader => continue,
-            other => {
-                warn!(layer = %layer.name, path = %lossy(&path), kind = ?other, "dropping tar entry of unsupported type");
-                continue;
-            }
         };
-        if path.is_empty() && kind != RawKind::Dir {
-            warn!(layer = %layer.name, "dropping a non-directory entry for the image root");
-            continue;
-        }
-        let meta = if kind != RawKind::Dir && meta.mode & 0o6000 != 0 && !opts.keep_setuid {
-            debug!(layer = %layer.name, path = %lossy(&path), mode = format_args!("{:o}", meta.mode), "stripping setuid/setgid");
-            Meta {
-                mode: meta.mode & !0o6000,
-                ..meta
-            }
-        } else {
-            meta
+        let mut data = Tracked {
+            inner: &mut entry,
+            error: None,
         };
-        let size = if kind == RawKind::File { size } else { 0 };
-        out.push(RawEntry {
-            path,
-            kind,
-            meta,
-            ordinal,
-            size,
-        });
+        let flow = on_entry(&raw, &mut data);
+        // A read error inside the callee is the layer's fault, not the callee's.
+        let flow = match (flow, data.error.take()) {
+            (Err(_), Some(io)) => return Err(corrupt(io)),
+            (flow, _) => flow?,
+        };
+        out.push(raw);
+        if flow.is_break() {
+            return Ok(out);
+        }
+        std::io::copy(&mut entry, &mut std::io::sink()).map_err(corrupt)?;
     }
     drop(entries);
     // The tar end marker may come before the compressed stream's end: read on, so a
     // truncated or corrupt gzip/zstd trailer is noticed and trailing bytes are charged.
     std::io::copy(&mut archive.into_inner(), &mut std::io::sink()).map_err(corrupt)?;
     Ok(out)
+}
+
+/// Remembers a read error so it can be told apart from the callee's own failures.
+struct Tracked<'r, R> {
+    inner: &'r mut R,
+    error: Option<std::io::Error>,
+}
+
+impl<R: Read> Read for Tracked<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf).inspect_err(|e| {
+            self.error
+                .get_or_insert_with(|| std::io::Error::new(e.kind(), e.to_string()));
+        })
+    }
+}
+
+enum Classify {
+    Io(std::io::Error),
+    Refused(MergeError),
+}
+
+impl From<MergeError> for Classify {
+    fn from(e: MergeError) -> Self {
+        Classify::Refused(e)
+    }
+}
+
+/// The merge's view of one tar entry, or `None` for entries images cannot carry
+/// (devices, fifos, aufs bookkeeping…), which are dropped with a log line.
+fn classify<R: Read>(
+    layer: &Layer,
+    entry: &mut tar::Entry<'_, R>,
+    ordinal: u32,
+    opts: &MergeOptions,
+) -> Result<Option<RawEntry>, Classify> {
+    let raw_path = entry.path_bytes().into_owned();
+    let bad_path = |problem| MergeError::BadPath {
+        layer: layer.name.clone(),
+        path: lossy(&raw_path),
+        problem,
+    };
+    let path = normalize(&raw_path).map_err(bad_path)?;
+    let meta = read_meta(entry).map_err(Classify::Io)?;
+    let et = entry.header().entry_type();
+    let (parent, name) = split_parent(&path);
+
+    if name.starts_with(WHITEOUT_PREFIX) {
+        if name == OPAQUE_MARKER {
+            return Ok(Some(RawEntry {
+                path: parent.to_vec(),
+                kind: RawKind::Opaque,
+                meta,
+                ordinal,
+            }));
+        }
+        if name.starts_with(b".wh..wh.") {
+            // aufs bookkeeping (.wh..wh.plnk, .wh..wh.aufs): not part of the tree.
+            debug!(layer = %layer.name, path = %lossy(&path), "skipping aufs metadata");
+            return Ok(None);
+        }
+        let hidden = &name[WHITEOUT_PREFIX.len()..];
+        let hidden = normalize(hidden)
+            .ok()
+            .filter(|h| !h.is_empty() && !h.contains(&b'/'))
+            .ok_or_else(|| bad_path(super::path::PathProblem::DotDot))?;
+        return Ok(Some(RawEntry {
+            path: join(parent, &hidden),
+            kind: RawKind::Whiteout,
+            meta,
+            ordinal,
+        }));
+    }
+
+    let kind = match et {
+        EntryType::Directory => RawKind::Dir,
+        EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => RawKind::File,
+        EntryType::Symlink => {
+            let target = entry.link_name_bytes().unwrap_or_default().into_owned();
+            if target.is_empty() {
+                warn!(layer = %layer.name, path = %lossy(&path), "dropping symlink with an empty target");
+                return Ok(None);
+            }
+            RawKind::Symlink(target)
+        }
+        EntryType::Link => {
+            let raw_target = entry.link_name_bytes().unwrap_or_default().into_owned();
+            let bad_target = |problem| MergeError::BadLinkTarget {
+                layer: layer.name.clone(),
+                path: lossy(&path),
+                target: lossy(&raw_target),
+                problem,
+            };
+            let target = normalize(&raw_target).map_err(bad_target)?;
+            if target.is_empty() {
+                return Err(bad_target(super::path::PathProblem::DotDot).into());
+            }
+            RawKind::Hardlink(target)
+        }
+        EntryType::Char | EntryType::Block | EntryType::Fifo => {
+            warn!(layer = %layer.name, path = %lossy(&path), kind = ?et, "dropping device node or fifo: images cannot carry them");
+            return Ok(None);
+        }
+        EntryType::XGlobalHeader => return Ok(None),
+        other => {
+            warn!(layer = %layer.name, path = %lossy(&path), kind = ?other, "dropping tar entry of unsupported type");
+            return Ok(None);
+        }
+    };
+    if path.is_empty() && kind != RawKind::Dir {
+        warn!(layer = %layer.name, "dropping a non-directory entry for the image root");
+        return Ok(None);
+    }
+    let meta = if kind != RawKind::Dir && meta.mode & 0o6000 != 0 && !opts.keep_setuid {
+        debug!(layer = %layer.name, path = %lossy(&path), mode = format_args!("{:o}", meta.mode), "stripping setuid/setgid");
+        Meta {
+            mode: meta.mode & !0o6000,
+            ..meta
+        }
+    } else {
+        meta
+    };
+    Ok(Some(RawEntry {
+        path,
+        kind,
+        meta,
+        ordinal,
+    }))
 }
 
 /// uid/gid/mode/mtime from the header, with PAX `mtime` honoured (the tar crate

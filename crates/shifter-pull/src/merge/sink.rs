@@ -29,9 +29,12 @@ impl Meta {
 pub type SinkError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A consumer of a finished tree. Paths are relative, `/`-separated, without a
-/// leading `/`; `""` is the root. Each path is given once; parents come first.
+/// leading `/`; `""` is the root. Each path is given once; a directory may be given
+/// after entries below it (it exists, implicitly, from the first of them).
 /// Hardlinks are given after their targets.
 pub trait TreeSink {
+    /// Forgets everything given so far: the merge starts over.
+    fn restart(&mut self) -> Result<(), SinkError>;
     fn add_dir(&mut self, path: &[u8], meta: Meta) -> Result<(), SinkError>;
     /// Returns the number of bytes read from `data`.
     fn add_file(&mut self, path: &[u8], meta: Meta, data: &mut dyn Read) -> Result<u64, SinkError>;
@@ -53,6 +56,8 @@ pub enum Recorded {
 #[derive(Debug, Default)]
 pub struct RecordingSink {
     pub entries: BTreeMap<String, Recorded>,
+    /// How often the merge started over.
+    pub restarts: u32,
 }
 
 impl RecordingSink {
@@ -83,6 +88,12 @@ impl RecordingSink {
 }
 
 impl TreeSink for RecordingSink {
+    fn restart(&mut self) -> Result<(), SinkError> {
+        self.entries.clear();
+        self.restarts += 1;
+        Ok(())
+    }
+
     fn add_dir(&mut self, path: &[u8], meta: Meta) -> Result<(), SinkError> {
         self.put(path, Recorded::Dir(meta))
     }

@@ -657,33 +657,103 @@ fn opaque_root_hides_every_older_entry() {
 }
 
 #[test]
-fn progress_reports_every_file_byte() {
+fn progress_counts_layer_bytes_from_zero_to_the_announced_total() {
     let mut sink = RecordingSink::default();
     let mut seen = Vec::new();
-    // "gone" is whited out and "a" replaced by a newer layer: neither counts.
-    let ls = layers(vec![
-        Tar::default()
-            .file("a", "old content")
-            .file("gone", "xxxxxxxx")
-            .finish(),
+    let tars = vec![
+        gzip(
+            &Tar::default()
+                .file("a", &"old content ".repeat(50_000))
+                .file("gone", "xxxxxxxx")
+                .finish(),
+        ),
         Tar::default()
             .file("a", "12345")
             .file("b", "678")
             .file(".wh.gone", "")
             .finish(),
-    ]);
-    let stats = merge_layers(&ls, &MergeOptions::default(), &mut sink, &mut |p| {
-        seen.push((p.written, p.total))
-    })
+    ];
+    let stored: u64 = tars.iter().map(|t| t.len() as u64).sum();
+    let stats = merge_layers(
+        &layers(tars),
+        &MergeOptions::default(),
+        &mut sink,
+        &mut |p| seen.push((p.read, p.total)),
+    )
     .unwrap();
-    assert_eq!(
-        seen.first(),
-        Some(&(0, 8)),
-        "the total comes before any data"
-    );
-    assert_eq!(seen.last(), Some(&(8, 8)));
+    assert_eq!(seen.first(), Some(&(0, stored)), "the total comes first");
+    assert_eq!(seen.last(), Some(&(stored, stored)));
+    assert!(seen.len() > 2, "progress between start and end: {seen:?}");
     assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0));
-    assert_eq!((stats.file_bytes, stats.files), (8, 2));
+    assert_eq!((stats.file_bytes, stats.files, stats.passes), (8, 2, 1));
+}
+
+#[test]
+fn an_image_without_repeated_paths_is_read_once() {
+    let l2 = Tar::default()
+        .dir("etc")
+        .file("etc/passwd", "new")
+        .file("etc/.wh.deleteme", "")
+        .hardlink("etc/pw2", "etc/passwd")
+        .finish();
+    let mut sink = RecordingSink::default();
+    let stats = merge_layers(
+        &layers(vec![base().finish(), l2]),
+        &MergeOptions::default(),
+        &mut sink,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!((stats.passes, sink.restarts), (1, 0));
+    assert_eq!(content(&sink, "etc/pw2"), "new");
+    assert_eq!(stats.hardlinks, 1);
+}
+
+#[test]
+fn a_layer_repeating_a_written_file_starts_over_in_two_passes() {
+    // The later entry wins whatever it is; the first one's data was already written.
+    type Second = fn(&mut Tar) -> &mut Tar;
+    let cases: [(&str, Second, Recorded); 3] = [
+        (
+            "file",
+            |t| t.file("x", "second"),
+            Recorded::File(M0, b"second".to_vec()),
+        ),
+        (
+            "dir",
+            |t| t.dir("x"),
+            Recorded::Dir(Meta { mode: 0o755, ..M0 }),
+        ),
+        (
+            "symlink",
+            |t| t.symlink("x", "/t"),
+            Recorded::Symlink(Meta { mode: 0o777, ..M0 }, b"/t".to_vec()),
+        ),
+    ];
+    for (what, second, want) in cases {
+        let mut top = Tar::default();
+        top.file("x", "first").file("y", "y");
+        second(&mut top);
+        let mut progress = Vec::new();
+        let mut sink = RecordingSink::default();
+        let stats = merge_layers(
+            &layers(vec![base().finish(), top.finish()]),
+            &MergeOptions::default(),
+            &mut sink,
+            &mut |p| progress.push(p),
+        )
+        .unwrap();
+        assert_eq!((stats.passes, sink.restarts), (2, 1), "{what}");
+        assert_eq!(sink.get("x"), Some(&want), "{what}");
+        assert_eq!(content(&sink, "y"), "y", "{what}");
+        assert_eq!(content(&sink, "etc/passwd"), "root\n", "{what}");
+        assert!(
+            progress.windows(2).all(|w| w[0].read <= w[1].read),
+            "{what}: {progress:?}"
+        );
+        let last = progress.last().unwrap();
+        assert_eq!(last.read, last.total, "{what}");
+    }
 }
 
 #[test]

@@ -72,7 +72,9 @@ enum Seen {
     },
 }
 
-struct Merger<'a> {
+/// The merge state between layers, fed newest layer first, entry by entry, so the
+/// data pass can run in the same read as the index.
+pub struct Merger<'a> {
     names: &'a [String],
     tree: Tree,
     /// Paths whited out by the layers merged so far (hidden in older layers, with all below).
@@ -84,46 +86,77 @@ struct Merger<'a> {
     replaced: Vec<Vec<u8>>,
 }
 
+/// What became of one entry.
+#[derive(Debug)]
+pub enum Placement {
+    /// Hidden, shadowed or a marker: the entry is not a node of the tree (now).
+    Skipped,
+    /// The entry is the node at its path; `replaced` is the node an earlier entry of
+    /// the same layer had put there.
+    Placed { replaced: Option<Node> },
+}
+
 /// Merges scanned layers (base first) into the final tree.
 pub fn merge_tree(names: &[String], layers: &[Vec<RawEntry>]) -> Result<Tree, MergeError> {
-    let mut m = Merger {
-        names,
-        tree: Tree::default(),
-        whited: HashSet::new(),
-        opaque: HashSet::new(),
-        replaced: Vec::new(),
-    };
+    let mut m = Merger::new(names);
     for (l, entries) in layers.iter().enumerate().rev() {
         for e in entries {
-            match e.kind {
-                RawKind::Whiteout => {}
-                RawKind::Opaque => {
-                    // The marker says its directory exists in this layer.
-                    match m.seen(&e.path, l)? {
-                        Seen::Visible => m.ensure_dir(&e.path, l),
-                        Seen::Hidden { keep } => m.keep_dir(&keep, l),
-                    }
-                }
-                _ => m.apply(e, l)?,
-            }
+            m.add(e, l)?;
         }
-        // A layer's whiteouts apply to the layers below it only.
-        for p in std::mem::take(&mut m.replaced) {
-            m.opaque.insert(p);
+        m.end_layer(entries);
+    }
+    Ok(m.into_tree())
+}
+
+impl<'a> Merger<'a> {
+    pub fn new(names: &'a [String]) -> Self {
+        Merger {
+            names,
+            tree: Tree::default(),
+            whited: HashSet::new(),
+            opaque: HashSet::new(),
+            replaced: Vec::new(),
+        }
+    }
+
+    pub fn into_tree(self) -> Tree {
+        self.tree
+    }
+
+    /// Takes the next entry of layer `l`; layers come newest first and every entry of
+    /// a layer before [`Merger::end_layer`].
+    pub fn add(&mut self, e: &RawEntry, l: usize) -> Result<Placement, MergeError> {
+        match e.kind {
+            RawKind::Whiteout => Ok(Placement::Skipped),
+            RawKind::Opaque => {
+                // The marker says its directory exists in this layer.
+                match self.seen(&e.path, l)? {
+                    Seen::Visible => self.ensure_dir(&e.path, l),
+                    Seen::Hidden { keep } => self.keep_dir(&keep, l),
+                }
+                Ok(Placement::Skipped)
+            }
+            _ => self.apply(e, l),
+        }
+    }
+
+    /// Ends a layer: its whiteouts and opaque markers apply to the layers below only.
+    pub fn end_layer(&mut self, entries: &[RawEntry]) {
+        for p in std::mem::take(&mut self.replaced) {
+            self.opaque.insert(p);
         }
         for e in entries {
             match e.kind {
                 RawKind::Whiteout => {
-                    m.whited.insert(e.path.clone());
+                    self.whited.insert(e.path.clone());
                 }
                 RawKind::Opaque => {
-                    m.opaque.insert(e.path.clone());
+                    self.opaque.insert(e.path.clone());
                 }
                 _ => {}
             }
         }
     }
-    Ok(m.tree)
 }
 
 impl Merger<'_> {
@@ -199,10 +232,10 @@ impl Merger<'_> {
         }
     }
 
-    fn apply(&mut self, e: &RawEntry, layer: usize) -> Result<(), MergeError> {
+    fn apply(&mut self, e: &RawEntry, layer: usize) -> Result<Placement, MergeError> {
         if let Seen::Hidden { keep } = self.seen(&e.path, layer)? {
             self.keep_dir(&keep, layer);
-            return Ok(());
+            return Ok(Placement::Skipped);
         }
         let kind = NodeKind::from_raw(&e.kind, e.ordinal);
         let is_dir = kind == NodeKind::Dir;
@@ -220,7 +253,7 @@ impl Merger<'_> {
                     explicit: true,
                 },
             );
-            return Ok(());
+            return Ok(Placement::Placed { replaced: None });
         };
         if existing.layer != layer && existing.explicit {
             // A newer layer decided this path already. A non-directory here still
@@ -229,7 +262,7 @@ impl Merger<'_> {
             if existing.kind == NodeKind::Dir && !is_dir {
                 self.replaced.push(e.path.clone());
             }
-            return Ok(());
+            return Ok(Placement::Skipped);
         }
         if existing.kind == NodeKind::Dir && !is_dir {
             if let Some(child) = self.has_descendants(&e.path) {
@@ -245,7 +278,7 @@ impl Merger<'_> {
             if existing.layer != layer {
                 // An empty directory implied by a newer layer's opaque marker wins.
                 self.replaced.push(e.path.clone());
-                return Ok(());
+                return Ok(Placement::Skipped);
             }
         }
         if existing.kind != NodeKind::Dir && is_dir && existing.layer == layer {
@@ -255,7 +288,7 @@ impl Merger<'_> {
         }
         // Same layer: the later tar entry wins. An older layer's directory entry
         // supplies the metadata of a directory newer layers only implied.
-        self.tree.nodes.insert(
+        let previous = self.tree.nodes.insert(
             e.path.clone(),
             Node {
                 kind,
@@ -264,7 +297,9 @@ impl Merger<'_> {
                 explicit: true,
             },
         );
-        Ok(())
+        Ok(Placement::Placed {
+            replaced: previous.filter(|p| p.layer == layer && p.explicit),
+        })
     }
 }
 
