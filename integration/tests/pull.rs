@@ -231,6 +231,29 @@ fn every_test_image_matches_umoci_plus_mksquashfs_entry_for_entry() {
             matches!(last_conv, Some((c, t)) if c == t && t > 0),
             "{image}: conversion progress should end at its announced total: {last_conv:?}"
         );
+        // Conversion overlaps the downloads, but its progress is held back until
+        // every layer is in: the status never goes from converting back to pulling.
+        let first_conv = events
+            .iter()
+            .position(|e| matches!(e, Progress::Converting { .. }))
+            .unwrap();
+        assert!(
+            !events[first_conv..]
+                .iter()
+                .any(|e| matches!(e, Progress::Pulling { .. })),
+            "{image}: download progress after conversion progress: {events:?}"
+        );
+        let conv: Vec<(u64, u64)> = events[first_conv..]
+            .iter()
+            .filter_map(|e| match e {
+                Progress::Converting { converted, total } => Some((*converted, *total)),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            conv.windows(2).all(|w| w[0].0 <= w[1].0),
+            "{image}: conversion progress goes backwards: {conv:?}"
+        );
     }
 }
 

@@ -12,12 +12,14 @@ use oci_spec::image::{ImageConfiguration, ImageManifest};
 use shifter_api::{DockerRef, ImageId, ImageMeta};
 use tracing::{debug, info};
 
-use crate::cache::{BlobCache, CachedBlob};
+use crate::cache::BlobCache;
 use crate::config::{PullConfig, PullOptions};
 use crate::convert::{convert_to_file, ConvertOptions};
 use crate::digest::Sha256Digest;
 use crate::error::PullError;
-use crate::merge::{Layer, LayerData, MergeOptions, MergeStats};
+use crate::merge::{
+    ArrivingBlob, BlobDelivery, DataProgress, Layer, LayerData, MergeOptions, MergeStats,
+};
 use crate::meta::image_meta;
 use crate::registry::manifest::{self, Document, LayerRef};
 use crate::registry::{http_client, RegistryError, RepoClient, Retry, MAX_CONFIG_BYTES};
@@ -272,18 +274,21 @@ impl Puller {
         }
         info!(reference = %r.canonical(), id = %resolved.id, layers = resolved.layers.len(), bytes = total, "pulling image");
         let started = std::time::Instant::now();
-        let blobs = self
-            .download(&client, &resolved.layers, total, &progress)
-            .await?;
-        debug!(elapsed = ?started.elapsed(), "layers downloaded and verified");
 
+        // Conversion starts at once and reads the layers newest first, each as soon
+        // as it is downloaded and verified, so downloading and converting overlap.
+        let (arriving, deliveries): (Vec<_>, Vec<_>) = resolved
+            .layers
+            .iter()
+            .map(|l| ArrivingBlob::new(l.size))
+            .unzip();
         let layers: Vec<Layer> = resolved
             .layers
             .iter()
-            .zip(&blobs)
-            .map(|(l, b)| Layer {
+            .zip(arriving)
+            .map(|(l, a)| Layer {
                 name: l.digest.to_string(),
-                data: LayerData::Open(Arc::clone(&b.file)),
+                data: LayerData::Arriving(a),
             })
             .collect();
         let copts = ConvertOptions {
@@ -297,21 +302,45 @@ impl Puller {
         };
         let dest = dir.join(resolved.id.squashfs_name());
         let dest2 = dest.clone();
-        progress(Progress::Converting {
-            converted: 0,
-            total: 0,
+        let conversion = Arc::new(HeldProgress::new(Arc::clone(&progress)));
+        let held = Arc::clone(&conversion);
+        let mut converting = tokio::task::spawn_blocking(move || {
+            convert_to_file(&layers, &copts, &dest2, &mut |d| held.report(d))
         });
-        let p = Arc::clone(&progress);
-        let (size, stats) = tokio::task::spawn_blocking(move || {
-            convert_to_file(&layers, &copts, &dest2, &mut |d| {
-                p(Progress::Converting {
-                    converted: d.read,
-                    total: d.total,
-                })
-            })
-        })
-        .await
-        .map_err(|e| PullError::Internal(format!("conversion task failed: {e}")))??;
+        let mut downloading =
+            Box::pin(self.download(&client, &resolved.layers, deliveries, total, &progress));
+        let joined = |r: Result<_, tokio::task::JoinError>| {
+            r.map_err(|e| PullError::Internal(format!("conversion task failed: {e}")))
+        };
+        let converted = tokio::select! {
+            d = &mut downloading => match d {
+                Ok(()) => {
+                    debug!(elapsed = ?started.elapsed(), "layers downloaded and verified");
+                    conversion.release();
+                    joined((&mut converting).await)?
+                }
+                Err(e) => {
+                    // The undelivered layers fail the conversion's reads at once; wait
+                    // for it so its temporary file is gone before the error is reported.
+                    drop(downloading);
+                    let _ = converting.await;
+                    return Err(e);
+                }
+            },
+            c = &mut converting => {
+                // It needs every layer, so it ended early only by failing (the image
+                // is bad); dropping the downloads cancels them.
+                let c = joined(c)?;
+                if let Err(e) = c {
+                    return Err(e.into());
+                }
+                downloading.await?;
+                conversion.release();
+                c
+            }
+        };
+        let (size, stats) = converted?;
+        conversion.release();
         info!(id = %resolved.id, size, files = stats.files, "image converted");
 
         let keep: HashSet<String> = resolved
@@ -333,13 +362,16 @@ impl Puller {
         })
     }
 
+    /// Downloads (or finds in the cache) every layer, newest first as the conversion
+    /// reads them, and hands each to its delivery once verified.
     async fn download(
         &self,
         client: &RepoClient,
         layers: &[LayerRef],
+        deliveries: Vec<BlobDelivery>,
         total: u64,
         progress: &ProgressFn,
-    ) -> Result<Vec<CachedBlob>, PullError> {
+    ) -> Result<(), PullError> {
         let downloaded = AtomicU64::new(0);
         let report = |n: u64| {
             let d = downloaded.fetch_add(n, Ordering::Relaxed) + n;
@@ -349,8 +381,8 @@ impl Puller {
             });
         };
         report(0);
-        futures_util::stream::iter(layers)
-            .map(|l| {
+        let _: Vec<()> = futures_util::stream::iter(layers.iter().zip(deliveries).rev())
+            .map(|(l, delivery)| {
                 let report = &report;
                 async move {
                     let cache = self.cache.clone();
@@ -358,18 +390,66 @@ impl Puller {
                     let hit = tokio::task::spawn_blocking(move || cache.lookup(&d, Some(size)))
                         .await
                         .map_err(|e| PullError::Internal(e.to_string()))??;
-                    if let Some(b) = hit {
-                        report(l.size);
-                        return Ok(b);
-                    }
-                    Ok(client
-                        .blob_to_cache(&l.digest, l.size, &self.cache, report)
-                        .await?)
+                    let blob = match hit {
+                        Some(b) => {
+                            report(l.size);
+                            b
+                        }
+                        None => {
+                            client
+                                .blob_to_cache(&l.digest, l.size, &self.cache, report)
+                                .await?
+                        }
+                    };
+                    delivery.deliver(blob.file);
+                    Ok::<_, PullError>(())
                 }
             })
             .buffered(self.cfg.concurrent_downloads.max(1))
             .try_collect()
-            .await
+            .await?;
+        Ok(())
+    }
+}
+
+/// Conversion progress held back while layers are still downloading, so the status
+/// reads PULLING until every layer is in, then CONVERSION, never back and forth.
+struct HeldProgress {
+    progress: ProgressFn,
+    state: Mutex<(bool, Option<DataProgress>)>,
+}
+
+impl HeldProgress {
+    fn new(progress: ProgressFn) -> Self {
+        HeldProgress {
+            progress,
+            state: Mutex::new((false, None)),
+        }
+    }
+
+    fn report(&self, d: DataProgress) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.1 = Some(d);
+        if state.0 {
+            self.send(d);
+        }
+    }
+
+    /// From now on conversion progress goes out; the latest figure goes out now.
+    fn release(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.0 {
+            return;
+        }
+        state.0 = true;
+        self.send(state.1.unwrap_or_default());
+    }
+
+    fn send(&self, d: DataProgress) {
+        (self.progress)(Progress::Converting {
+            converted: d.read,
+            total: d.total,
+        });
     }
 }
 

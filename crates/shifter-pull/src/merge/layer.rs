@@ -13,9 +13,64 @@ use super::error::MergeError;
 #[derive(Debug, Clone)]
 pub enum LayerData {
     File(PathBuf),
-    /// An open file read by position, so the cache can evict its name meanwhile.
-    Open(Arc<std::fs::File>),
+    /// A blob still being downloaded: reading it waits until it is verified. It is
+    /// then read by position from the open file, so the cache can evict its name
+    /// meanwhile.
+    Arriving(Arc<ArrivingBlob>),
     Bytes(Arc<[u8]>),
+}
+
+/// The merge's end of a blob still being downloaded. The merge reads layers newest
+/// first, so it can start on the newest ones while older ones are still arriving.
+#[derive(Debug)]
+pub struct ArrivingBlob {
+    size: u64,
+    state: std::sync::Mutex<Arrival>,
+}
+
+#[derive(Debug)]
+enum Arrival {
+    Waiting(std::sync::mpsc::Receiver<Arc<std::fs::File>>),
+    Here(Arc<std::fs::File>),
+    Lost,
+}
+
+/// The download's end: hands over the verified blob. Dropped without it (the
+/// download failed or was cancelled), the merge's read fails at once.
+#[derive(Debug)]
+pub struct BlobDelivery(std::sync::mpsc::SyncSender<Arc<std::fs::File>>);
+
+impl BlobDelivery {
+    pub fn deliver(self, file: Arc<std::fs::File>) {
+        // The merge may have ended (failed) already; nobody is left to tell.
+        let _ = self.0.send(file);
+    }
+}
+
+impl ArrivingBlob {
+    /// A blob of `size` bytes (from its descriptor) and the handle to deliver it with.
+    pub fn new(size: u64) -> (Arc<ArrivingBlob>, BlobDelivery) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let blob = ArrivingBlob {
+            size,
+            state: std::sync::Mutex::new(Arrival::Waiting(rx)),
+        };
+        (Arc::new(blob), BlobDelivery(tx))
+    }
+
+    fn wait(&self) -> io::Result<Arc<std::fs::File>> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Arrival::Waiting(rx) = &*state {
+            *state = match rx.recv() {
+                Ok(f) => Arrival::Here(f),
+                Err(_) => Arrival::Lost,
+            };
+        }
+        match &*state {
+            Arrival::Here(f) => Ok(Arc::clone(f)),
+            _ => Err(io::Error::other("its download did not complete")),
+        }
+    }
 }
 
 /// One layer to merge; `name` (usually the digest) appears in every error.
@@ -44,7 +99,7 @@ impl Layer {
     pub fn stored_len(&self) -> io::Result<u64> {
         Ok(match &self.data {
             LayerData::File(p) => std::fs::metadata(p)?.len(),
-            LayerData::Open(f) => f.metadata()?.len(),
+            LayerData::Arriving(a) => a.size,
             LayerData::Bytes(b) => b.len() as u64,
         })
     }
@@ -52,8 +107,8 @@ impl Layer {
     fn open_raw(&self) -> io::Result<Box<dyn Read + Send>> {
         Ok(match &self.data {
             LayerData::File(p) => Box::new(std::fs::File::open(p)?),
-            LayerData::Open(f) => Box::new(PositionalReader {
-                file: Arc::clone(f),
+            LayerData::Arriving(a) => Box::new(PositionalReader {
+                file: a.wait()?,
                 pos: 0,
             }),
             LayerData::Bytes(b) => Box::new(io::Cursor::new(Arc::clone(b))),

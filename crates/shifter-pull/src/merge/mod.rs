@@ -27,7 +27,7 @@ use tracing::{debug, info};
 
 pub use emit::MergeStats;
 pub use error::MergeError;
-pub use layer::{Budget, Layer, LayerData};
+pub use layer::{ArrivingBlob, BlobDelivery, Budget, Layer, LayerData};
 pub use path::PathProblem;
 pub use progress::DataProgress;
 pub use scan::MergeOptions;

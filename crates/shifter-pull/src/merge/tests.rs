@@ -850,3 +850,52 @@ fn hardlink_to_a_path_whose_parent_was_replaced_by_a_file_is_dropped() {
     );
     assert_eq!(content(&s, "d"), "now a file");
 }
+
+#[test]
+fn a_layer_still_downloading_is_waited_for_and_a_lost_one_fails_the_merge() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("blob");
+    std::fs::write(&path, gzip(&base().finish())).unwrap();
+    let size = std::fs::metadata(&path).unwrap().len();
+    let (arriving, delivery) = ArrivingBlob::new(size);
+    let top = Layer::from_bytes("top", Tar::default().file("etc/motd", "hi").finish());
+    let base = Layer {
+        name: "base".into(),
+        data: LayerData::Arriving(arriving),
+    };
+    let late = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        delivery.deliver(std::sync::Arc::new(std::fs::File::open(&path).unwrap()));
+    });
+    let mut sink = RecordingSink::default();
+    let mut totals = Vec::new();
+    merge_layers(
+        &[base, top],
+        &MergeOptions::default(),
+        &mut sink,
+        &mut |p| totals.push(p.total),
+    )
+    .unwrap();
+    late.join().unwrap();
+    assert_eq!(content(&sink, "etc/passwd"), "root\n");
+    assert_eq!(content(&sink, "etc/motd"), "hi");
+    assert!(
+        totals.iter().all(|&t| t > size),
+        "the announced size counts before the blob is there: {totals:?}"
+    );
+
+    let (lost, delivery) = ArrivingBlob::new(100);
+    drop(delivery);
+    let e = merge_layers(
+        &[Layer {
+            name: "lost".into(),
+            data: LayerData::Arriving(lost),
+        }],
+        &MergeOptions::default(),
+        &mut RecordingSink::default(),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(matches!(e, MergeError::Open { .. }), "{e}");
+    assert!(e.to_string().contains("download did not complete"), "{e}");
+}
