@@ -95,48 +95,56 @@ layers=$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print(" ".
     "$work/layout/blobs/sha256/$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["manifests"][0]["digest"][7:])' "$work/layout/index.json")")
 
 # ---- measurements ----------------------------------------------------------------
+# Round by round (every pipeline once per round), so a machine whose speed drifts
+# over the minutes of a run slows all of them alike and the ratios stay fair.
 printf '%-26s %8s %8s %9s %12s\n' what wall_s cpu_s rss_mib bytes
 measure() { # label output-file command...
     local label=$1 out=$2; shift 2
-    for _ in $(seq "$runs"); do
-        rm -rf "$work/run"; mkdir -p "$work/run"
-        /usr/bin/time -o "$work/t" -f '%e %U %S %M' "$@" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
-        read -r wall user sys rss <"$work/t"
-        local size=0
-        [ -n "$out" ] && size=$(stat -c %s $out)
-        awk -v l="$label" -v w="$wall" -v u="$user" -v s="$sys" -v r="$rss" -v b="$size" \
-            'BEGIN { printf "%-26s %8.2f %8.2f %9.1f %12d\n", l, w, u + s, r / 1024, b }'
-        printf '%s\t%s\t%s\t%s\n' "$label" "$wall" "$rss" "$size" >>"$work/results"
-    done
+    rm -rf "$work/run"; mkdir -p "$work/run"
+    /usr/bin/time -o "$work/t" -f '%e %U %S %M' "$@" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
+    read -r wall user sys rss <"$work/t"
+    local size=0
+    [ -n "$out" ] && size=$(stat -c %s $out)
+    awk -v l="$label" -v w="$wall" -v u="$user" -v s="$sys" -v r="$rss" -v b="$size" \
+        'BEGIN { printf "%-26s %8.2f %8.2f %9.1f %12d\n", l, w, u + s, r / 1024, b }'
+    printf '%s\t%s\t%s\t%s\t%s\n' "$label" "$wall" "$rss" "$size" "$(awk -v u="$user" -v s="$sys" 'BEGIN { print u + s }')" >>"$work/results"
 }
-for comp in ${PULL_COMPS:-gzip zstd:3 lz4}; do
-    measure "shifter-pull $comp" "$work/run/*.squashfs" \
-        "$bin/pull" "$ref" "$work/run" --plain-http "$reg" --compression "$comp" --cache "$work/run/cache"
-done
 anchor='skopeo copy --quiet --src-tls-verify=false docker://'"$ref"' oci:'"$work"'/run/oci:x &&
     umoci raw unpack --image '"$work"'/run/oci:x '"$work"'/run/rootfs &&
     mksquashfs '"$work"'/run/rootfs '"$work"'/run/out.sqfs -noappend -no-xattrs -comp gzip -quiet -no-progress'
-measure "anchor skopeo+umoci+mksq" "$work/run/out.sqfs" bash -c "$anchor"
 fetch='for d in '"$layers"'; do curl -sf http://'"$reg"'/v2/bench/pull/blobs/$d | sha256sum >/dev/null; done'
-measure "floor fetch+sha256" "" bash -c "$fetch"
-measure "floor decompress layers" "" bash -c 'for f in '"$work"'/layout/blobs/sha256/*; do gzip -dc <"$f" >/dev/null 2>&1 || true; done'
 umoci raw unpack --image "$work/layout:latest" "$work/merged" >/dev/null 2>&1
-measure "floor dir2sqfs merged gzip" "$work/run/out.sqfs" "$bin/dir2sqfs" "$work/merged" "$work/run/out.sqfs" gzip 131072 "$(nproc)"
-measure "mksquashfs merged gzip" "$work/run/out.sqfs" mksquashfs "$work/merged" "$work/run/out.sqfs" -noappend -no-xattrs -comp gzip -quiet -no-progress
+for round in $(seq "$runs"); do
+    echo "# round $round of $runs"
+    for comp in ${PULL_COMPS:-gzip zstd:3 lz4}; do
+        measure "shifter-pull $comp" "$work/run/*.squashfs" \
+            "$bin/pull" "$ref" "$work/run" --plain-http "$reg" --compression "$comp" --cache "$work/run/cache"
+    done
+    measure "floor dir2sqfs merged gzip" "$work/run/out.sqfs" "$bin/dir2sqfs" "$work/merged" "$work/run/out.sqfs" gzip 131072 "$(nproc)"
+    measure "floor fetch+sha256" "" bash -c "$fetch"
+    measure "floor decompress layers" "" bash -c 'for f in '"$work"'/layout/blobs/sha256/*; do gzip -dc <"$f" >/dev/null 2>&1 || true; done'
+    measure "anchor skopeo+umoci+mksq" "$work/run/out.sqfs" bash -c "$anchor"
+    measure "mksquashfs merged gzip" "$work/run/out.sqfs" mksquashfs "$work/merged" "$work/run/out.sqfs" -noappend -no-xattrs -comp gzip -quiet -no-progress
+done
 
 # ---- ratios (medians of the runs above) ------------------------------------------
 python3 - "$work/results" <<'PY'
 import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
-    label, wall, rss, size = line.rstrip("\n").split("\t")
-    rows.setdefault(label, []).append((float(wall), int(rss), int(size)))
-med = {l: statistics.median(w for w, _, _ in r) for l, r in rows.items()}
+    label, wall, rss, size, cpu = line.rstrip("\n").split("\t")
+    rows.setdefault(label, []).append((float(wall), int(rss), int(size), float(cpu)))
+med = {l: statistics.median(w for w, _, _, _ in r) for l, r in rows.items()}
 size = {l: r[-1][2] for l, r in rows.items()}
+print()
+print(f"{'medians':<26} {'wall_s':>8} {'cpu_s':>8} {'rss_mib':>9} {'bytes':>12}")
+for l, r in rows.items():
+    print(f"{l:<26} {med[l]:8.2f} {statistics.median(c for _, _, _, c in r):8.2f} "
+          f"{max(x for _, x, _, _ in r) / 1024:9.1f} {size[l]:12d}")
 anchor, floor = med["anchor skopeo+umoci+mksq"], med["floor dir2sqfs merged gzip"]
 print()
 for l in sorted(l for l in rows if l.startswith("shifter-pull")):
-    rss = max(r for _, r, _ in rows[l]) / 1024
+    rss = max(r for _, r, _, _ in rows[l]) / 1024
     line = f"{l:<26} {med[l]:6.2f} s  peak RSS {rss:5.1f} MiB  {anchor / med[l]:5.2f}x faster than the anchor"
     if l == "shifter-pull gzip":
         line += (f", {med[l] / floor:4.2f}x the dir2sqfs floor, output "
