@@ -61,7 +61,7 @@ impl PullError {
                 _ => ErrorKind::Registry,
             },
             PullError::Convert(ConvertError::Merge(m)) => match m {
-                MergeError::Open { .. } => ErrorKind::Internal,
+                MergeError::Open { .. } | MergeError::NotDownloaded { .. } => ErrorKind::Internal,
                 // The writer refuses names and sizes squashfs cannot hold: the
                 // image's fault. Its I/O errors are ours (disk full…).
                 MergeError::Sink { source, .. } => {

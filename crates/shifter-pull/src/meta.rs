@@ -64,4 +64,19 @@ mod tests {
         assert_eq!(m.tags, vec!["127.0.0.1:5000/layered:latest"]);
         assert_eq!(m.layers, vec!["sha256:x"]);
     }
+
+    #[test]
+    fn a_config_with_only_the_required_fields_is_accepted() {
+        // The OCI image spec makes `history` and `config` optional; some builders
+        // (buildah --omit-history, hand-made images) leave them out.
+        let cfg: ImageConfiguration = serde_json::from_value(serde_json::json!({
+            "architecture": "arm64", "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": []}
+        }))
+        .unwrap();
+        let r = DockerRef::parse("127.0.0.1:5000/bare:latest").unwrap();
+        let m = image_meta(&"b".repeat(64), &r, &cfg, vec![]);
+        assert!(m.env.is_empty() && m.entrypoint.is_empty() && m.cmd.is_empty());
+        assert_eq!(m.platform.architecture, "arm64");
+    }
 }

@@ -14,11 +14,12 @@ use tracing::{debug, info};
 
 use crate::cache::BlobCache;
 use crate::config::{PullConfig, PullOptions};
-use crate::convert::{convert_to_file, ConvertOptions};
+use crate::convert::{convert_to_file, ConvertError, ConvertOptions};
 use crate::digest::Sha256Digest;
 use crate::error::PullError;
 use crate::merge::{
-    ArrivingBlob, BlobDelivery, DataProgress, Layer, LayerData, MergeOptions, MergeStats,
+    ArrivingBlob, BlobDelivery, DataProgress, Layer, LayerData, MergeError, MergeOptions,
+    MergeStats,
 };
 use crate::meta::image_meta;
 use crate::registry::manifest::{self, Document, LayerRef};
@@ -327,17 +328,23 @@ impl Puller {
                     return Err(e);
                 }
             },
-            c = &mut converting => {
-                // It needs every layer, so it ended early only by failing (the image
-                // is bad); dropping the downloads cancels them.
-                let c = joined(c)?;
-                if let Err(e) = c {
-                    return Err(e.into());
+            c = &mut converting => match joined(c)? {
+                // A layer it needed was lost: the download's own error says why.
+                Err(ConvertError::Merge(MergeError::NotDownloaded { layer })) => {
+                    downloading.await?;
+                    return Err(PullError::Internal(format!(
+                        "layer {layer} was downloaded but never reached the conversion"
+                    )));
                 }
-                downloading.await?;
-                conversion.release();
-                c
-            }
+                // It needs every layer, so otherwise it ended early only by failing
+                // (the image is bad); returning drops the downloads, cancelling them.
+                Err(e) => return Err(e.into()),
+                Ok(done) => {
+                    downloading.await?;
+                    conversion.release();
+                    Ok(done)
+                }
+            },
         };
         let (size, stats) = converted?;
         conversion.release();
@@ -497,6 +504,141 @@ mod tests {
 
     use super::*;
     use crate::config::RegistryConfig;
+
+    fn sha(data: &[u8]) -> String {
+        use sha2::Digest;
+        format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
+    }
+
+    fn one_file_tar(name: &str, data: &[u8]) -> Vec<u8> {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_data(&mut h, name, data).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    /// A two-layer image whose base layer the registry corrupts (same size, other
+    /// bytes) and whose newest layer it sends late, so the conversion is running when
+    /// the base layer's download fails.
+    async fn lying_registry() -> String {
+        let base = one_file_tar("etc/base", b"base");
+        let top = one_file_tar("etc/top", b"top");
+        let config = serde_json::json!({
+            "architecture": "amd64", "os": "linux", "config": {},
+            "rootfs": {"type": "layers", "diff_ids": [sha(&base), sha(&top)]},
+        })
+        .to_string()
+        .into_bytes();
+        let layer = |b: &[u8]| {
+            serde_json::json!({
+                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": sha(b), "size": b.len(),
+            })
+        };
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": crate::registry::manifest::OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": sha(&config), "size": config.len()},
+            "layers": [layer(&base), layer(&top)],
+        })
+        .to_string();
+        let (base_digest, top_digest, config_digest) = (sha(&base), sha(&top), sha(&config));
+        let mut corrupt = base.clone();
+        corrupt[600] ^= 0xff;
+        let serve = move |uri: axum::http::Uri| {
+            let path = uri.path().to_owned();
+            let (manifest, corrupt, top, config) = (
+                manifest.clone(),
+                corrupt.clone(),
+                top.clone(),
+                config.clone(),
+            );
+            let (base_digest, top_digest, config_digest) = (
+                base_digest.clone(),
+                top_digest.clone(),
+                config_digest.clone(),
+            );
+            async move {
+                use axum::response::IntoResponse;
+                if path.ends_with("/manifests/latest") {
+                    let ct = crate::registry::manifest::OCI_MANIFEST;
+                    return ([("content-type", ct)], manifest).into_response();
+                }
+                if path.ends_with(&base_digest) {
+                    return corrupt.into_response();
+                }
+                if path.ends_with(&top_digest) {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    return top.into_response();
+                }
+                if path.ends_with(&config_digest) {
+                    return config.into_response();
+                }
+                "{}".into_response()
+            }
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move { axum::serve(listener, Router::new().fallback(serve)).await });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_layer_failing_its_digest_while_converting_is_reported_as_the_registry_lie() {
+        let addr = lying_registry().await;
+        let cache = tempfile::tempdir().unwrap();
+        let mut cfg = PullConfig::new(cache.path().join("cache"));
+        cfg.registries.insert(
+            addr.clone(),
+            RegistryConfig {
+                plain_http: true,
+                ..Default::default()
+            },
+        );
+        let p = Puller::new(cfg).unwrap();
+        let r = DockerRef::parse(&format!("{addr}/img:latest")).unwrap();
+        let out = cache.path().join("images");
+        std::fs::create_dir(&out).unwrap();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let ev = Arc::clone(&events);
+        let e = p
+            .pull_to(
+                &r,
+                &out,
+                &PullOptions::default(),
+                Arc::new(move |e| ev.lock().unwrap().push(e)),
+            )
+            .await
+            .unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("sha256")
+                && !msg.contains("not downloaded")
+                && !msg.contains("never reached"),
+            "the registry's lie is the error: {msg}"
+        );
+        assert_eq!(e.kind(), crate::error::ErrorKind::Rejected, "{msg}");
+        assert_eq!(
+            std::fs::read_dir(&out).unwrap().count(),
+            0,
+            "nothing published or left behind"
+        );
+        assert!(
+            !events
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|e| matches!(e, Progress::Converting { .. })),
+            "no conversion status while layers were still downloading"
+        );
+    }
 
     #[tokio::test]
     async fn a_registry_that_never_answers_hits_the_overall_timeout() {

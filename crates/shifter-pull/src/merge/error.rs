@@ -10,6 +10,9 @@ use super::sink::SinkError;
 pub enum MergeError {
     #[error("cannot open layer {layer}: {source}")]
     Open { layer: String, source: io::Error },
+    /// The layer's download failed or was cancelled; the download's own error says why.
+    #[error("layer {layer} was not downloaded")]
+    NotDownloaded { layer: String },
     #[error("layer {layer} uses {what} compression; only gzip, zstd and uncompressed tar layers are supported")]
     UnsupportedCompression { layer: String, what: &'static str },
     #[error("layer {layer} is corrupt or truncated: {source}")]

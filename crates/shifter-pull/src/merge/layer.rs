@@ -68,10 +68,22 @@ impl ArrivingBlob {
         }
         match &*state {
             Arrival::Here(f) => Ok(Arc::clone(f)),
-            _ => Err(io::Error::other("its download did not complete")),
+            _ => Err(io::Error::other(DownloadLost)),
         }
     }
 }
+
+/// Why reading an arriving blob failed: it never arrived.
+#[derive(Debug)]
+struct DownloadLost;
+
+impl std::fmt::Display for DownloadLost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("its download did not complete")
+    }
+}
+
+impl std::error::Error for DownloadLost {}
 
 /// One layer to merge; `name` (usually the digest) appears in every error.
 #[derive(Debug, Clone)]
@@ -263,9 +275,17 @@ const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
 /// the same verified bytes (the two-pass fallback's data pass) is not charged to
 /// the budget again.
 pub fn open_tar(layer: &Layer, meters: Meters) -> Result<Box<dyn Read + Send>, MergeError> {
-    let open_err = |source| MergeError::Open {
-        layer: layer.name.clone(),
-        source,
+    let open_err = |source: io::Error| {
+        if source.get_ref().is_some_and(|e| e.is::<DownloadLost>()) {
+            MergeError::NotDownloaded {
+                layer: layer.name.clone(),
+            }
+        } else {
+            MergeError::Open {
+                layer: layer.name.clone(),
+                source,
+            }
+        }
     };
     let raw = layer.open_raw().map_err(open_err)?;
     let raw: Box<dyn Read + Send> = match meters.read {
