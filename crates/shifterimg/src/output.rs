@@ -113,23 +113,11 @@ pub fn progress_text(rec: &ImageRecord) -> String {
         }
         _ => {
             if let Some(p) = rec.progress {
-                if p.bytes_total > 0 {
-                    s.push_str(&format!(
-                        " {}/{}",
-                        human_bytes(p.bytes_downloaded),
-                        human_bytes(p.bytes_total)
-                    ));
-                } else if p.bytes_downloaded > 0 {
-                    s.push_str(&format!(" {}", human_bytes(p.bytes_downloaded)));
+                if let Some(d) = done_of(p.bytes_downloaded, p.bytes_total) {
+                    s.push_str(&format!(" {d}"));
                 }
-                if p.bytes_to_convert > 0 {
-                    s.push_str(&format!(
-                        ", converted {}/{}",
-                        human_bytes(p.bytes_converted),
-                        human_bytes(p.bytes_to_convert)
-                    ));
-                } else if p.bytes_converted > 0 {
-                    s.push_str(&format!(", {} converted", human_bytes(p.bytes_converted)));
+                if let Some(c) = done_of(p.bytes_converted, p.bytes_to_convert) {
+                    s.push_str(&format!(", converted {c}"));
                 }
             }
             if !rec.status_message.is_empty() {
@@ -138,6 +126,18 @@ pub fn progress_text(rec: &ImageRecord) -> String {
         }
     }
     s
+}
+
+/// "12.0 MiB/40.0 MiB", or "12.0 MiB" while the total is unknown, or nothing before
+/// the first byte.
+fn done_of(done: u64, total: u64) -> Option<String> {
+    if total > 0 {
+        Some(format!("{}/{}", human_bytes(done), human_bytes(total)))
+    } else if done > 0 {
+        Some(human_bytes(done))
+    } else {
+        None
+    }
 }
 
 /// Pull progress: one rewritten line on a terminal, a line per change otherwise
