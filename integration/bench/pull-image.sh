@@ -2,8 +2,8 @@
 # Registry → finished squashfs: shifter-pull against the pipeline Shifter's and
 # Sarus's gateways use (skopeo copy + umoci raw unpack + mksquashfs -no-xattrs) and
 # against the floors (fetch + sha256 of every blob; decompressing every layer;
-# sqfs-writer's dir2sqfs on the pre-merged tree). Wall, CPU, peak RSS, output size,
-# then the ratios (medians) side by side.
+# sqfs-writer's dir2sqfs on the pre-merged tree; tar2sqfs on it, when installed).
+# Wall, CPU, peak RSS, output size, then the ratios (medians) side by side.
 #
 # The image (BENCH_IMAGE):
 #   debootstrap (default)  debootstrap-image.sh: minbase bookworm, + python3,
@@ -114,6 +114,14 @@ anchor='skopeo copy --quiet --src-tls-verify=false docker://'"$ref"' oci:'"$work
     mksquashfs '"$work"'/run/rootfs '"$work"'/run/out.sqfs -noappend -no-xattrs -comp gzip -quiet -no-progress'
 fetch='for d in '"$layers"'; do curl -sf http://'"$reg"'/v2/bench/pull/blobs/$d | sha256sum >/dev/null; done'
 umoci raw unpack --image "$work/layout:latest" "$work/merged" >/dev/null 2>&1
+# The issue's tar2sqfs floor (squashfs-tools-ng, zlib) when installed; the writer-only
+# floor above (same writer and level as shifter-pull) is the stricter one.
+tar2sqfs=$(command -v tar2sqfs || true)
+if [ -n "$tar2sqfs" ]; then
+    tar -C "$work/merged" -cf "$work/merged.tar" .
+else
+    echo "tar2sqfs not installed (apt-get install squashfs-tools-ng): its floor is skipped" >&2
+fi
 for round in $(seq "$runs"); do
     echo "# round $round of $runs"
     for comp in ${PULL_COMPS:-gzip zstd:3 lz4}; do
@@ -121,6 +129,10 @@ for round in $(seq "$runs"); do
             "$bin/pull" "$ref" "$work/run" --plain-http "$reg" --compression "$comp" --cache "$work/run/cache"
     done
     measure "floor dir2sqfs merged gzip" "$work/run/out.sqfs" "$bin/dir2sqfs" "$work/merged" "$work/run/out.sqfs" gzip 131072 "$(nproc)"
+    if [ -n "$tar2sqfs" ]; then
+        measure "floor tar2sqfs merged gzip" "$work/run/out.sqfs" bash -c \
+            "$tar2sqfs -q -x -j $(nproc) -c gzip $work/run/out.sqfs <$work/merged.tar"
+    fi
     measure "floor fetch+sha256" "" bash -c "$fetch"
     measure "floor decompress layers" "" bash -c 'for f in '"$work"'/layout/blobs/sha256/*; do gzip -dc <"$f" >/dev/null 2>&1 || true; done'
     measure "anchor skopeo+umoci+mksq" "$work/run/out.sqfs" bash -c "$anchor"
@@ -147,7 +159,10 @@ for l in sorted(l for l in rows if l.startswith("shifter-pull")):
     rss = max(r for _, r, _, _ in rows[l]) / 1024
     line = f"{l:<26} {med[l]:6.2f} s  peak RSS {rss:5.1f} MiB  {anchor / med[l]:5.2f}x faster than the anchor"
     if l == "shifter-pull gzip":
-        line += (f", {med[l] / floor:4.2f}x the dir2sqfs floor, output "
+        line += f", {med[l] / floor:4.2f}x the dir2sqfs floor"
+        if "floor tar2sqfs merged gzip" in med:
+            line += f" ({med[l] / med['floor tar2sqfs merged gzip']:4.2f}x tar2sqfs')"
+        line += (f", output "
                  f"{100 * (size[l] / size['anchor skopeo+umoci+mksq'] - 1):+.1f}% vs mksquashfs")
     print(line)
 PY
