@@ -160,33 +160,10 @@ mod tests {
 
     use super::*;
     use crate::error::{ErrorKind, PullError};
+    use crate::test_tar as tar_of;
 
     fn layer_with(name: &str) -> Layer {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(2);
-        h.set_mode(0o644);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(0);
-        h.set_entry_type(tar::EntryType::Regular);
-        let mut b = tar::Builder::new(Vec::new());
-        b.append_data(&mut h, name, &b"hi"[..]).unwrap();
-        Layer::from_bytes("layer0", b.into_inner().unwrap())
-    }
-
-    fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        for (name, data) in files {
-            let mut h = tar::Header::new_gnu();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o644);
-            h.set_uid(0);
-            h.set_gid(0);
-            h.set_mtime(0);
-            h.set_entry_type(tar::EntryType::Regular);
-            b.append_data(&mut h, name, *data).unwrap();
-        }
-        b.into_inner().unwrap()
+        Layer::from_bytes("layer0", tar_of(&[(name, b"hi")]))
     }
 
     #[test]

@@ -22,3 +22,20 @@ pub use config::{
 };
 pub use error::{ErrorKind, PullError};
 pub use puller::{write_meta, Progress, ProgressFn, PulledImage, Puller, Resolved};
+
+/// Tars for unit tests: regular files, 0644, root-owned, time 0.
+#[cfg(test)]
+pub(crate) fn test_tar(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, name, *data).unwrap();
+    }
+    b.into_inner().unwrap()
+}

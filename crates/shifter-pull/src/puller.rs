@@ -510,25 +510,12 @@ mod tests {
         format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
     }
 
-    fn one_file_tar(name: &str, data: &[u8]) -> Vec<u8> {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(0);
-        h.set_entry_type(tar::EntryType::Regular);
-        let mut b = tar::Builder::new(Vec::new());
-        b.append_data(&mut h, name, data).unwrap();
-        b.into_inner().unwrap()
-    }
-
     /// A two-layer image whose base layer the registry corrupts (same size, other
     /// bytes) and whose newest layer it sends late, so the conversion is running when
     /// the base layer's download fails.
     async fn lying_registry() -> String {
-        let base = one_file_tar("etc/base", b"base");
-        let top = one_file_tar("etc/top", b"top");
+        let base = crate::test_tar(&[("etc/base", b"base")]);
+        let top = crate::test_tar(&[("etc/top", b"top")]);
         let config = serde_json::json!({
             "architecture": "amd64", "os": "linux", "config": {},
             "rootfs": {"type": "layers", "diff_ids": [sha(&base), sha(&top)]},
