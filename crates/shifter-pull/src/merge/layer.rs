@@ -166,6 +166,15 @@ impl Budget {
         self.bytes.load(Ordering::Relaxed) > self.max_bytes
     }
 
+    /// Charges `n` decompressed bytes; an error once the image is over the cap.
+    pub fn charge(&self, n: u64) -> io::Result<()> {
+        let total = self.bytes.fetch_add(n, Ordering::Relaxed) + n;
+        if total > self.max_bytes {
+            return Err(io::Error::other("decompressed size limit exceeded"));
+        }
+        Ok(())
+    }
+
     pub fn take_entry(&self) -> Result<(), MergeError> {
         if self.entries.fetch_add(1, Ordering::Relaxed) >= self.max_entries {
             return Err(MergeError::TooManyEntries {
@@ -225,10 +234,7 @@ impl<R: Read> Read for Metered<R> {
             w.charge(n as u64)?;
         }
         if let Some(b) = &self.budget {
-            let total = b.bytes.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
-            if total > b.max_bytes {
-                return Err(io::Error::other("decompressed size limit exceeded"));
-            }
+            b.charge(n as u64)?;
         }
         Ok(n)
     }

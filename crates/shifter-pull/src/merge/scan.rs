@@ -114,17 +114,21 @@ pub fn scan_layer(
         let ordinal = u32::try_from(ordinal).map_err(|_| MergeError::TooManyEntries {
             max: budget.max_entries,
         })?;
-        let Some(raw) = classify(layer, &mut entry, ordinal, opts).map_err(|e| match e {
+        let classified = classify(layer, &mut entry, ordinal, opts).map_err(|e| match e {
             Classify::Io(e) => corrupt(e),
             Classify::Refused(e) => e,
-        })?
-        else {
-            std::io::copy(&mut entry, &mut std::io::sink()).map_err(corrupt)?;
-            continue;
-        };
+        })?;
+        // The holes of a sparse entry are made up by the tar reader, not read from
+        // the layer, so the decompression meter never sees them: charge them here.
+        let sparse = entry.header().entry_type() == EntryType::GNUSparse;
         let mut data = Tracked {
             inner: &mut entry,
             error: None,
+            budget: sparse.then_some(&**budget),
+        };
+        let Some(raw) = classified else {
+            std::io::copy(&mut data, &mut std::io::sink()).map_err(corrupt)?;
+            continue;
         };
         let flow = on_entry(&raw, &mut data);
         // A read error inside the callee is the layer's fault, not the callee's.
@@ -136,27 +140,39 @@ pub fn scan_layer(
         if flow.is_break() {
             return Ok(out);
         }
-        std::io::copy(&mut entry, &mut std::io::sink()).map_err(corrupt)?;
+        std::io::copy(&mut data, &mut std::io::sink()).map_err(corrupt)?;
     }
     drop(entries);
+    // Bytes after the end-of-archive marker are padding, not extension headers.
+    window.close();
     // The tar end marker may come before the compressed stream's end: read on, so a
     // truncated or corrupt gzip/zstd trailer is noticed and trailing bytes are charged.
     std::io::copy(&mut archive.into_inner(), &mut std::io::sink()).map_err(corrupt)?;
     Ok(out)
 }
 
-/// Remembers a read error so it can be told apart from the callee's own failures.
+/// Remembers a read error so it can be told apart from the callee's own failures;
+/// with `budget`, charges what is read to it.
 struct Tracked<'r, R> {
     inner: &'r mut R,
     error: Option<std::io::Error>,
+    budget: Option<&'r Budget>,
 }
 
 impl<R: Read> Read for Tracked<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.inner.read(buf).inspect_err(|e| {
-            self.error
-                .get_or_insert_with(|| std::io::Error::new(e.kind(), e.to_string()));
-        })
+        let n = self
+            .inner
+            .read(buf)
+            .and_then(|n| match self.budget {
+                Some(b) => b.charge(n as u64).map(|()| n),
+                None => Ok(n),
+            })
+            .inspect_err(|e| {
+                self.error
+                    .get_or_insert_with(|| std::io::Error::new(e.kind(), e.to_string()));
+            })?;
+        Ok(n)
     }
 }
 

@@ -901,3 +901,61 @@ fn a_layer_still_downloading_is_waited_for_and_a_lost_one_fails_the_merge() {
         "{e}"
     );
 }
+
+/// A GNU sparse entry of `real` bytes that are all hole: a few hundred bytes of tar
+/// that the tar reader expands without reading anything.
+fn sparse_hole(name: &str, real: u64) -> Vec<u8> {
+    let mut h = Header::new_gnu();
+    h.set_path(name).unwrap();
+    h.set_entry_type(EntryType::GNUSparse);
+    h.set_size(0);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    let gnu = h.as_gnu_mut().unwrap();
+    gnu.sparse[0].set_offset(real);
+    gnu.sparse[0].set_length(0);
+    gnu.set_real_size(real);
+    h.set_cksum();
+    let mut out = h.as_bytes().to_vec();
+    out.extend(std::iter::repeat_n(0u8, 1024));
+    out
+}
+
+#[test]
+fn a_sparse_hole_counts_against_the_byte_cap() {
+    let opts = MergeOptions {
+        max_bytes: 1 << 20,
+        ..MergeOptions::default()
+    };
+    // Within the cap it is an ordinary file of zeros.
+    let s = merge_with(vec![sparse_hole("small", 4096)], opts).unwrap();
+    assert_eq!(s.content("small"), Some(&[0u8; 4096][..]));
+    // A terabyte of hole is refused at the cap, not expanded for hours, whether the
+    // entry survives into the image or is shadowed by a newer layer.
+    let start = std::time::Instant::now();
+    let e = merge_with(vec![sparse_hole("big", 1 << 40)], opts).unwrap_err();
+    assert!(matches!(e, MergeError::TooLarge { .. }), "{e}");
+    let shadowed = vec![
+        sparse_hole("big", 1 << 40),
+        Tar::default().file("big", "new").finish(),
+    ];
+    let e = merge_with(shadowed.clone(), opts).unwrap_err();
+    assert!(matches!(e, MergeError::TooLarge { .. }), "{e}");
+    let mut two = RecordingSink::default();
+    let e =
+        merge_layers_in_two_passes(&layers(shadowed), &opts, &mut two, &mut |_| {}).unwrap_err();
+    assert!(matches!(e, MergeError::TooLarge { .. }), "{e}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(10));
+}
+
+#[test]
+fn padding_after_the_end_of_the_archive_is_not_taken_for_headers() {
+    // Some writers pad to a large blocking factor; past the end marker it is not
+    // an extension header, however long.
+    let mut t = Tar::default().file("a", "a").finish();
+    t.extend(std::iter::repeat_n(0u8, 3 << 20));
+    let s = merge(vec![gzip(&t)]);
+    assert_eq!(content(&s, "a"), "a");
+}
