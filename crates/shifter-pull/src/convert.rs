@@ -140,6 +140,13 @@ pub fn convert_to_file(
     file.set_len(wstats.image_bytes)
         .map_err(io("truncate", tmp.path()))?;
     file.sync_all().map_err(io("fsync", tmp.path()))?;
+    // A pull given up while the tables were written must not publish after all.
+    if let Some(l) = layers.iter().find(|l| l.is_abandoned()) {
+        return Err(merge::MergeError::NotDownloaded {
+            layer: l.name.clone(),
+        }
+        .into());
+    }
     set_mode(tmp.path(), 0o644).map_err(io("chmod", tmp.path()))?;
     tmp.persist(dest)
         .map_err(|e| io("rename to", dest)(e.error))?;
@@ -218,6 +225,37 @@ mod tests {
             Vec::<String>::new(),
             "no temporary file remains"
         );
+    }
+
+    #[test]
+    fn a_conversion_given_up_after_its_last_read_publishes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let blob = dir.path().join("blob");
+        std::fs::write(&blob, tar_of(&[("etc/motd", b"hi")])).unwrap();
+        let (arriving, delivery) =
+            merge::ArrivingBlob::new(std::fs::metadata(&blob).unwrap().len());
+        delivery.deliver(std::sync::Arc::new(File::open(&blob).unwrap()));
+        let layers = [Layer {
+            name: "only".into(),
+            data: merge::LayerData::Arriving(std::sync::Arc::clone(&arriving)),
+        }];
+        let dest = dir.path().join("img.squashfs");
+        // The last progress report comes after the last read: give up there.
+        let e = convert_to_file(&layers, &opts(), &dest, &mut |p| {
+            if p.total > 0 && p.read == p.total {
+                arriving.abandon();
+            }
+        })
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConvertError::Merge(merge::MergeError::NotDownloaded { .. })
+            ),
+            "{e}"
+        );
+        assert!(!dest.exists());
+        assert!(leftovers(dir.path()).is_empty());
     }
 
     fn opts() -> ConvertOptions {

@@ -283,6 +283,7 @@ impl Puller {
             .iter()
             .map(|l| ArrivingBlob::new(l.size))
             .unzip();
+        let mut give_up = GiveUpOnDrop(arriving.clone());
         let layers: Vec<Layer> = resolved
             .layers
             .iter()
@@ -305,15 +306,25 @@ impl Puller {
         let dest2 = dest.clone();
         let conversion = Arc::new(HeldProgress::new(Arc::clone(&progress)));
         let held = Arc::clone(&conversion);
-        let mut converting = tokio::task::spawn_blocking(move || {
-            convert_to_file(&layers, &copts, &dest2, &mut |d| held.report(d))
-        });
+        // Its own thread, not the blocking pool: it waits there for the downloads,
+        // which need the pool for cache lookups.
+        let (done, mut converting) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("shifter-convert".into())
+            .spawn(move || {
+                let _ = done.send(convert_to_file(&layers, &copts, &dest2, &mut |d| {
+                    held.report(d)
+                }));
+            })
+            .map_err(|e| PullError::Internal(format!("cannot start the conversion: {e}")))?;
         let mut downloading =
             Box::pin(self.download(&client, &resolved.layers, deliveries, total, &progress));
-        let joined = |r: Result<_, tokio::task::JoinError>| {
-            r.map_err(|e| PullError::Internal(format!("conversion task failed: {e}")))
+        let joined = |r: Result<_, tokio::sync::oneshot::error::RecvError>| {
+            r.map_err(|_| PullError::Internal("the conversion thread died".into()))
         };
         let converted = tokio::select! {
+            // A download error and a conversion error at once: the download's wins.
+            biased;
             d = &mut downloading => match d {
                 Ok(()) => {
                     debug!(elapsed = ?started.elapsed(), "layers downloaded and verified");
@@ -321,8 +332,9 @@ impl Puller {
                     joined((&mut converting).await)?
                 }
                 Err(e) => {
-                    // The undelivered layers fail the conversion's reads at once; wait
-                    // for it so its temporary file is gone before the error is reported.
+                    // The conversion stops at its next read; wait for it so its
+                    // temporary file is gone before the error is reported.
+                    give_up.now();
                     drop(downloading);
                     let _ = converting.await;
                     return Err(e);
@@ -347,6 +359,7 @@ impl Puller {
             },
         };
         let (size, stats) = converted?;
+        give_up.0.clear();
         conversion.release();
         info!(id = %resolved.id, size, files = stats.files, "image converted");
 
@@ -416,6 +429,25 @@ impl Puller {
             .try_collect()
             .await?;
         Ok(())
+    }
+}
+
+/// Gives the layers up when the pull ends without its conversion having succeeded
+/// (an error, the timeout, a caller that stopped waiting): the conversion thread
+/// stops at its next read and never publishes.
+struct GiveUpOnDrop(Vec<Arc<ArrivingBlob>>);
+
+impl GiveUpOnDrop {
+    fn now(&mut self) {
+        for blob in self.0.drain(..) {
+            blob.abandon();
+        }
+    }
+}
+
+impl Drop for GiveUpOnDrop {
+    fn drop(&mut self) {
+        self.now();
     }
 }
 
@@ -510,65 +542,64 @@ mod tests {
         format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
     }
 
-    /// A two-layer image whose base layer the registry corrupts (same size, other
-    /// bytes) and whose newest layer it sends late, so the conversion is running when
-    /// the base layer's download fails.
-    async fn lying_registry() -> String {
-        let base = crate::test_tar(&[("etc/base", b"base")]);
-        let top = crate::test_tar(&[("etc/top", b"top")]);
+    /// One layer as a fake registry serves it: the bytes the manifest describes, the
+    /// bytes it sends, and how long it waits before sending them.
+    struct Served {
+        real: Vec<u8>,
+        sent: Vec<u8>,
+        delay: Duration,
+    }
+
+    /// A registry on loopback serving one image, `img:latest`, of these layers (base
+    /// first). Returns its address.
+    async fn fake_registry(layers: Vec<Served>) -> String {
+        let diff_ids: Vec<String> = layers.iter().map(|l| sha(&l.real)).collect();
         let config = serde_json::json!({
             "architecture": "amd64", "os": "linux", "config": {},
-            "rootfs": {"type": "layers", "diff_ids": [sha(&base), sha(&top)]},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
         })
         .to_string()
         .into_bytes();
-        let layer = |b: &[u8]| {
-            serde_json::json!({
-                "mediaType": "application/vnd.oci.image.layer.v1.tar",
-                "digest": sha(b), "size": b.len(),
+        let descs: Vec<_> = layers
+            .iter()
+            .map(|l| {
+                serde_json::json!({
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": sha(&l.real), "size": l.real.len(),
+                })
             })
-        };
+            .collect();
         let manifest = serde_json::json!({
             "schemaVersion": 2,
             "mediaType": crate::registry::manifest::OCI_MANIFEST,
             "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
                        "digest": sha(&config), "size": config.len()},
-            "layers": [layer(&base), layer(&top)],
+            "layers": descs,
         })
         .to_string();
-        let (base_digest, top_digest, config_digest) = (sha(&base), sha(&top), sha(&config));
-        let mut corrupt = base.clone();
-        corrupt[600] ^= 0xff;
+        let mut blobs: HashMap<String, (Vec<u8>, Duration)> = layers
+            .into_iter()
+            .map(|l| (sha(&l.real), (l.sent, l.delay)))
+            .collect();
+        blobs.insert(sha(&config), (config, Duration::ZERO));
+        let blobs = Arc::new(blobs);
         let serve = move |uri: axum::http::Uri| {
-            let path = uri.path().to_owned();
-            let (manifest, corrupt, top, config) = (
-                manifest.clone(),
-                corrupt.clone(),
-                top.clone(),
-                config.clone(),
-            );
-            let (base_digest, top_digest, config_digest) = (
-                base_digest.clone(),
-                top_digest.clone(),
-                config_digest.clone(),
-            );
+            let (manifest, blobs) = (manifest.clone(), Arc::clone(&blobs));
             async move {
                 use axum::response::IntoResponse;
+                let path = uri.path();
                 if path.ends_with("/manifests/latest") {
                     let ct = crate::registry::manifest::OCI_MANIFEST;
                     return ([("content-type", ct)], manifest).into_response();
                 }
-                if path.ends_with(&base_digest) {
-                    return corrupt.into_response();
+                let digest = path.rsplit('/').next().unwrap_or_default();
+                match blobs.get(digest) {
+                    Some((bytes, delay)) => {
+                        tokio::time::sleep(*delay).await;
+                        bytes.clone().into_response()
+                    }
+                    None => axum::http::StatusCode::NOT_FOUND.into_response(),
                 }
-                if path.ends_with(&top_digest) {
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                    return top.into_response();
-                }
-                if path.ends_with(&config_digest) {
-                    return config.into_response();
-                }
-                "{}".into_response()
             }
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -577,19 +608,49 @@ mod tests {
         addr
     }
 
-    #[tokio::test]
-    async fn a_layer_failing_its_digest_while_converting_is_reported_as_the_registry_lie() {
-        let addr = lying_registry().await;
-        let cache = tempfile::tempdir().unwrap();
-        let mut cfg = PullConfig::new(cache.path().join("cache"));
+    fn puller_for(addr: &str, dir: &Path, timeout: Option<Duration>) -> Puller {
+        let mut cfg = PullConfig::new(dir.join("cache"));
         cfg.registries.insert(
-            addr.clone(),
+            addr.to_owned(),
             RegistryConfig {
                 plain_http: true,
                 ..Default::default()
             },
         );
-        let p = Puller::new(cfg).unwrap();
+        if let Some(t) = timeout {
+            cfg.timeout = t;
+        }
+        Puller::new(cfg).unwrap()
+    }
+
+    /// A two-layer image whose base layer the registry corrupts (same size, other
+    /// bytes) and whose newest layer it sends late, so the conversion is running when
+    /// the base layer's download fails.
+    async fn lying_registry() -> String {
+        let base = crate::test_tar(&[("etc/base", b"base")]);
+        let top = crate::test_tar(&[("etc/top", b"top")]);
+        let mut corrupt = base.clone();
+        corrupt[600] ^= 0xff;
+        fake_registry(vec![
+            Served {
+                real: base,
+                sent: corrupt,
+                delay: Duration::ZERO,
+            },
+            Served {
+                real: top.clone(),
+                sent: top,
+                delay: Duration::from_millis(300),
+            },
+        ])
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_layer_failing_its_digest_while_converting_is_reported_as_the_registry_lie() {
+        let addr = lying_registry().await;
+        let cache = tempfile::tempdir().unwrap();
+        let p = puller_for(&addr, cache.path(), None);
         let r = DockerRef::parse(&format!("{addr}/img:latest")).unwrap();
         let out = cache.path().join("images");
         std::fs::create_dir(&out).unwrap();
@@ -625,6 +686,74 @@ mod tests {
                 .any(|e| matches!(e, Progress::Converting { .. })),
             "no conversion status while layers were still downloading"
         );
+    }
+
+    #[tokio::test]
+    async fn a_pull_timing_out_while_converting_leaves_nothing_behind_later() {
+        // The newest layer takes 300 ms: the conversion is waiting for it.
+        let addr = lying_registry().await;
+        let cache = tempfile::tempdir().unwrap();
+        let p = puller_for(&addr, cache.path(), Some(Duration::from_millis(150)));
+        let r = DockerRef::parse(&format!("{addr}/img:latest")).unwrap();
+        let out = cache.path().join("images");
+        std::fs::create_dir(&out).unwrap();
+        let e = p
+            .pull_into(&r, &out, &PullOptions::default(), Arc::new(|_| {}))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, PullError::Timeout { .. }), "{e}");
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let left: Vec<_> = std::fs::read_dir(&out).unwrap().flatten().collect();
+        assert!(left.is_empty(), "the abandoned conversion left {left:?}");
+    }
+
+    /// Incompressible bytes, so compressing them takes time.
+    fn noise(n: usize) -> Vec<u8> {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_pull_timing_out_after_every_layer_arrived_stops_its_conversion() {
+        let big = crate::test_tar(&[("data/noise", &noise(24 << 20))]);
+        let addr = fake_registry(vec![Served {
+            real: big.clone(),
+            sent: big,
+            delay: Duration::ZERO,
+        }])
+        .await;
+        let cache = tempfile::tempdir().unwrap();
+        let r = DockerRef::parse(&format!("{addr}/img:latest")).unwrap();
+        let out = cache.path().join("images");
+        std::fs::create_dir(&out).unwrap();
+        // Once with no time limit, to fill the blob cache and see how long the
+        // conversion takes on this machine; then with a limit that fires half way
+        // through a conversion that starts at once (the blob is cached).
+        let started = Instant::now();
+        let p = puller_for(&addr, cache.path(), None);
+        let full = p
+            .pull_into(&r, &out, &PullOptions::default(), Arc::new(|_| {}))
+            .await
+            .unwrap();
+        let took = started.elapsed();
+        std::fs::remove_file(&full.squashfs_path).unwrap();
+        let p = puller_for(&addr, cache.path(), Some(took / 2));
+        let e = p
+            .pull_into(&r, &out, &PullOptions::default(), Arc::new(|_| {}))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, PullError::Timeout { .. }), "{e}");
+        // Without being stopped, the conversion would publish within `took`.
+        tokio::time::sleep(took * 2).await;
+        let left: Vec<_> = std::fs::read_dir(&out).unwrap().flatten().collect();
+        assert!(left.is_empty(), "the abandoned conversion left {left:?}");
     }
 
     #[tokio::test]

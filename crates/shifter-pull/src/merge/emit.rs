@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use tracing::warn;
 
 use super::error::MergeError;
-use super::layer::{open_tar, Layer, Meters};
+use super::layer::{open_tar, read_failed, Layer, Meters};
 use super::path::{lossy, normalize};
 use super::progress::Reporter;
 use super::scan::RawEntry;
@@ -129,10 +129,7 @@ pub fn emit(
             continue;
         }
         want.sort_by_key(|w| w.ordinal);
-        let corrupt = |source| MergeError::Corrupt {
-            layer: layers[l].name.clone(),
-            source,
-        };
+        let corrupt = |source| read_failed(&layers[l], source);
         let meters = Meters {
             read: Some(progress.counter()),
             ..Meters::default()

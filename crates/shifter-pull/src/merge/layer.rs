@@ -26,6 +26,9 @@ pub enum LayerData {
 pub struct ArrivingBlob {
     size: u64,
     state: std::sync::Mutex<Arrival>,
+    /// Set when the pull is given up: reads fail from then on, so a conversion
+    /// still running stops at its next read instead of finishing for nobody.
+    abandoned: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug)]
@@ -54,8 +57,18 @@ impl ArrivingBlob {
         let blob = ArrivingBlob {
             size,
             state: std::sync::Mutex::new(Arrival::Waiting(rx)),
+            abandoned: std::sync::atomic::AtomicBool::new(false),
         };
         (Arc::new(blob), BlobDelivery(tx))
+    }
+
+    /// The pull is over without this conversion: its reads fail from now on.
+    pub fn abandon(&self) {
+        self.abandoned.store(true, Ordering::Relaxed);
+    }
+
+    fn is_abandoned(&self) -> bool {
+        self.abandoned.load(Ordering::Relaxed)
     }
 
     fn wait(&self) -> io::Result<Arc<std::fs::File>> {
@@ -73,17 +86,58 @@ impl ArrivingBlob {
     }
 }
 
-/// Why reading an arriving blob failed: it never arrived.
+/// Why reading an arriving blob failed: it never arrived, or its pull was given up.
 #[derive(Debug)]
 struct DownloadLost;
 
 impl std::fmt::Display for DownloadLost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("its download did not complete")
+        f.write_str("its download did not complete or the pull was given up")
     }
 }
 
 impl std::error::Error for DownloadLost {}
+
+/// Whether `e` is, or wraps (the tar and decompression readers wrap what they
+/// read), a read of a blob that never arrived or whose pull was given up.
+pub(super) fn is_lost_download(e: &io::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = e.get_ref().map(|e| e as _);
+    while let Some(err) = cur {
+        if err.is::<DownloadLost>() {
+            return true;
+        }
+        cur = match err.downcast_ref::<io::Error>() {
+            Some(io) => io.get_ref().map(|e| e as _),
+            None => err.source(),
+        };
+    }
+    false
+}
+
+/// A copy of a read error for reporting after the original went to a callee:
+/// the message, and whether it was a lost download.
+pub(super) fn copy_read_error(e: &io::Error) -> io::Error {
+    if is_lost_download(e) {
+        io::Error::other(DownloadLost)
+    } else {
+        io::Error::new(e.kind(), e.to_string())
+    }
+}
+
+/// The merge error for a failed read of `layer`'s data: the layer is corrupt, or
+/// it never arrived.
+pub(super) fn read_failed(layer: &Layer, source: io::Error) -> MergeError {
+    if is_lost_download(&source) {
+        MergeError::NotDownloaded {
+            layer: layer.name.clone(),
+        }
+    } else {
+        MergeError::Corrupt {
+            layer: layer.name.clone(),
+            source,
+        }
+    }
+}
 
 /// One layer to merge; `name` (usually the digest) appears in every error.
 #[derive(Debug, Clone)]
@@ -107,6 +161,11 @@ impl Layer {
         }
     }
 
+    /// Whether the pull this layer belongs to was given up (see [`ArrivingBlob::abandon`]).
+    pub fn is_abandoned(&self) -> bool {
+        matches!(&self.data, LayerData::Arriving(a) if a.is_abandoned())
+    }
+
     /// Bytes of the blob as stored (compressed): what conversion progress counts.
     pub fn stored_len(&self) -> io::Result<u64> {
         Ok(match &self.data {
@@ -119,9 +178,12 @@ impl Layer {
     fn open_raw(&self) -> io::Result<Box<dyn Read + Send>> {
         Ok(match &self.data {
             LayerData::File(p) => Box::new(std::fs::File::open(p)?),
-            LayerData::Arriving(a) => Box::new(PositionalReader {
-                file: a.wait()?,
-                pos: 0,
+            LayerData::Arriving(a) => Box::new(ArrivedReader {
+                file: PositionalReader {
+                    file: a.wait()?,
+                    pos: 0,
+                },
+                blob: Arc::clone(a),
             }),
             LayerData::Bytes(b) => Box::new(io::Cursor::new(Arc::clone(b))),
         })
@@ -139,6 +201,21 @@ impl Read for PositionalReader {
         let n = std::os::unix::fs::FileExt::read_at(&*self.file, buf, self.pos)?;
         self.pos += n as u64;
         Ok(n)
+    }
+}
+
+/// A delivered blob, readable until its pull is abandoned.
+struct ArrivedReader {
+    file: PositionalReader,
+    blob: Arc<ArrivingBlob>,
+}
+
+impl Read for ArrivedReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.blob.is_abandoned() {
+            return Err(io::Error::other(DownloadLost));
+        }
+        self.file.read(buf)
     }
 }
 
@@ -282,7 +359,7 @@ const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
 /// the budget again.
 pub fn open_tar(layer: &Layer, meters: Meters) -> Result<Box<dyn Read + Send>, MergeError> {
     let open_err = |source: io::Error| {
-        if source.get_ref().is_some_and(|e| e.is::<DownloadLost>()) {
+        if is_lost_download(&source) {
             MergeError::NotDownloaded {
                 layer: layer.name.clone(),
             }
@@ -310,12 +387,8 @@ pub fn open_tar(layer: &Layer, meters: Meters) -> Result<Box<dyn Read + Send>, M
     let tar: Box<dyn Read + Send> = if head.starts_with(GZIP_MAGIC) {
         Box::new(flate2::bufread::MultiGzDecoder::new(buffered))
     } else if head.starts_with(ZSTD_MAGIC) {
-        let d = zstd::stream::read::Decoder::with_buffer(buffered).map_err(|source| {
-            MergeError::Corrupt {
-                layer: layer.name.clone(),
-                source,
-            }
-        })?;
+        let d = zstd::stream::read::Decoder::with_buffer(buffered)
+            .map_err(|source| read_failed(layer, source))?;
         Box::new(d)
     } else if head.starts_with(b"BZh") {
         return Err(unsupported("bzip2"));

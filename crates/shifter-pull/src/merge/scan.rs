@@ -10,7 +10,9 @@ use tar::EntryType;
 use tracing::{debug, warn};
 
 use super::error::MergeError;
-use super::layer::{open_tar, Budget, HeaderWindow, Layer, Meters, ReadCounter};
+use super::layer::{
+    copy_read_error, open_tar, read_failed, Budget, HeaderWindow, Layer, Meters, ReadCounter,
+};
 use super::path::{join, lossy, normalize, split_parent};
 use super::sink::Meta;
 
@@ -86,10 +88,7 @@ pub fn scan_layer(
                 max: budget.max_bytes,
             }
         } else {
-            MergeError::Corrupt {
-                layer: layer.name.clone(),
-                source,
-            }
+            read_failed(layer, source)
         }
     };
     let window = HeaderWindow::default();
@@ -169,8 +168,7 @@ impl<R: Read> Read for Tracked<'_, R> {
                 None => Ok(n),
             })
             .inspect_err(|e| {
-                self.error
-                    .get_or_insert_with(|| std::io::Error::new(e.kind(), e.to_string()));
+                self.error.get_or_insert_with(|| copy_read_error(e));
             })?;
         Ok(n)
     }

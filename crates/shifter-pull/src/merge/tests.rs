@@ -884,6 +884,25 @@ fn a_layer_still_downloading_is_waited_for_and_a_lost_one_fails_the_merge() {
         "the announced size counts before the blob is there: {totals:?}"
     );
 
+    // Given up after it arrived: the next read fails the same way.
+    let dir2 = tempfile::tempdir().unwrap();
+    let blob = dir2.path().join("blob");
+    std::fs::write(&blob, Tar::default().file("x", "x").finish()).unwrap();
+    let (gone, delivery) = ArrivingBlob::new(10240);
+    delivery.deliver(std::sync::Arc::new(std::fs::File::open(&blob).unwrap()));
+    gone.abandon();
+    let e = merge_layers(
+        &[Layer {
+            name: "gone".into(),
+            data: LayerData::Arriving(gone),
+        }],
+        &MergeOptions::default(),
+        &mut RecordingSink::default(),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(matches!(e, MergeError::NotDownloaded { .. }), "{e}");
+
     let (lost, delivery) = ArrivingBlob::new(100);
     drop(delivery);
     let e = merge_layers(
