@@ -18,6 +18,7 @@ Images ("-> rejected" must end in FAILURE, "-> neutralised" in READY):
   hardlink-out    a hardlink to ../../../etc/shadow               -> rejected
   hardlink-abs    a hardlink to /etc/shadow                        -> rejected
   bomb            8 MiB of zeros in ~10 KiB of gzip                 -> rejected (cap)
+  sparse-bomb     a GNU sparse entry of 8 GiB of hole in 2 KiB of tar -> rejected (cap)
   entries         1,500 empty files                                -> rejected (cap)
   truncated-gzip  a gzip layer cut in the middle                   -> rejected
   truncated-zstd  a zstd layer cut in the middle (needs the zstd CLI) -> rejected
@@ -83,6 +84,33 @@ def bomb():
     l = Layer()
     l.file("zeros", b"\0" * (8 << 20))
     return [small_base(), l.finish()]
+
+
+def sparse_bomb():
+    """One GNU sparse entry ('S') whose map is a single hole of 8 GiB - 1: the tar
+    reader makes the zeros up without reading anything. tarfile cannot write sparse
+    entries, so the header is laid out by hand (GNU format, octal fields)."""
+    real = 0o77777777777
+
+    def octal(n, width):
+        return ("%0*o" % (width - 1, n)).encode() + b"\0"
+
+    h = bytearray(512)
+    h[0:10] = b"sparsefile"
+    h[100:108] = octal(0o644, 8)
+    h[108:116] = octal(0, 8)
+    h[116:124] = octal(0, 8)
+    h[124:136] = octal(0, 12)
+    h[136:148] = octal(0, 12)
+    h[156:157] = b"S"
+    h[257:265] = b"ustar  \0"
+    h[386:398] = octal(real, 12)  # sparse[0].offset: the data starts after the hole
+    h[398:410] = octal(0, 12)  # sparse[0].numbytes: and there is none
+    h[483:495] = octal(real, 12)  # realsize
+    h[148:156] = b" " * 8
+    h[148:156] = ("%06o\0 " % sum(h)).encode()
+    raw = bytes(h) + b"\0" * 1024
+    return [small_base(), (raw, gz(raw))]
 
 
 def many_entries():
@@ -206,6 +234,7 @@ def build(out, busybox, capcheck):
         "hardlink-abs": lambda: [small_base(),
                                  raw_entry("stolen", tarfile.LNKTYPE, "/etc/shadow")],
         "bomb": bomb,
+        "sparse-bomb": sparse_bomb,
         "entries": many_entries,
         "truncated-gzip": truncated_gzip,
         "bad-checksum": bad_checksum,

@@ -153,6 +153,10 @@ fn hostile_layers_end_in_a_failure_naming_the_problem_and_publish_nothing() {
         ),
         ("hardlink-abs", &["stolen", "/etc/shadow", "refused"]),
         ("bomb", &["more than 4194304 bytes", "decompression bomb"]),
+        (
+            "sparse-bomb",
+            &["more than 4194304 bytes", "decompression bomb"],
+        ),
         ("entries", &["more than 1000 entries"]),
         ("truncated-gzip", &["corrupt or truncated"]),
         ("truncated-zstd", &["corrupt or truncated"]),
