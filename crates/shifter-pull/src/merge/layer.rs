@@ -127,15 +127,24 @@ pub(super) fn copy_read_error(e: &io::Error) -> io::Error {
 /// The merge error for a failed read of `layer`'s data: the layer is corrupt, or
 /// it never arrived.
 pub(super) fn read_failed(layer: &Layer, source: io::Error) -> MergeError {
+    lost_or(layer, source, |layer, source| MergeError::Corrupt {
+        layer,
+        source,
+    })
+}
+
+/// `NotDownloaded` when `source` is a lost download, else `other`'s error.
+fn lost_or(
+    layer: &Layer,
+    source: io::Error,
+    other: fn(String, io::Error) -> MergeError,
+) -> MergeError {
     if is_lost_download(&source) {
         MergeError::NotDownloaded {
             layer: layer.name.clone(),
         }
     } else {
-        MergeError::Corrupt {
-            layer: layer.name.clone(),
-            source,
-        }
+        other(layer.name.clone(), source)
     }
 }
 
@@ -358,17 +367,11 @@ const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
 /// the same verified bytes (the two-pass fallback's data pass) is not charged to
 /// the budget again.
 pub fn open_tar(layer: &Layer, meters: Meters) -> Result<Box<dyn Read + Send>, MergeError> {
-    let open_err = |source: io::Error| {
-        if is_lost_download(&source) {
-            MergeError::NotDownloaded {
-                layer: layer.name.clone(),
-            }
-        } else {
-            MergeError::Open {
-                layer: layer.name.clone(),
-                source,
-            }
-        }
+    let open_err = |source| {
+        lost_or(layer, source, |layer, source| MergeError::Open {
+            layer,
+            source,
+        })
     };
     let raw = layer.open_raw().map_err(open_err)?;
     let raw: Box<dyn Read + Send> = match meters.read {

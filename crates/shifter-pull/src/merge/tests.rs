@@ -884,6 +884,15 @@ fn a_layer_still_downloading_is_waited_for_and_a_lost_one_fails_the_merge() {
         "the announced size counts before the blob is there: {totals:?}"
     );
 
+    let merge_alone = |name: &str, blob: std::sync::Arc<ArrivingBlob>| {
+        let layer = Layer {
+            name: name.into(),
+            data: LayerData::Arriving(blob),
+        };
+        let mut sink = RecordingSink::default();
+        merge_layers(&[layer], &MergeOptions::default(), &mut sink, &mut |_| {}).unwrap_err()
+    };
+
     // Given up after it arrived: the next read fails the same way.
     let dir2 = tempfile::tempdir().unwrap();
     let blob = dir2.path().join("blob");
@@ -891,30 +900,12 @@ fn a_layer_still_downloading_is_waited_for_and_a_lost_one_fails_the_merge() {
     let (gone, delivery) = ArrivingBlob::new(10240);
     delivery.deliver(std::sync::Arc::new(std::fs::File::open(&blob).unwrap()));
     gone.abandon();
-    let e = merge_layers(
-        &[Layer {
-            name: "gone".into(),
-            data: LayerData::Arriving(gone),
-        }],
-        &MergeOptions::default(),
-        &mut RecordingSink::default(),
-        &mut |_| {},
-    )
-    .unwrap_err();
+    let e = merge_alone("gone", gone);
     assert!(matches!(e, MergeError::NotDownloaded { .. }), "{e}");
 
     let (lost, delivery) = ArrivingBlob::new(100);
     drop(delivery);
-    let e = merge_layers(
-        &[Layer {
-            name: "lost".into(),
-            data: LayerData::Arriving(lost),
-        }],
-        &MergeOptions::default(),
-        &mut RecordingSink::default(),
-        &mut |_| {},
-    )
-    .unwrap_err();
+    let e = merge_alone("lost", lost);
     assert!(
         matches!(&e, MergeError::NotDownloaded { layer } if layer == "lost"),
         "{e}"
