@@ -310,6 +310,30 @@ fn signal(pid: u32, sig: &str) {
     let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
 }
 
+/// SIGSTOP, then waits until every thread of `pid` has really stopped: kill(2)
+/// returns before threads running on another core are stopped, and a status read
+/// in between could miss a write the gateway was still making.
+fn stop(pid: u32) {
+    signal(pid, "-STOP");
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(2) {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return;
+        };
+        let all_stopped = tasks.flatten().all(|t| {
+            std::fs::read_to_string(t.path().join("stat")).map_or(true, |stat| {
+                // The state follows the parenthesised command name.
+                let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+                state.starts_with('T') || state.starts_with('t')
+            })
+        });
+        if all_stopped {
+            return;
+        }
+        std::thread::yield_now();
+    }
+}
+
 #[test]
 fn kill_9_at_each_pull_phase_leaves_no_partial_file_and_a_retry_succeeds() {
     let Some(tb) = Testbed::get() else {
@@ -343,7 +367,7 @@ fn kill_9_at_each_pull_phase_leaves_no_partial_file_and_a_retry_succeeds() {
         let start = Instant::now();
         let mut seen = None;
         while start.elapsed() < Duration::from_secs(60) {
-            signal(pid, "-STOP");
+            stop(pid);
             let s = stored_status(&gw, &tag);
             if s == phase {
                 gw.kill_9();
