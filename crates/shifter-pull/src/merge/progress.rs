@@ -39,14 +39,7 @@ impl<'a> Reporter<'a> {
     /// Reports the counter (never past the total: the last pass may stop reading a
     /// layer early).
     pub fn tick(&mut self) {
-        let now = DataProgress {
-            read: self.counter.get().min(self.total),
-            total: self.total,
-        };
-        if self.last != Some(now) {
-            self.last = Some(now);
-            (self.callback)(now);
-        }
+        self.send(self.counter.get().min(self.total));
     }
 
     /// Another `more` bytes will be read from here on.
@@ -57,8 +50,12 @@ impl<'a> Reporter<'a> {
 
     /// Everything announced was done.
     pub fn finish(&mut self) {
+        self.send(self.total);
+    }
+
+    fn send(&mut self, read: u64) {
         let now = DataProgress {
-            read: self.total,
+            read,
             total: self.total,
         };
         if self.last != Some(now) {
