@@ -360,7 +360,6 @@ impl Puller {
         };
         let (size, stats) = converted?;
         give_up.0.clear();
-        conversion.release();
         info!(id = %resolved.id, size, files = stats.files, "image converted");
 
         let keep: HashSet<String> = resolved
@@ -538,8 +537,7 @@ mod tests {
     use crate::config::RegistryConfig;
 
     fn sha(data: &[u8]) -> String {
-        use sha2::Digest;
-        format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
+        Sha256Digest::of(data).to_string()
     }
 
     /// One layer as a fake registry serves it: the bytes the manifest describes, the
