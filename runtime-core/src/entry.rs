@@ -10,7 +10,7 @@ use std::path::Path;
 
 use thiserror::Error;
 
-use crate::setup::PreparedRoot;
+use crate::prepared::PreparedRoot;
 use crate::sys::{Ids, Sys, SysError};
 use crate::user::UserInfo;
 

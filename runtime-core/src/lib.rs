@@ -14,7 +14,7 @@
 //! let img = image::check_image(&cfg, &id, &user)?;
 //! let volumes = Volume::parse_all(&["/scratch/alice:/data:ro"])?;
 //! let modules = cfg.resolve_modules(None)?;
-//! let root = setup::prepare(&sys, &cfg, &img, &user, &setup::Request { volumes: &volumes, modules: &modules })?;
+//! let root = setup::prepare(&sys, &cfg, &img, &user, &setup::Request { volumes: &volumes, modules: &modules, sshd: None })?;
 //! // 2. Per task, as root in the task's process: chroot, bounding set, no_new_privs.
 //! entry::enter(&sys, &root)?;
 //! // 3. Slurm drops to the user itself; `shifter` does it here, with read-back.
@@ -35,6 +35,7 @@ pub mod env;
 pub mod etc;
 pub mod image;
 pub mod per_node_cache;
+pub mod prepared;
 pub mod setup;
 pub mod sshd;
 pub mod sys;
@@ -48,7 +49,8 @@ pub use config::{
 };
 pub use entry::{drop_to_user, enter, EntryError};
 pub use image::{check_image, CheckedImage, ImageError};
-pub use setup::{prepare, PreparedRoot, Request, SetupError};
+pub use prepared::PreparedRoot;
+pub use setup::{prepare, Request, SetupError};
 pub use user::{UserError, UserInfo};
 pub use volume::{Volume, VolumeError};
 

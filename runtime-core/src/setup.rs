@@ -1,6 +1,15 @@
 //! Assembling the container root (design §4, steps 2–5), as root, in a new
-//! private mount namespace. Everything goes through [`Sys`]; on any error the
-//! mounts made so far are detached in reverse order before returning.
+//! private mount namespace. Everything goes through [`Sys`].
+//!
+//! The discipline (docs/security.md): every mount is built detached — a new
+//! filesystem with `fsmount`, a bind with `open_tree` — with its attributes
+//! set on the detached mount, then attached with `move_mount` onto a target
+//! descriptor from one checked resolution. Nothing is ever looked up by path
+//! again afterwards. Root writes into the image's root (`/etc` files, module
+//! and sshd files) happen right after the overlay is mounted, before any
+//! other mount exists, and only on the overlay's own mount. Creation of
+//! missing destinations never crosses a mount. On error the whole tree is
+//! detached at once (it all hangs below `mount_root`).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -10,7 +19,9 @@ use thiserror::Error;
 use crate::config::{Config, Module, SiteMount, TmpMode};
 use crate::etc;
 use crate::image::CheckedImage;
-use crate::sys::{Create, MntFlags, MountAttrs, MsFlags, NodeKind, Sys, SysError};
+pub use crate::prepared::PreparedRoot;
+use crate::sshd;
+use crate::sys::{Create, FsSpec, Handle, MntFlags, MountAttrs, MsFlags, NodeKind, Sys, SysError};
 use crate::user::UserInfo;
 use crate::volume::{DestinationPolicy, Volume, VolumeError};
 
@@ -39,23 +50,16 @@ pub enum SetupError {
     DestinationOnHostMount { destination: PathBuf },
     #[error(transparent)]
     Cache(#[from] crate::per_node_cache::CacheError),
+    #[error(transparent)]
+    Sshd(#[from] crate::sshd::SshdError),
     #[error("{what} {path} resolved to {resolved} inside the container, which is not allowed")]
     Redirected {
         what: &'static str,
         path: PathBuf,
         resolved: PathBuf,
     },
-}
-
-/// A container root ready to be entered, in the calling process's mount namespace.
-#[derive(Debug, Clone)]
-pub struct PreparedRoot {
-    /// The assembled root, as a path in this mount namespace.
-    pub root: PathBuf,
-    /// The loop device holding the image (auto-cleared when unmounted).
-    pub loop_device: PathBuf,
-    /// Mount points made, in order (for diagnostics).
-    pub mounts: Vec<PathBuf>,
+    #[error("{what} {path}: the image makes it (or a directory above it) a symlink or puts it on another mount, where the runtime will not create or mount anything; use an image where {path} is a plain directory")]
+    Diverted { what: &'static str, path: PathBuf },
 }
 
 /// The directories of one assembly below `mount_root`.
@@ -85,17 +89,27 @@ pub struct Request<'a> {
     pub volumes: &'a [Volume],
     /// Modules already resolved with [`Config::resolve_modules`].
     pub modules: &'a [(&'a str, &'a Module)],
+    /// The job's sshd (`enable_sshd`), from [`sshd::plan`].
+    pub sshd: Option<&'a sshd::Plan>,
 }
 
 struct Assembler<'a> {
     sys: &'a dyn Sys,
+    /// Mount points made, for diagnostics.
     mounted: Vec<PathBuf>,
+    /// Whether the step's tmpfs at `mount_root` is attached (rollback detaches it).
+    base: Option<PathBuf>,
 }
 
 fn container_path(root: &Path, host: &Path) -> Option<PathBuf> {
     host.strip_prefix(root)
         .ok()
         .map(|rel| Path::new("/").join(rel))
+}
+
+fn is_diversion(e: &SysError) -> bool {
+    use nix::errno::Errno;
+    matches!(e.errno, Errno::EXDEV | Errno::ELOOP | Errno::ENOTDIR)
 }
 
 impl Assembler<'_> {
@@ -106,61 +120,109 @@ impl Assembler<'_> {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn mount(
-        &mut self,
-        step: &str,
-        source: Option<&Path>,
-        target: &Path,
-        shown: &Path,
-        fstype: Option<&str>,
-        flags: MsFlags,
-        data: Option<&str>,
-    ) -> Result<(), SetupError> {
-        self.step(step, self.sys.mount(source, target, fstype, flags, data))?;
-        self.mounted.push(shown.to_owned());
+    /// Attaches the detached `mount` onto `target` and notes it.
+    fn attach(&mut self, step: &str, mount: &Handle, target: &Handle) -> Result<(), SetupError> {
+        self.step(step, self.sys.move_mount(mount, target))?;
+        self.mounted.push(target.host_path().to_owned());
         Ok(())
     }
 
-    /// Resolves `path` inside `root`, creating it, and insists that it stays
-    /// where it was named (system mounts must not be redirected by image symlinks).
-    fn exact_target(
+    /// A new filesystem, attached at the runtime's own path `rel` below
+    /// `dir` (no symlink, no other mount on the way); returns the mount.
+    fn new_fs_beneath(
+        &mut self,
+        step: &str,
+        dir: &Handle,
+        under: &str,
+        rel: &str,
+        spec: &FsSpec<'_>,
+    ) -> Result<Handle, SetupError> {
+        let target = self.system_target(dir, under, rel, NodeKind::Dir)?;
+        let fs = self.step(step, self.sys.fs_mount(spec))?;
+        self.attach(step, &fs, &target)?;
+        Ok(fs)
+    }
+
+    /// The runtime's own path `rel` below `dir`, created when missing. An image
+    /// symlink or another mount on the way is refused, not followed.
+    /// `under` is where `dir` is in the container, for messages.
+    fn system_target(
         &self,
-        root: &Path,
-        path: &str,
+        dir: &Handle,
+        under: &str,
+        rel: &str,
         kind: NodeKind,
-    ) -> Result<crate::sys::Handle, SetupError> {
-        let h = self.step(
-            format!("creating {path} in the container"),
-            // System paths may cross our own mounts (/dev/pts under /dev); the
-            // exactness check below keeps image symlinks from redirecting them.
-            self.sys
-                .resolve_in_root(root, Path::new(path), Create::anywhere(kind)),
-        )?;
-        let resolved = container_path(root, h.host_path());
-        if resolved.as_deref() != Some(Path::new(path)) {
-            return Err(SetupError::Redirected {
-                what: "system path",
-                path: path.into(),
-                resolved: resolved.unwrap_or_else(|| h.host_path().to_owned()),
-            });
+    ) -> Result<Handle, SetupError> {
+        self.sys
+            .open_beneath(dir, Path::new(rel), Create::here(kind))
+            .map_err(|e| {
+                if is_diversion(&e) {
+                    SetupError::Diverted {
+                        what: "system path",
+                        path: Path::new(under).join(rel),
+                    }
+                } else {
+                    SetupError::Sys {
+                        step: format!("creating {rel} in the container"),
+                        cause: e,
+                    }
+                }
+            })
+    }
+
+    /// An admin's destination (site mount, module, sshd tool): resolved inside
+    /// the root and on the root's own mount only, so an image symlink cannot
+    /// lead it into a host directory bound earlier; created there if missing.
+    fn admin_target(
+        &self,
+        what: &'static str,
+        root: &Path,
+        dest: &Path,
+        kind: NodeKind,
+        exact: bool,
+    ) -> Result<Handle, SetupError> {
+        let h = self
+            .sys
+            .resolve_on_root_mount(root, dest, Create::here(kind))
+            .map_err(|e| {
+                if is_diversion(&e) {
+                    SetupError::Diverted {
+                        what,
+                        path: dest.to_owned(),
+                    }
+                } else {
+                    SetupError::Sys {
+                        step: format!("{what}: creating {}", dest.display()),
+                        cause: e,
+                    }
+                }
+            })?;
+        if exact {
+            let resolved = container_path(root, h.host_path());
+            if resolved.as_deref() != Some(dest) {
+                return Err(SetupError::Redirected {
+                    what,
+                    path: dest.to_owned(),
+                    resolved: resolved.unwrap_or_else(|| h.host_path().to_owned()),
+                });
+            }
         }
         Ok(h)
     }
 
-    /// Opens (creating it as `create` says) `dest` inside `root`; returns it and
-    /// where it resolved to as the container sees it. A user's destination must
-    /// not resolve onto a host mount.
-    fn resolve_destination(
+    /// A user's destination: an existing path may lie on any mount (a nested
+    /// volume, a site mount), a missing one is only created on the root's own
+    /// mount; the policy is checked on where it actually resolved.
+    fn user_target(
         &self,
         step: &str,
         root: &Path,
         dest: &Path,
-        create: Option<Create>,
-        users: bool,
-    ) -> Result<(crate::sys::Handle, PathBuf), SetupError> {
-        let target = match self.sys.resolve_in_root(root, dest, create) {
-            Err(e) if users && e.errno == nix::errno::Errno::EXDEV => {
+        kind: NodeKind,
+        policy: &DestinationPolicy,
+    ) -> Result<Handle, SetupError> {
+        let target = match self.sys.resolve_in_root(root, dest, Create::here(kind)) {
+            Err(e) if e.errno == nix::errno::Errno::EXDEV => {
                 return Err(SetupError::DestinationOnHostMount {
                     destination: dest.to_owned(),
                 })
@@ -173,65 +235,35 @@ impl Assembler<'_> {
                 path: dest.to_owned(),
                 resolved: target.host_path().to_owned(),
             })?;
-        Ok((target, resolved))
+        policy.check(&resolved)?;
+        Ok(target)
     }
 
-    /// Binds an already opened source onto `dest` inside `root`, then applies
-    /// the flags the kernel ignores on the first bind (and, with `recursive`,
-    /// on every submount) with `mount_setattr`.
-    #[allow(clippy::too_many_arguments)]
-    fn bind(
-        &mut self,
+    /// A detached copy of `source` with `attrs` already applied (the kernel
+    /// ignores them on a plain bind; here they are set before the mount is
+    /// reachable, so no path swap can move them off it).
+    fn detached_bind(
+        &self,
         step: &str,
-        root: &Path,
-        source: &crate::sys::Handle,
-        kind: NodeKind,
-        dest: &Path,
+        source: &Handle,
         attrs: MountAttrs,
         recursive: bool,
-        policy: Option<&DestinationPolicy>,
-    ) -> Result<(), SetupError> {
-        // A user's destination is only created on the container's own
-        // writable layer; site and module mounts are the admin's choice.
-        let create = if policy.is_some() {
-            Create::here(kind)
-        } else {
-            Create::anywhere(kind)
-        };
-        let (target, resolved) =
-            self.resolve_destination(step, root, dest, create, policy.is_some())?;
-        if let Some(p) = policy {
-            p.check(&resolved)?;
-        }
-        let mut flags = MsFlags::MS_BIND;
-        if recursive {
-            flags |= MsFlags::MS_REC;
-        }
-        let shown = target.host_path().to_owned();
-        self.mount(
-            step,
-            Some(source.path()),
-            target.path(),
-            &shown,
-            None,
-            flags,
-            None,
-        )?;
-        // The old handle still names the directory under the new mount;
-        // reopen so the attributes land on the bind itself.
-        let top = self.step(
-            format!("{step}: reopening {}", dest.display()),
-            self.sys.resolve_in_root(root, dest, None),
+    ) -> Result<Handle, SetupError> {
+        let tree = self.step(
+            format!("{step}: cloning {}", source.host_path().display()),
+            self.sys.open_tree(source, recursive),
         )?;
         self.step(
-            format!("{step}: remounting {} {attrs:?}", dest.display()),
-            self.sys.mount_setattr(&top, attrs, recursive),
-        )
+            format!("{step}: setting {attrs:?}"),
+            self.sys.mount_setattr(&tree, attrs, recursive),
+        )?;
+        Ok(tree)
     }
 
+    /// Makes a per-node cache and mounts it at `v.destination`, owned by the
+    /// user, mode 0700: ownership is set on the new filesystem's own root
+    /// through the detached mount, before it is attached anywhere.
     #[allow(clippy::too_many_arguments)]
-    /// Makes a per-node cache and mounts it at `v.destination` (resolved and
-    /// checked like a bind destination), owned by the user, mode 0700.
     fn cache_mount(
         &mut self,
         cfg: &Config,
@@ -252,31 +284,26 @@ impl Assembler<'_> {
         };
         let dest = &v.destination;
         let step = format!("per-node cache {}", dest.display());
-        let (target, resolved) =
-            self.resolve_destination(&step, root, dest, Create::here(NodeKind::Dir), true)?;
-        policy.check(&resolved)?;
+        let target = self.user_target(&step, root, dest, NodeKind::Dir, policy)?;
         let formatted =
             crate::per_node_cache::format(self.sys, cache_cfg, &v.source, dest, req, index)?;
-        let shown = target.host_path().to_owned();
-        self.mount(
-            &step,
-            Some(&formatted.device.path),
-            target.path(),
-            &shown,
-            Some("xfs"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            None,
+        let device = formatted.device.path.to_string_lossy().into_owned();
+        let fs = self.step(
+            format!("{step}: mounting the xfs"),
+            self.sys.fs_mount(&FsSpec {
+                fstype: "xfs",
+                source: &device,
+                data: "",
+                attrs: MountAttrs::NOSUID_NODEV,
+            }),
         )?;
         // The mount holds the device now; our descriptor can go.
         drop(formatted);
-        let top = self.step(
-            format!("{step}: reopening {}", dest.display()),
-            self.sys.resolve_in_root(root, dest, None),
-        )?;
         self.step(
             format!("{step}: giving it to uid {}", user.uid),
-            self.sys.chown_dir(&top, user.uid, user.gid, 0o700),
-        )
+            self.sys.chown_dir(&fs, user.uid, user.gid, 0o700),
+        )?;
+        self.attach(&step, &fs, &target)
     }
 
     fn site_mount(&mut self, step: &str, root: &Path, m: &SiteMount) -> Result<(), SetupError> {
@@ -285,24 +312,21 @@ impl Assembler<'_> {
             self.sys.open_host(&m.source),
         )?;
         let attrs = MountAttrs::NOSUID_NODEV.with_rdonly(m.read_only);
-        self.bind(
-            step,
-            root,
-            &src,
-            kind,
-            m.destination(),
-            attrs,
-            m.recursive,
-            None,
-        )
+        let tree = self.detached_bind(step, &src, attrs, m.recursive)?;
+        let target =
+            self.admin_target("site or module mount", root, m.destination(), kind, false)?;
+        self.attach(step, &tree, &target)
     }
 
     fn rollback(&mut self) {
-        for target in self.mounted.drain(..).rev() {
-            if let Err(e) = self.sys.umount(&target, MntFlags::MNT_DETACH) {
-                tracing::warn!(error = %e, "rollback: could not detach {}", target.display());
+        // Everything hangs below the step's tmpfs: one lazy detach takes the
+        // whole tree, whatever the user did to paths inside it.
+        if let Some(base) = self.base.take() {
+            if let Err(e) = self.sys.umount(&base, MntFlags::MNT_DETACH) {
+                tracing::warn!(error = %e, "rollback: could not detach {}", base.display());
             }
         }
+        self.mounted.clear();
     }
 }
 
@@ -323,6 +347,7 @@ pub fn prepare(
     let mut a = Assembler {
         sys,
         mounted: Vec::new(),
+        base: None,
     };
     match assemble(&mut a, cfg, image, user, req) {
         Ok(prepared) => {
@@ -371,15 +396,18 @@ fn assemble(
     // One size-capped tmpfs holds the overlay's upper and work dirs, so the
     // writable layer is bounded and vanishes with the namespace.
     let data = format!("size={},mode=0755", cfg.upper_size);
-    a.mount(
+    let (base_dir, _) = a.step("opening mount_root", sys.open_host(&l.base))?;
+    let base_fs = a.step(
         "mounting the writable layer",
-        Some(Path::new("shifter-upper")),
-        &l.base,
-        &l.base,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some(&data),
+        sys.fs_mount(&FsSpec {
+            fstype: "tmpfs",
+            source: "shifter-upper",
+            data: &data,
+            attrs: MountAttrs::NOSUID_NODEV,
+        }),
     )?;
+    a.attach("mounting the writable layer", &base_fs, &base_dir)?;
+    a.base = Some(l.base.clone());
     for d in [&l.lower, &l.upper, &l.work, &l.root] {
         a.step("creating layout", sys.mkdir_all(d, 0o755))?;
     }
@@ -388,14 +416,14 @@ fn assemble(
         "attaching the image to a loop device",
         sys.attach_loop(image.squashfs()),
     )?;
-    match sys.mount(
-        Some(&loopdev.path),
-        &l.lower,
-        Some("squashfs"),
-        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        None,
-    ) {
-        Ok(()) => a.mounted.push(l.lower.clone()),
+    let device = loopdev.path.to_string_lossy().into_owned();
+    let squash = match sys.fs_mount(&FsSpec {
+        fstype: "squashfs",
+        source: &device,
+        data: "",
+        attrs: MountAttrs::NOSUID_NODEV.with_rdonly(true),
+    }) {
+        Ok(m) => m,
         Err(e) if matches!(e.errno, nix::errno::Errno::EINVAL | nix::errno::Errno::EIO) => {
             return Err(SetupError::BadImage {
                 image: image.squashfs().to_owned(),
@@ -408,7 +436,9 @@ fn assemble(
                 cause: source,
             })
         }
-    }
+    };
+    let (lower_dir, _) = a.step("opening the lower dir", sys.open_host(&l.lower))?;
+    a.attach("mounting the image", &squash, &lower_dir)?;
     // The mount holds the device now; our descriptor can go (autoclear then
     // frees the device when the mount does).
     let loop_path = loopdev.path.clone();
@@ -420,18 +450,144 @@ fn assemble(
         l.upper.display(),
         l.work.display()
     );
-    a.mount(
+    let ovl = a.step(
         "mounting the overlay root",
-        Some(Path::new("overlay")),
-        &l.root,
-        &l.root,
-        Some("overlay"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some(&overlay),
+        sys.fs_mount(&FsSpec {
+            fstype: "overlay",
+            source: "overlay",
+            data: &overlay,
+            attrs: MountAttrs::NOSUID_NODEV,
+        }),
     )?;
+    let (root_dir, _) = a.step("opening the root dir", sys.open_host(&l.root))?;
+    a.attach("mounting the overlay root", &ovl, &root_dir)?;
     let root = l.root.as_path();
 
-    // /etc: generated identity files and the host's name resolution.
+    // Root's writes into the image's root, while the overlay is the only
+    // mount in it: /etc identity files and the host's name resolution,
+    // module library lists, sshd's client config.
+    write_etc(a, cfg, root, user)?;
+    write_ld_so_conf(a, root, req.modules)?;
+    if let Some(plan) = req.sshd {
+        sshd::write_root_files(sys, cfg, root, user, plan)?;
+    }
+
+    a.new_fs_beneath(
+        "mounting /proc",
+        &ovl,
+        "/",
+        "proc",
+        &FsSpec {
+            fstype: "proc",
+            source: "proc",
+            data: "",
+            attrs: MountAttrs::NOSUID_NODEV_NOEXEC,
+        },
+    )?;
+    a.new_fs_beneath(
+        "mounting /sys",
+        &ovl,
+        "/",
+        "sys",
+        &FsSpec {
+            fstype: "sysfs",
+            source: "sysfs",
+            data: "",
+            attrs: MountAttrs::NOSUID_NODEV_NOEXEC.with_rdonly(true),
+        },
+    )?;
+    mount_dev(a, &ovl, req.modules)?;
+
+    match cfg.tmp {
+        TmpMode::Private => {
+            let data = format!("size={},mode=1777", cfg.tmp_size);
+            a.new_fs_beneath(
+                "mounting /tmp",
+                &ovl,
+                "/",
+                "tmp",
+                &FsSpec {
+                    fstype: "tmpfs",
+                    source: "tmpfs",
+                    data: &data,
+                    attrs: MountAttrs::NOSUID_NODEV,
+                },
+            )?;
+        }
+        TmpMode::Host => {
+            let step = "binding the host /tmp";
+            let (src, _) = a.step(step, sys.open_host(Path::new("/tmp")))?;
+            let tree = a.detached_bind(step, &src, MountAttrs::NOSUID_NODEV, false)?;
+            let target = a.system_target(&ovl, "/", "tmp", NodeKind::Dir)?;
+            a.attach(step, &tree, &target)?;
+        }
+    }
+
+    for m in &cfg.site_fs {
+        a.site_mount(
+            &format!("site mount {}", m.destination().display()),
+            root,
+            m,
+        )?;
+    }
+    for (name, module) in req.modules {
+        for m in &module.mounts {
+            a.site_mount(
+                &format!("module {name} mount {}", m.destination().display()),
+                root,
+                m,
+            )?;
+        }
+    }
+    if let Some(plan) = req.sshd {
+        let job_dir = l.base.join("sshd");
+        sshd::write_job_dir(&job_dir, user, plan)?;
+        for (source, dest, attrs) in sshd::tool_binds(cfg, &job_dir) {
+            let step = format!("sshd: binding {} at {dest}", source.display());
+            let (src, kind) = a.step(step.clone(), sys.open_host(&source))?;
+            let tree = a.detached_bind(&step, &src, attrs, false)?;
+            let target = a.admin_target("sshd path", root, Path::new(&dest), kind, true)?;
+            a.attach(&step, &tree, &target)?;
+        }
+    }
+
+    // User volumes last: from here on, directories the user controls are
+    // reachable inside the root, and root only ever mounts prepared,
+    // detached mounts onto descriptors.
+    let creds = user.creds();
+    for (index, v) in req.volumes.iter().enumerate() {
+        if let Some(cache) = &v.cache {
+            a.cache_mount(cfg, root, v, cache, index, user, &policy)?;
+            continue;
+        }
+        let (src, kind) =
+            sys.open_as_user(&v.source, &creds)
+                .map_err(|e| SetupError::VolumeSource {
+                    source_path: v.source.clone(),
+                    errno: e.errno,
+                })?;
+        let attrs = MountAttrs::NOSUID_NODEV.with_rdonly(v.read_only);
+        let step = format!("volume {}:{}", v.source.display(), v.destination.display());
+        let tree = a.detached_bind(&step, &src, attrs, v.recursive)?;
+        let target = a.user_target(&step, root, &v.destination, kind, &policy)?;
+        a.attach(&step, &tree, &target)?;
+    }
+
+    Ok(PreparedRoot {
+        root: l.root.clone(),
+        loop_device: loop_path,
+        mounts: a.mounted.clone(),
+    })
+}
+
+/// `/etc/passwd`, `/etc/group`, `/etc/nsswitch.conf` generated for the user,
+/// `/etc/hosts` and `/etc/resolv.conf` copied from the host.
+fn write_etc(
+    a: &mut Assembler<'_>,
+    cfg: &Config,
+    root: &Path,
+    user: &UserInfo,
+) -> Result<(), SetupError> {
     let files: [(&str, Vec<u8>); 5] = [
         (
             "/etc/passwd",
@@ -454,107 +610,10 @@ fn assemble(
     for (path, contents) in &files {
         a.step(
             format!("writing {path}"),
-            sys.write_in_root(root, Path::new(path), contents, 0o644),
+            a.sys.write_in_root(root, Path::new(path), contents, 0o644),
         )?;
     }
-
-    write_ld_so_conf(a, root, req.modules)?;
-
-    let proc_ = a.exact_target(root, "/proc", NodeKind::Dir)?;
-    a.mount(
-        "mounting /proc",
-        Some(Path::new("proc")),
-        proc_.path(),
-        proc_.host_path(),
-        Some("proc"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        None,
-    )?;
-    let sys_ = a.exact_target(root, "/sys", NodeKind::Dir)?;
-    a.mount(
-        "mounting /sys",
-        Some(Path::new("sysfs")),
-        sys_.path(),
-        sys_.host_path(),
-        Some("sysfs"),
-        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        None,
-    )?;
-    mount_dev(a, root, req.modules)?;
-
-    let tmp = a.exact_target(root, "/tmp", NodeKind::Dir)?;
-    match cfg.tmp {
-        TmpMode::Private => {
-            let data = format!("size={},mode=1777", cfg.tmp_size);
-            a.mount(
-                "mounting /tmp",
-                Some(Path::new("tmpfs")),
-                tmp.path(),
-                tmp.host_path(),
-                Some("tmpfs"),
-                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-                Some(&data),
-            )?;
-        }
-        TmpMode::Host => {
-            let m = SiteMount {
-                source: "/tmp".into(),
-                destination: None,
-                read_only: false,
-                recursive: false,
-            };
-            a.site_mount("binding the host /tmp", root, &m)?;
-        }
-    }
-
-    for m in &cfg.site_fs {
-        a.site_mount(
-            &format!("site mount {}", m.destination().display()),
-            root,
-            m,
-        )?;
-    }
-    for (name, module) in req.modules {
-        for m in &module.mounts {
-            a.site_mount(
-                &format!("module {name} mount {}", m.destination().display()),
-                root,
-                m,
-            )?;
-        }
-    }
-
-    let creds = user.creds();
-    for (index, v) in req.volumes.iter().enumerate() {
-        if let Some(cache) = &v.cache {
-            a.cache_mount(cfg, root, v, cache, index, user, &policy)?;
-            continue;
-        }
-        let (src, kind) =
-            sys.open_as_user(&v.source, &creds)
-                .map_err(|e| SetupError::VolumeSource {
-                    source_path: v.source.clone(),
-                    errno: e.errno,
-                })?;
-        let attrs = MountAttrs::NOSUID_NODEV.with_rdonly(v.read_only);
-        let step = format!("volume {}:{}", v.source.display(), v.destination.display());
-        a.bind(
-            &step,
-            root,
-            &src,
-            kind,
-            &v.destination,
-            attrs,
-            v.recursive,
-            Some(&policy),
-        )?;
-    }
-
-    Ok(PreparedRoot {
-        root: l.root.clone(),
-        loop_device: loop_path,
-        mounts: a.mounted.clone(),
-    })
+    Ok(())
 }
 
 /// One `/etc/ld.so.conf.d/shifter-<module>.conf` per module with library
@@ -580,23 +639,26 @@ fn write_ld_so_conf(
 }
 
 /// A minimal `/dev`: a small tmpfs with bind-mounted host nodes, a private
-/// devpts instance and a `/dev/shm`. The device binds and devpts are the only
-/// mounts of the container without `nodev`.
+/// devpts instance and a `/dev/shm`, all resolved below the new tmpfs itself.
+/// The device binds and devpts are the only mounts of the container without
+/// `nodev`.
 fn mount_dev(
     a: &mut Assembler<'_>,
-    root: &Path,
+    ovl: &Handle,
     modules: &[(&str, &Module)],
 ) -> Result<(), SetupError> {
     let sys = a.sys;
-    let dev = a.exact_target(root, "/dev", NodeKind::Dir)?;
-    a.mount(
+    let dev = a.new_fs_beneath(
         "mounting /dev",
-        Some(Path::new("tmpfs")),
-        dev.path(),
-        dev.host_path(),
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some("size=64k,mode=0755"),
+        ovl,
+        "/",
+        "dev",
+        &FsSpec {
+            fstype: "tmpfs",
+            source: "tmpfs",
+            data: "size=64k,mode=0755",
+            attrs: MountAttrs::NOSUID_NODEV_NOEXEC,
+        },
     )?;
     let node_attrs = MountAttrs {
         rdonly: false,
@@ -615,48 +677,58 @@ fn mount_dev(
         .chain(module_devs);
     for d in devices {
         let step = format!("binding {}", d.display());
+        // The config allows only paths below /dev.
+        let rel = d
+            .strip_prefix("/dev")
+            .map_err(|_| SetupError::Redirected {
+                what: "device",
+                path: d.clone(),
+                resolved: d.clone(),
+            })?
+            .to_string_lossy()
+            .into_owned();
         let (src, _) = a.step(step.clone(), sys.open_host(&d))?;
-        a.bind(
-            &step,
-            root,
-            &src,
-            NodeKind::File,
-            &d,
-            node_attrs,
-            false,
-            None,
-        )?;
+        let tree = a.detached_bind(&step, &src, node_attrs, false)?;
+        let target = a.system_target(&dev, "/dev", &rel, NodeKind::File)?;
+        a.attach(&step, &tree, &target)?;
     }
-    let pts = a.exact_target(root, "/dev/pts", NodeKind::Dir)?;
-    a.mount(
+    a.new_fs_beneath(
         "mounting /dev/pts",
-        Some(Path::new("devpts")),
-        pts.path(),
-        pts.host_path(),
-        Some("devpts"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=0620"),
+        &dev,
+        "/dev",
+        "pts",
+        &FsSpec {
+            fstype: "devpts",
+            source: "devpts",
+            data: "newinstance,ptmxmode=0666,mode=0620",
+            attrs: MountAttrs {
+                nodev: false,
+                ..MountAttrs::NOSUID_NODEV_NOEXEC
+            },
+        },
     )?;
-    let shm = a.exact_target(root, "/dev/shm", NodeKind::Dir)?;
-    a.mount(
+    a.new_fs_beneath(
         "mounting /dev/shm",
-        Some(Path::new("tmpfs")),
-        shm.path(),
-        shm.host_path(),
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some("mode=1777"),
+        &dev,
+        "/dev",
+        "shm",
+        &FsSpec {
+            fstype: "tmpfs",
+            source: "tmpfs",
+            data: "mode=1777",
+            attrs: MountAttrs::NOSUID_NODEV_NOEXEC,
+        },
     )?;
     for (link, target) in [
-        ("/dev/ptmx", "pts/ptmx"),
-        ("/dev/fd", "/proc/self/fd"),
-        ("/dev/stdin", "/proc/self/fd/0"),
-        ("/dev/stdout", "/proc/self/fd/1"),
-        ("/dev/stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
     ] {
         a.step(
-            format!("linking {link}"),
-            sys.symlink_in_root(root, Path::new(link), Path::new(target)),
+            format!("linking /dev/{link}"),
+            sys.symlink_at(&dev, link, Path::new(target)),
         )?;
     }
     Ok(())
@@ -699,20 +771,38 @@ mod tests {
         }
     }
 
-    fn mount_of(c: &Call) -> Option<(String, Option<String>, MsFlags)> {
-        match c {
-            Call::Mount {
-                target,
-                fstype,
-                flags,
-                ..
-            } => Some((target.display().to_string(), fstype.clone(), *flags)),
-            _ => None,
-        }
+    fn prepare_with(sys: &FakeSys, c: &Config, vols: &[&str]) -> Result<PreparedRoot, SetupError> {
+        let vols = Volume::parse_all(vols).unwrap();
+        prepare(
+            sys,
+            c,
+            &image(),
+            &user(),
+            &Request {
+                volumes: &vols,
+                modules: &[],
+                sshd: None,
+            },
+        )
+    }
+
+    fn position(calls: &[Call], what: &str, pred: impl Fn(&Call) -> bool) -> usize {
+        calls
+            .iter()
+            .position(pred)
+            .unwrap_or_else(|| panic!("no {what} in {calls:#?}"))
+    }
+
+    fn moved_onto(calls: &[Call], target_suffix: &str) -> usize {
+        position(
+            calls,
+            target_suffix,
+            |c| matches!(c, Call::MoveMount { target, .. } if target.ends_with(target_suffix)),
+        )
     }
 
     #[test]
-    fn plan_starts_with_a_slave_namespace_then_image_then_overlay() {
+    fn plan_starts_with_a_slave_namespace_then_image_then_overlay_all_built_detached() {
         let sys = FakeSys::new();
         let p = prepare(&sys, &cfg(""), &image(), &user(), &Request::default()).unwrap();
         assert_eq!(p.root, Path::new("/run/shifter/root"));
@@ -729,102 +819,72 @@ mod tests {
                 data: None
             }
         );
-        let mounts: Vec<_> = calls.iter().filter_map(mount_of).collect();
+        // No path-based mount at all after the propagation change.
         assert_eq!(
-            mounts[1],
-            (
-                "/run/shifter".into(),
-                Some("tmpfs".into()),
-                MsFlags::MS_NOSUID | MsFlags::MS_NODEV
-            )
+            calls
+                .iter()
+                .filter(|c| matches!(c, Call::Mount { .. }))
+                .count(),
+            1
         );
-        assert_eq!(
-            mounts[2],
-            (
-                "/run/shifter/lower".into(),
-                Some("squashfs".into()),
-                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV
-            )
-        );
-        assert_eq!(
-            mounts[3],
-            (
-                "/run/shifter/root".into(),
-                Some("overlay".into()),
-                MsFlags::MS_NOSUID | MsFlags::MS_NODEV
-            )
-        );
-        assert!(calls.contains(&Call::AttachLoop(format!("/images/{ID}.squashfs").into())));
-        let upper = calls
+        let fs: Vec<(String, String, String, MountAttrs)> = calls
             .iter()
-            .find_map(|c| match c {
-                Call::Mount {
-                    fstype: Some(t),
-                    data: Some(d),
-                    ..
-                } if t == "tmpfs" => Some(d.clone()),
+            .filter_map(|c| match c {
+                Call::FsMount {
+                    fstype,
+                    source,
+                    data,
+                    attrs,
+                } => Some((fstype.clone(), source.clone(), data.clone(), *attrs)),
                 _ => None,
             })
-            .unwrap();
-        assert_eq!(upper, "size=64m,mode=0755");
-        let overlay_data = calls
-            .iter()
-            .find_map(|c| match c {
-                Call::Mount {
-                    fstype: Some(t),
-                    data: Some(d),
-                    ..
-                } if t == "overlay" => Some(d.clone()),
-                _ => None,
-            })
-            .unwrap();
+            .collect();
         assert_eq!(
-            overlay_data,
+            fs[0],
+            (
+                "tmpfs".into(),
+                "shifter-upper".into(),
+                "size=64m,mode=0755".into(),
+                MountAttrs::NOSUID_NODEV
+            )
+        );
+        assert_eq!(
+            fs[1],
+            (
+                "squashfs".into(),
+                "/dev/loop7".into(),
+                String::new(),
+                MountAttrs::NOSUID_NODEV.with_rdonly(true)
+            )
+        );
+        assert_eq!(fs[2].0, "overlay");
+        assert_eq!(
+            fs[2].2,
             "lowerdir=/run/shifter/lower,upperdir=/run/shifter/upper,workdir=/run/shifter/work"
         );
+        assert!(calls.contains(&Call::AttachLoop(format!("/images/{ID}.squashfs").into())));
+        let base = moved_onto(&calls, "host-fd:/run/shifter");
+        let lower = moved_onto(&calls, "host-fd:/run/shifter/lower");
+        let root = moved_onto(&calls, "host-fd:/run/shifter/root");
+        assert!(base < lower && lower < root);
     }
 
     #[test]
-    fn every_mount_is_nosuid_and_all_but_device_nodes_are_nodev() {
+    fn every_new_filesystem_and_bind_is_nosuid_and_all_but_device_nodes_are_nodev() {
         let sys = FakeSys::new();
         let c = cfg("tmp = \"host\"\n[[site_fs]]\nsource = \"/home\"\n");
-        let vols = Volume::parse_all(&["/scratch:/data:ro"]).unwrap();
-        prepare(
-            &sys,
-            &c,
-            &image(),
-            &user(),
-            &Request {
-                volumes: &vols,
-                modules: &[],
-            },
-        )
-        .unwrap();
+        prepare_with(&sys, &c, &["/scratch:/data:ro"]).unwrap();
         for call in sys.mount_calls() {
             match call {
-                Call::Mount { flags, target, .. } if flags.contains(MsFlags::MS_BIND) => {
-                    // Binds get their flags from the mount_setattr that follows.
-                    let _ = target;
-                }
-                Call::Mount { flags, target, .. } if target == Path::new("/") => {
-                    assert_eq!(flags, MsFlags::MS_SLAVE | MsFlags::MS_REC)
-                }
-                Call::Mount { flags, target, .. } => {
-                    assert!(
-                        flags.contains(MsFlags::MS_NOSUID),
-                        "{} lacks nosuid",
-                        target.display()
-                    );
-                    let devpts = target.ends_with("dev/pts");
-                    assert!(
-                        devpts || flags.contains(MsFlags::MS_NODEV),
-                        "{} lacks nodev",
-                        target.display()
-                    );
+                Call::FsMount { fstype, attrs, .. } => {
+                    assert!(attrs.nosuid, "{fstype} lacks nosuid");
+                    assert!(fstype == "devpts" || attrs.nodev, "{fstype} lacks nodev");
                 }
                 Call::MountSetattr { target, set, .. } => {
                     assert!(set.nosuid, "{}", target.display());
-                    let is_dev_node = DEVICES.iter().any(|d| target.ends_with(format!("dev/{d}")));
+                    let is_dev_node = DEVICES
+                        .iter()
+                        .any(|d| target == Path::new(&format!("tree:host-fd:/dev/{d}")));
                     assert_eq!(set.nodev, !is_dev_node, "{}", target.display());
                 }
                 _ => {}
@@ -833,106 +893,214 @@ mod tests {
     }
 
     #[test]
-    fn user_volume_is_opened_as_the_user_then_bound_then_remounted() {
+    fn user_volume_is_cloned_flagged_while_detached_then_moved_onto_its_one_resolution() {
         let sys = FakeSys::new();
-        let vols = Volume::parse_all(&["/scratch/alice:/data:ro"]).unwrap();
-        prepare(
-            &sys,
-            &cfg(""),
-            &image(),
-            &user(),
-            &Request {
-                volumes: &vols,
-                modules: &[],
-            },
-        )
-        .unwrap();
+        prepare_with(&sys, &cfg(""), &["/scratch/alice:/data:ro"]).unwrap();
         let calls = sys.calls();
-        let open = calls
-            .iter()
-            .position(|c| {
-                *c == Call::OpenAsUser {
-                    path: "/scratch/alice".into(),
-                    uid: 1001,
-                }
-            })
-            .expect("source opened as the user");
+        let open = position(&calls, "open as user", |c| {
+            *c == Call::OpenAsUser {
+                path: "/scratch/alice".into(),
+                uid: 1001,
+            }
+        });
         let tail = &calls[open + 1..];
         assert_eq!(
             tail[0],
-            Call::Resolve {
-                root: "/run/shifter/root".into(),
-                path: "/data".into(),
-                create: Create::here(NodeKind::Dir)
+            Call::OpenTree {
+                source: "user-fd:/scratch/alice".into(),
+                recursive: false
             }
         );
         assert_eq!(
             tail[1],
-            Call::Mount {
-                source: Some("user-fd:/scratch/alice".into()),
-                target: "/run/shifter/root/data".into(),
-                fstype: None,
-                flags: MsFlags::MS_BIND,
-                data: None
-            }
-        );
-        assert!(matches!(tail[2], Call::Resolve { create: None, .. }));
-        assert_eq!(
-            tail[3],
             Call::MountSetattr {
-                target: "/run/shifter/root/data".into(),
-                set: MountAttrs {
-                    rdonly: true,
-                    nosuid: true,
-                    nodev: true,
-                    noexec: false
-                },
+                target: "tree:user-fd:/scratch/alice".into(),
+                set: MountAttrs::NOSUID_NODEV.with_rdonly(true),
                 recursive: false
             }
         );
+        assert_eq!(
+            tail[2],
+            Call::Resolve {
+                root: "/run/shifter/root".into(),
+                path: "/data".into(),
+                create: Create::here(NodeKind::Dir),
+                on_root_mount: false,
+            }
+        );
+        assert_eq!(
+            tail[3],
+            Call::MoveMount {
+                mount: "tree:user-fd:/scratch/alice".into(),
+                target: "/run/shifter/root/data".into()
+            }
+        );
+        // Nothing is looked up again once the user's directory is reachable.
+        assert_eq!(tail.len(), 4, "{tail:#?}");
     }
 
     #[test]
     fn recursive_volume_gets_flags_on_every_submount() {
         let sys = FakeSys::new();
-        let vols = Volume::parse_all(&["/scratch:/data:rec"]).unwrap();
+        prepare_with(&sys, &cfg(""), &["/scratch:/data:ro,rec"]).unwrap();
+        let calls = sys.calls();
+        assert!(calls.contains(&Call::OpenTree {
+            source: "user-fd:/scratch".into(),
+            recursive: true
+        }));
+        assert!(calls.contains(&Call::MountSetattr {
+            target: "tree:user-fd:/scratch".into(),
+            set: MountAttrs::NOSUID_NODEV.with_rdonly(true),
+            recursive: true
+        }));
+    }
+
+    #[test]
+    fn root_writes_into_the_image_all_happen_before_any_other_mount_exists() {
+        let sys = FakeSys::new();
+        let mut c = cfg("enable_sshd = true\n[sshd]\nkey_secret = \"/etc/shifter/k\"\n[[site_fs]]\nsource = \"/home\"\n[modules.gpu]\nldconfig_dirs = [\"/opt/nv/lib\"]\n");
+        c.sshd.listen_address = "127.0.0.1".into();
+        // sshd's job directory is written with std::fs on the host side, and
+        // handed to the user: here the user is whoever runs the test.
+        let dir = tempfile::tempdir().unwrap();
+        c.mount_root = dir.path().to_owned();
+        let me = UserInfo {
+            uid: nix::unistd::geteuid().as_raw(),
+            gid: nix::unistd::getegid().as_raw(),
+            ..user()
+        };
+        let plan = sshd::plan_from_secret(&c, b"0123456789abcdef", &me, 7, "n1").unwrap();
+        let mods = c.resolve_modules(Some(&["gpu".into()])).unwrap();
+        let vols = Volume::parse_all(&["/scratch:/data"]).unwrap();
         prepare(
             &sys,
-            &cfg(""),
+            &c,
             &image(),
-            &user(),
+            &me,
             &Request {
                 volumes: &vols,
-                modules: &[],
+                modules: &mods,
+                sshd: Some(&plan),
             },
         )
         .unwrap();
         let calls = sys.calls();
-        assert!(calls
+        let overlay = moved_onto(&calls, "root");
+        let writes: Vec<usize> = calls
             .iter()
-            .any(|c| matches!(c, Call::Mount { target, flags, .. }
-            if target.ends_with("data") && *flags == MsFlags::MS_BIND | MsFlags::MS_REC)));
-        assert!(calls.iter().any(
-            |c| matches!(c, Call::MountSetattr { target, recursive: true, .. }
-            if target.ends_with("data"))
-        ));
+            .enumerate()
+            .filter(|(_, c)| matches!(c, Call::Write { .. } | Call::Symlink { .. }))
+            .filter(|(_, c)| !matches!(c, Call::Symlink { path, .. } if path.to_string_lossy().starts_with("fs:tmpfs")))
+            .map(|(i, _)| i)
+            .collect();
+        let written: Vec<String> = writes
+            .iter()
+            .filter_map(|i| match &calls[*i] {
+                Call::Write { path, .. } => Some(path.display().to_string()),
+                _ => None,
+            })
+            .collect();
+        for want in [
+            "etc/passwd",
+            "etc/ld.so.conf.d/shifter-gpu.conf",
+            "etc/ssh/ssh_config",
+        ] {
+            assert!(
+                written.iter().any(|w| w.ends_with(want)),
+                "{want} in {written:?}"
+            );
+        }
+        let next_mount = overlay
+            + 1
+            + calls[overlay + 1..]
+                .iter()
+                .position(|c| matches!(c, Call::FsMount { .. } | Call::OpenTree { .. }))
+                .unwrap();
+        for i in writes {
+            assert!(
+                overlay < i && i < next_mount,
+                "write {:?} is not between the overlay and the first other mount",
+                calls[i]
+            );
+        }
+        // sshd's tools and the job directory are bound before the user's volume.
+        let tools = moved_onto(&calls, "opt/udiImage/sshd");
+        let data = moved_onto(&calls, "data");
+        assert!(tools < data);
+    }
+
+    #[test]
+    fn system_paths_are_opened_beneath_their_own_mount_and_never_by_path() {
+        let sys = FakeSys::new();
+        prepare(&sys, &cfg(""), &image(), &user(), &Request::default()).unwrap();
+        let beneath: Vec<(String, String)> = sys
+            .calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::OpenBeneath { dir, rel, create } => {
+                    assert!(create.is_some());
+                    Some((dir.display().to_string(), rel.display().to_string()))
+                }
+                _ => None,
+            })
+            .collect();
+        for (dir, rel) in [
+            ("fs:overlay:overlay", "proc"),
+            ("fs:overlay:overlay", "sys"),
+            ("fs:overlay:overlay", "dev"),
+            ("fs:overlay:overlay", "tmp"),
+            ("fs:tmpfs:tmpfs", "null"),
+            ("fs:tmpfs:tmpfs", "pts"),
+            ("fs:tmpfs:tmpfs", "shm"),
+        ] {
+            assert!(
+                beneath.contains(&(dir.into(), rel.into())),
+                "{dir} {rel} in {beneath:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_image_symlink_at_a_system_path_is_refused_with_the_path_named() {
+        let sys = FakeSys::new();
+        sys.fail_when(
+            Errno::ELOOP,
+            |c| matches!(c, Call::OpenBeneath { rel, .. } if rel == Path::new("proc")),
+        );
+        let err = prepare(&sys, &cfg(""), &image(), &user(), &Request::default()).unwrap_err();
+        assert!(matches!(err, SetupError::Diverted { .. }), "{err}");
+        assert!(err.to_string().contains("/proc"), "{err}");
+        assert!(err.to_string().contains("plain directory"), "{err}");
+    }
+
+    #[test]
+    fn a_module_destination_an_image_symlink_leads_onto_another_mount_is_refused() {
+        let sys = FakeSys::new();
+        sys.fail_when(Errno::EXDEV, |c| {
+            matches!(c, Call::Resolve { path, on_root_mount: true, .. } if path == Path::new("/opt/shifter/gpu"))
+        });
+        let c = cfg("[modules.gpu]\nmounts = [{ source = \"/opt/nv\", destination = \"/opt/shifter/gpu\" }]\n");
+        let mods = c.resolve_modules(Some(&["gpu".into()])).unwrap();
+        let err = prepare(
+            &sys,
+            &c,
+            &image(),
+            &user(),
+            &Request {
+                volumes: &[],
+                modules: &mods,
+                sshd: None,
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(err, SetupError::Diverted { .. }), "{err}");
+        assert!(err.to_string().contains("/opt/shifter/gpu"), "{err}");
     }
 
     #[test]
     fn forbidden_volume_is_refused_before_anything_is_mounted() {
         let sys = FakeSys::new();
-        let vols = Volume::parse_all(&["/home/alice:/etc"]).unwrap();
-        let err = prepare(
-            &sys,
-            &cfg(""),
-            &image(),
-            &user(),
-            &Request {
-                volumes: &vols,
-                modules: &[],
-            },
-        )
-        .unwrap_err();
+        let err = prepare_with(&sys, &cfg(""), &["/scratch:/etc/x"]).unwrap_err();
         assert!(
             matches!(err, SetupError::Volume(VolumeError::Forbidden { .. })),
             "{err}"
@@ -944,18 +1112,7 @@ mod tests {
     fn unreadable_volume_source_is_reported_as_the_users_problem() {
         let sys = FakeSys::new();
         sys.fail_when(Errno::EACCES, |c| matches!(c, Call::OpenAsUser { .. }));
-        let vols = Volume::parse_all(&["/root:/data"]).unwrap();
-        let err = prepare(
-            &sys,
-            &cfg(""),
-            &image(),
-            &user(),
-            &Request {
-                volumes: &vols,
-                modules: &[],
-            },
-        )
-        .unwrap_err();
+        let err = prepare_with(&sys, &cfg(""), &["/root:/data"]).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -969,36 +1126,45 @@ mod tests {
         assert!(err.to_string().contains("/root"), "{err}");
     }
 
+    /// After a failure: exactly one lazy detach of the step's tmpfs, which
+    /// takes every mount below it, and nothing after it.
+    #[track_caller]
+    fn assert_rolled_back_at_once(calls: &[Call]) {
+        let umounts: Vec<&Call> = calls
+            .iter()
+            .filter(|c| matches!(c, Call::Umount { .. }))
+            .collect();
+        assert_eq!(
+            umounts,
+            vec![&Call::Umount {
+                target: "/run/shifter".into(),
+                flags: MntFlags::MNT_DETACH
+            }]
+        );
+        assert!(matches!(calls.last(), Some(Call::Umount { .. })));
+    }
+
     #[test]
-    fn failure_midway_detaches_everything_mounted_so_far_in_reverse() {
+    fn failure_midway_detaches_the_whole_tree_at_once() {
         let sys = FakeSys::new();
         sys.fail_when(
             Errno::ENOMEM,
-            |c| matches!(c, Call::Mount { fstype: Some(t), .. } if t == "sysfs"),
+            |c| matches!(c, Call::FsMount { fstype, .. } if fstype == "sysfs"),
         );
         let err = prepare(&sys, &cfg(""), &image(), &user(), &Request::default()).unwrap_err();
         assert!(err.to_string().contains("mounting /sys"), "{err}");
-        let umounts: Vec<PathBuf> = sys
-            .calls()
-            .into_iter()
-            .filter_map(|c| match c {
-                Call::Umount { target, flags } => {
-                    assert_eq!(flags, MntFlags::MNT_DETACH);
-                    Some(target)
-                }
-                _ => None,
-            })
-            .collect();
-        let expect: Vec<PathBuf> = [
-            "/run/shifter/root/proc",
-            "/run/shifter/root",
-            "/run/shifter/lower",
-            "/run/shifter",
-        ]
-        .iter()
-        .map(PathBuf::from)
-        .collect();
-        assert_eq!(umounts, expect);
+        assert_rolled_back_at_once(&sys.calls());
+    }
+
+    #[test]
+    fn failure_before_the_writable_layer_exists_unmounts_nothing() {
+        let sys = FakeSys::new();
+        sys.fail_when(
+            Errno::ENOMEM,
+            |c| matches!(c, Call::FsMount { fstype, .. } if fstype == "tmpfs"),
+        );
+        prepare(&sys, &cfg(""), &image(), &user(), &Request::default()).unwrap_err();
+        assert!(!sys.calls().iter().any(|c| matches!(c, Call::Umount { .. })));
     }
 
     #[test]
@@ -1006,64 +1172,25 @@ mod tests {
         let sys = FakeSys::new();
         sys.fail_when(
             Errno::EPERM,
-            |c| matches!(c, Call::MountSetattr { target, .. } if target.ends_with("data")),
+            |c| matches!(c, Call::MountSetattr { target, .. } if target.ends_with("scratch")),
         );
-        let vols = Volume::parse_all(&["/scratch:/data"]).unwrap();
-        prepare(
-            &sys,
-            &cfg(""),
-            &image(),
-            &user(),
-            &Request {
-                volumes: &vols,
-                modules: &[],
-            },
-        )
-        .unwrap_err();
+        prepare_with(&sys, &cfg(""), &["/scratch:/data"]).unwrap_err();
         let calls = sys.calls();
-        let first_umount = calls
+        assert!(!calls
             .iter()
-            .position(|c| matches!(c, Call::Umount { .. }))
-            .unwrap();
-        let umounts: Vec<_> = calls[first_umount..]
-            .iter()
-            .map(|c| match c {
-                Call::Umount { target, .. } => target.clone(),
-                other => panic!("only unmounts after the failure, got {other:?}"),
-            })
-            .collect();
-        assert_eq!(
-            umounts.first().unwrap(),
-            Path::new("/run/shifter/root/data")
-        );
-        assert_eq!(umounts.last().unwrap(), Path::new("/run/shifter"));
-        let mounts = calls
-            .iter()
-            .filter(|c| matches!(c, Call::Mount { target, .. } if target != Path::new("/")))
-            .count();
-        assert_eq!(umounts.len(), mounts, "every mount is undone");
+            .any(|c| matches!(c, Call::MoveMount { target, .. } if target.ends_with("data"))));
+        assert_rolled_back_at_once(&calls);
     }
 
     #[test]
     fn volume_destination_missing_inside_another_mount_is_not_created_by_root() {
         let sys = FakeSys::new();
         sys.fail_when(Errno::EXDEV, |c| {
-            matches!(c, Call::Resolve { path, create: Some(Create { across_mounts: false, .. }), .. }
+            matches!(c, Call::Resolve { path, on_root_mount: false, .. }
                 if path == Path::new("/home/bob/new"))
         });
         let c = cfg("[[site_fs]]\nsource = \"/home\"\n");
-        let vols = Volume::parse_all(&["/scratch:/home/bob/new"]).unwrap();
-        let err = prepare(
-            &sys,
-            &c,
-            &image(),
-            &user(),
-            &Request {
-                volumes: &vols,
-                modules: &[],
-            },
-        )
-        .unwrap_err();
+        let err = prepare_with(&sys, &c, &["/scratch:/home/bob/new"]).unwrap_err();
         assert!(
             matches!(err, SetupError::DestinationOnHostMount { .. }),
             "{err}"
@@ -1072,9 +1199,11 @@ mod tests {
             err.to_string().contains("create it there yourself first"),
             "{err}"
         );
-        // The site mount itself may be created across mounts: it is the admin's.
-        assert!(sys.calls().iter().any(|c| matches!(c, Call::Resolve { path, create: Some(Create { across_mounts: true, .. }), .. }
-            if path == Path::new("/home"))));
+        // The site mount itself stays on the root's own mount.
+        assert!(sys.calls().iter().any(
+            |c| matches!(c, Call::Resolve { path, on_root_mount: true, .. }
+            if path == Path::new("/home"))
+        ));
     }
 
     #[test]
@@ -1082,7 +1211,7 @@ mod tests {
         let sys = FakeSys::new();
         sys.fail_when(
             Errno::EINVAL,
-            |c| matches!(c, Call::Mount { fstype: Some(t), .. } if t == "squashfs"),
+            |c| matches!(c, Call::FsMount { fstype, .. } if fstype == "squashfs"),
         );
         let err = prepare(&sys, &cfg(""), &image(), &user(), &Request::default()).unwrap_err();
         assert!(
@@ -1116,14 +1245,13 @@ mod tests {
             );
         }
         assert!(calls.contains(&Call::Symlink {
-            path: "/run/shifter/root/dev/ptmx".into(),
+            path: "fs:tmpfs:tmpfs/ptmx".into(),
             target: "pts/ptmx".into()
         }));
-        let tmp = calls.iter().find_map(|c| match c {
-            Call::Mount { target, data, .. } if target.ends_with("root/tmp") => data.clone(),
-            _ => None,
-        });
-        assert_eq!(tmp.as_deref(), Some("size=1g,mode=1777"));
+        assert!(calls
+            .iter()
+            .any(|c| matches!(c, Call::FsMount { fstype, data, .. }
+            if fstype == "tmpfs" && data == "size=1g,mode=1777")));
     }
 
     #[test]
@@ -1136,6 +1264,7 @@ mod tests {
         let req = Request {
             volumes: &[],
             modules: &mods,
+            sshd: None,
         };
         prepare(&sys, &c, &image(), &user(), &req).unwrap();
         let confs: Vec<(PathBuf, String)> = sys
@@ -1178,6 +1307,7 @@ mod tests {
             &Request {
                 volumes: &vols,
                 modules: &mods,
+                sshd: None,
             },
         )
         .unwrap();
@@ -1185,7 +1315,9 @@ mod tests {
             .calls()
             .into_iter()
             .filter_map(|c| match c {
-                Call::Mount { target, flags, .. } if flags.contains(MsFlags::MS_BIND) => {
+                Call::MoveMount { mount, target }
+                    if mount.to_string_lossy().starts_with("tree:") =>
+                {
                     Some(target.display().to_string())
                 }
                 _ => None,
@@ -1197,7 +1329,7 @@ mod tests {
                 .position(|b| b.ends_with(s))
                 .unwrap_or_else(|| panic!("{s} in {binds:?}"))
         };
-        assert!(pos("/dev/nvidia0") < pos("/home"));
+        assert!(pos("/nvidia0") < pos("/home"));
         assert!(pos("/home") < pos("/opt/nv"));
         assert!(pos("/opt/nv") < pos("/data"));
         let nv_ro = sys.calls().into_iter().any(|c| {
@@ -1219,6 +1351,7 @@ mod tests {
             &Request {
                 volumes: &vols,
                 modules: &[],
+                sshd: None,
             },
         )
     }
@@ -1226,15 +1359,25 @@ mod tests {
     const CACHE_SPEC: &str = "/var/cache/shifter:/cache:perNodeCache=size=2G";
 
     #[test]
-    fn per_node_cache_is_formatted_mounted_nosuid_nodev_and_given_to_the_user() {
+    fn per_node_cache_is_formatted_mounted_nosuid_nodev_and_given_to_the_user_before_it_is_attached(
+    ) {
         let sys = FakeSys::new();
         let p = prepare_cache(&sys, CACHE_SPEC).unwrap();
         assert!(p.mounts.contains(&PathBuf::from("/run/shifter/root/cache")));
         let calls = sys.calls();
-        let at = calls
-            .iter()
-            .position(|c| *c == Call::MkdirAll("/var/cache/shifter".into()))
-            .expect("cache dir made");
+        let at = position(&calls, "cache dir", |c| {
+            *c == Call::MkdirAll("/var/cache/shifter".into())
+        });
+        // The destination was resolved (created on the writable layer) first.
+        assert_eq!(
+            calls[at - 1],
+            Call::Resolve {
+                root: "/run/shifter/root".into(),
+                path: "/cache".into(),
+                create: Create::here(NodeKind::Dir),
+                on_root_mount: false
+            }
+        );
         let tail = &calls[at..];
         assert!(matches!(&tail[1], Call::CreateSparse { size, .. } if *size == 2 << 30));
         assert!(matches!(&tail[2], Call::AttachLoopRw(_)));
@@ -1242,29 +1385,36 @@ mod tests {
         assert!(matches!(&tail[4], Call::RunTool(argv) if argv.last().unwrap() == "/dev/loop8"));
         assert_eq!(
             tail[5],
-            Call::Mount {
-                source: Some("/dev/loop8".into()),
-                target: "/run/shifter/root/cache".into(),
-                fstype: Some("xfs".into()),
-                flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-                data: None
+            Call::FsMount {
+                fstype: "xfs".into(),
+                source: "/dev/loop8".into(),
+                data: String::new(),
+                attrs: MountAttrs::NOSUID_NODEV
             }
         );
-        assert!(matches!(&tail[6], Call::Resolve { create: None, .. }));
+        // Ownership goes to the new filesystem's own root, by its descriptor,
+        // while it is attached nowhere.
         assert_eq!(
-            tail[7],
+            tail[6],
             Call::ChownDir {
-                path: "/run/shifter/root/cache".into(),
+                path: "fs:xfs:/dev/loop8".into(),
                 uid: 1001,
                 gid: 1001,
                 mode: 0o700
             }
         );
-        // The destination was resolved (created on the writable layer) first.
-        assert!(calls[..at]
-            .iter()
-            .any(|c| matches!(c, Call::Resolve { path, create, .. }
-            if path == Path::new("/cache") && *create == Create::here(NodeKind::Dir))));
+        assert_eq!(
+            tail[7],
+            Call::MoveMount {
+                mount: "fs:xfs:/dev/loop8".into(),
+                target: "/run/shifter/root/cache".into()
+            }
+        );
+        assert_eq!(
+            tail.len(),
+            8,
+            "nothing after the cache is attached: {tail:#?}"
+        );
     }
 
     #[test]
@@ -1291,7 +1441,7 @@ mod tests {
         let steps: [(&str, Pred); 8] = [
             (
                 "resolve",
-                |c| matches!(c, Call::Resolve { path, create: Some(_), .. } if path == Path::new("/cache")),
+                |c| matches!(c, Call::Resolve { path, .. } if path == Path::new("/cache")),
             ),
             (
                 "mkdir",
@@ -1301,14 +1451,14 @@ mod tests {
             ("attach", |c| matches!(c, Call::AttachLoopRw(_))),
             ("mkfs", |c| matches!(c, Call::RunTool(_))),
             (
-                "mount",
-                |c| matches!(c, Call::Mount { fstype: Some(t), .. } if t == "xfs"),
-            ),
-            (
-                "reopen",
-                |c| matches!(c, Call::Resolve { path, create: None, .. } if path == Path::new("/cache")),
+                "fsmount",
+                |c| matches!(c, Call::FsMount { fstype, .. } if fstype == "xfs"),
             ),
             ("chown", |c| matches!(c, Call::ChownDir { .. })),
+            (
+                "move",
+                |c| matches!(c, Call::MoveMount { target, .. } if target.ends_with("cache")),
+            ),
         ];
         for (name, pred) in steps {
             let sys = FakeSys::new();
@@ -1322,40 +1472,7 @@ mod tests {
                 created, unlinked,
                 "{name}: backing file removed iff created"
             );
-            let mounts = calls
-                .iter()
-                .filter(|c| matches!(c, Call::Mount { target, .. } if target != Path::new("/")))
-                .count();
-            let failed_mount = usize::from(name == "mount");
-            let umounts = calls
-                .iter()
-                .filter(|c| matches!(c, Call::Umount { .. }))
-                .count();
-            assert_eq!(
-                umounts + failed_mount,
-                mounts,
-                "{name}: every mount is undone"
-            );
-            let cache_mounted = name == "reopen" || name == "chown";
-            assert_eq!(
-                calls.contains(&Call::Umount {
-                    target: "/run/shifter/root/cache".into(),
-                    flags: MntFlags::MNT_DETACH
-                }),
-                cache_mounted,
-                "{name}"
-            );
-            // Nothing runs after the rollback's unmounts.
-            let first_umount = calls
-                .iter()
-                .position(|c| matches!(c, Call::Umount { .. }))
-                .unwrap();
-            assert!(
-                calls[first_umount..]
-                    .iter()
-                    .all(|c| matches!(c, Call::Umount { .. })),
-                "{name}"
-            );
+            assert_rolled_back_at_once(&calls);
         }
     }
 }

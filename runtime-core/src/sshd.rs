@@ -2,8 +2,10 @@
 //! `[sshd]` in the config), so that `ssh <node>` from one node of a job lands
 //! in the job's container on another node.
 //!
-//! Once per step and node, after [`crate::setup::prepare`] and still as root in
-//! the step's mount namespace, [`install`]:
+//! Once per step and node, as root: [`plan`] derives the keys, then
+//! [`crate::setup::prepare`] (given the plan in its request) installs it,
+//! writing into the image's root before any other mount exists and binding
+//! the tools before any user volume:
 //! - derives the job's keys: an ed25519 client key and host key, each seeded by
 //!   HMAC-SHA256 of the site's `key_secret` (a root-only file, the same on every
 //!   node) over the job id and uid. Every node of a job thus computes the same
@@ -34,8 +36,8 @@ use thiserror::Error;
 
 use crate::config::Config;
 use crate::entry::{drop_to_user, enter, EntryError};
-use crate::setup::PreparedRoot;
-use crate::sys::{Create, MountAttrs, MsFlags, Sys, SysError};
+use crate::prepared::PreparedRoot;
+use crate::sys::{MountAttrs, Sys, SysError};
 use crate::user::UserInfo;
 
 /// Where the host's tools and the job's ssh files appear in the container
@@ -430,86 +432,108 @@ pub struct Installed {
     argv: Vec<String>,
 }
 
-fn container_path(root: &Path, host: &Path) -> Option<PathBuf> {
-    host.strip_prefix(root)
-        .ok()
-        .map(|rel| Path::new("/").join(rel))
+/// What the step needs to know of its sshd before the root is assembled:
+/// the job's keys and the address to listen on. Made by [`plan`] as root
+/// before [`crate::setup::prepare`], which writes the files and binds the
+/// tools at the right moment (before any user volume exists).
+#[derive(Debug, Clone)]
+pub struct Plan {
+    keys: JobKeys,
+    pub listen: SocketAddr,
+    pub job: u32,
 }
 
-/// Binds a host path at `dest` inside the root, refusing a destination an
-/// image symlink redirects, then applies `attrs` (ignored by the first bind).
-fn bind(
-    sys: &dyn Sys,
-    root: &Path,
-    source: &Path,
-    dest: &str,
-    attrs: MountAttrs,
-) -> Result<(), SshdError> {
-    let (src, kind) = sys_step(
-        format!("opening {}", source.display()),
-        sys.open_host(source),
-    )?;
-    let target = sys_step(
-        format!("creating {dest} in the container"),
-        sys.resolve_in_root(root, Path::new(dest), Create::anywhere(kind)),
-    )?;
-    if container_path(root, target.host_path()).as_deref() != Some(Path::new(dest)) {
-        return Err(SshdError::Redirected {
-            path: dest.into(),
-            resolved: target.host_path().to_owned(),
-        });
-    }
-    sys_step(
-        format!("binding {} at {dest}", source.display()),
-        sys.mount(
-            Some(src.path()),
-            target.path(),
-            None,
-            MsFlags::MS_BIND,
-            None,
-        ),
-    )?;
-    let top = sys_step(
-        format!("reopening {dest}"),
-        sys.resolve_in_root(root, Path::new(dest), None),
-    )?;
-    sys_step(
-        format!("remounting {dest} {attrs:?}"),
-        sys.mount_setattr(&top, attrs, false),
-    )
-}
-
-/// The user's login shell if the image has it, `/bin/sh` otherwise: sshd
-/// refuses a user whose shell does not exist.
-fn session_shell(sys: &dyn Sys, root: &Path, user: &UserInfo) -> Option<String> {
-    let exists = |p: &str| sys.resolve_in_root(root, Path::new(p), None).is_ok();
-    (!user.shell.is_empty() && !exists(&user.shell)).then(|| "/bin/sh".to_owned())
-}
-
-/// Writes the job's files and binds the host's tools into the root (see the
-/// module docs). Call as root in the step's mount namespace, after `prepare`.
-pub fn install(
-    sys: &dyn Sys,
-    cfg: &Config,
-    root: &PreparedRoot,
-    user: &UserInfo,
-    job: u32,
-    hostname: &str,
-) -> Result<Installed, SshdError> {
+/// Reads the site secret and derives the job's keys (see the module docs).
+pub fn plan(cfg: &Config, user: &UserInfo, job: u32, hostname: &str) -> Result<Plan, SshdError> {
     let s = &cfg.sshd;
     let secret_path = s.key_secret.as_deref().ok_or_else(|| SshdError::Secret {
         path: PathBuf::new(),
         problem: "not configured".into(),
     })?;
-    let keys = JobKeys::derive(&read_secret(secret_path)?, job, user.uid)?;
-    let listen = listen_addr(s, hostname)?;
+    plan_from_secret(cfg, &read_secret(secret_path)?, user, job, hostname)
+}
 
-    // The job's directory lives on the step's own tmpfs beside the root (not
-    // in the image, where a symlink could redirect our writes), owned by the
-    // user because sshd and ssh refuse keys that others can read.
-    let dir = cfg.mount_root.join("sshd");
-    let _ = std::fs::remove_dir_all(&dir);
-    io("creating", &dir, std::fs::create_dir(&dir))?;
+/// [`plan`] with the secret already read.
+pub fn plan_from_secret(
+    cfg: &Config,
+    secret: &[u8],
+    user: &UserInfo,
+    job: u32,
+    hostname: &str,
+) -> Result<Plan, SshdError> {
+    let keys = JobKeys::derive(secret, job, user.uid)?;
+    let listen = listen_addr(&cfg.sshd, hostname)?;
+    Ok(Plan { keys, listen, job })
+}
+
+/// The user's login shell if the image has it, `/bin/sh` otherwise: sshd
+/// refuses a user whose shell does not exist.
+fn session_shell(sys: &dyn Sys, root: &Path, user: &UserInfo) -> Option<String> {
+    let exists = |p: &str| sys.resolve_on_root_mount(root, Path::new(p), None).is_ok();
+    (!user.shell.is_empty() && !exists(&user.shell)).then(|| "/bin/sh".to_owned())
+}
+
+/// Root's writes into the container for sshd: `/etc/ssh/ssh_config`, a
+/// `/usr/bin/ssh` wrapper when the image has no client, and `/etc/passwd`
+/// again when the image lacks the user's shell. Called by `prepare` right
+/// after the overlay is mounted and before any other mount exists; every
+/// write stays on the overlay's own mount ([`Sys::write_in_root`]).
+pub fn write_root_files(
+    sys: &dyn Sys,
+    cfg: &Config,
+    root: &Path,
+    user: &UserInfo,
+    plan: &Plan,
+) -> Result<(), SshdError> {
+    let s = &cfg.sshd;
+    let loader = format!("{UDI}/lib/{}", s.loader);
+    let lib = format!("{UDI}/lib");
+    sys_step(
+        "writing /etc/ssh/ssh_config",
+        sys.write_in_root(
+            root,
+            Path::new("/etc/ssh/ssh_config"),
+            ssh_config(s.port, plan.job).as_bytes(),
+            0o644,
+        ),
+    )?;
+    if sys
+        .resolve_on_root_mount(root, Path::new("/usr/bin/ssh"), None)
+        .is_err()
+    {
+        let wrapper = format!(
+            "#!/bin/sh\n# written by shifter: the host's ssh client, set up by /etc/ssh/ssh_config\nexec {loader} --library-path {lib} {UDI}/bin/ssh \"$@\"\n"
+        );
+        sys_step(
+            "writing /usr/bin/ssh",
+            sys.write_in_root(root, Path::new("/usr/bin/ssh"), wrapper.as_bytes(), 0o755),
+        )?;
+    }
+    if let Some(shell) = session_shell(sys, root, user) {
+        let mut u = user.clone();
+        u.shell = shell;
+        sys_step(
+            "writing /etc/passwd",
+            sys.write_in_root(
+                root,
+                Path::new("/etc/passwd"),
+                crate::etc::passwd(&u, &cfg.extra_users).as_bytes(),
+                0o644,
+            ),
+        )?;
+    }
+    Ok(())
+}
+
+/// Writes the job's keys and configs into `dir`, a new directory on the
+/// step's own tmpfs beside the root (`mount_root/sshd`: not in the image,
+/// where a symlink could redirect our writes), owned by the user because
+/// sshd and ssh refuse keys that others can read.
+pub fn write_job_dir(dir: &Path, user: &UserInfo, plan: &Plan) -> Result<(), SshdError> {
+    let _ = std::fs::remove_dir_all(dir);
+    io("creating", dir, std::fs::create_dir(dir))?;
+    let job = plan.job;
+    let keys = &plan.keys;
     let comment = format!("shifter job {job}");
     let alias = host_alias(job);
     let files: [(&str, String, u32); 7] = [
@@ -535,7 +559,11 @@ pub fn install(
             format!("{alias} {}\n", keys.host.public_line("")),
             0o644,
         ),
-        ("sshd_config", sshd_config(listen, &user.name, job), 0o644),
+        (
+            "sshd_config",
+            sshd_config(plan.listen, &user.name, job),
+            0o644,
+        ),
     ];
     for (name, text, mode) in &files {
         let p = dir.join(name);
@@ -552,75 +580,47 @@ pub fn install(
             std::os::unix::fs::fchown(&f, Some(user.uid), Some(user.gid)),
         )?;
     }
-    io(
-        "creating",
-        &dir.join("sshd.log"),
-        std::fs::File::create(dir.join("sshd.log")),
-    )?;
+    let log = dir.join("sshd.log");
+    let f = io("creating", &log, std::fs::File::create(&log))?;
     io(
         "chown",
-        &dir,
-        std::os::unix::fs::chown(dir.join("sshd.log"), Some(user.uid), Some(user.gid)),
+        &log,
+        std::os::unix::fs::fchown(&f, Some(user.uid), Some(user.gid)),
     )?;
     io(
         "chmod",
-        &dir,
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)),
+        dir,
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)),
     )?;
     io(
         "chown",
-        &dir,
-        std::os::unix::fs::chown(&dir, Some(user.uid), Some(user.gid)),
-    )?;
+        dir,
+        std::os::unix::fs::chown(dir, Some(user.uid), Some(user.gid)),
+    )
+}
 
-    let r = root.root.as_path();
+/// The host paths bound into the container for sshd (source, destination,
+/// attributes): the tools read-only, the job directory writable but noexec.
+pub fn tool_binds(cfg: &Config, job_dir: &Path) -> Vec<(PathBuf, String, MountAttrs)> {
+    let s = &cfg.sshd;
     let ro = MountAttrs::NOSUID_NODEV.with_rdonly(true);
-    bind(sys, r, &s.lib_dir, &format!("{UDI}/lib"), ro)?;
-    bind(sys, r, &s.sshd, &format!("{UDI}/sbin/sshd"), ro)?;
-    bind(sys, r, &s.ssh, &format!("{UDI}/bin/ssh"), ro)?;
-    let rw = MountAttrs {
-        noexec: true,
-        ..MountAttrs::NOSUID_NODEV
-    };
-    bind(sys, r, &dir, &format!("{UDI}/sshd"), rw)?;
+    vec![
+        (s.lib_dir.clone(), format!("{UDI}/lib"), ro),
+        (s.sshd.clone(), format!("{UDI}/sbin/sshd"), ro),
+        (s.ssh.clone(), format!("{UDI}/bin/ssh"), ro),
+        (
+            job_dir.to_owned(),
+            format!("{UDI}/sshd"),
+            MountAttrs::NOSUID_NODEV_NOEXEC,
+        ),
+    ]
+}
 
+/// How to start the sshd that `prepare` installed for `plan`.
+pub fn installed(cfg: &Config, plan: &Plan) -> Installed {
+    let s = &cfg.sshd;
     let loader = format!("{UDI}/lib/{}", s.loader);
     let lib = format!("{UDI}/lib");
-    sys_step(
-        "writing /etc/ssh/ssh_config",
-        sys.write_in_root(
-            r,
-            Path::new("/etc/ssh/ssh_config"),
-            ssh_config(s.port, job).as_bytes(),
-            0o644,
-        ),
-    )?;
-    if sys
-        .resolve_in_root(r, Path::new("/usr/bin/ssh"), None)
-        .is_err()
-    {
-        let wrapper = format!(
-            "#!/bin/sh\n# written by shifter: the host's ssh client, set up by /etc/ssh/ssh_config\nexec {loader} --library-path {lib} {UDI}/bin/ssh \"$@\"\n"
-        );
-        sys_step(
-            "writing /usr/bin/ssh",
-            sys.write_in_root(r, Path::new("/usr/bin/ssh"), wrapper.as_bytes(), 0o755),
-        )?;
-    }
-    if let Some(shell) = session_shell(sys, r, user) {
-        let mut u = user.clone();
-        u.shell = shell;
-        sys_step(
-            "writing /etc/passwd",
-            sys.write_in_root(
-                r,
-                Path::new("/etc/passwd"),
-                crate::etc::passwd(&u, &cfg.extra_users).as_bytes(),
-                0o644,
-            ),
-        )?;
-    }
-
     let argv = [
         loader.as_str(),
         "--library-path",
@@ -636,11 +636,11 @@ pub fn install(
     .iter()
     .map(|s| s.to_string())
     .collect();
-    Ok(Installed {
-        listen,
+    Installed {
+        listen: plan.listen,
         program: loader.into(),
         argv,
-    })
+    }
 }
 
 /// Whether something already listens on `addr` (another step of the job, or

@@ -217,6 +217,7 @@ fn in_container(
                 &Request {
                     volumes: &vols,
                     modules: &[],
+                    sshd: None,
                 },
             )
             .map_err(|e| e.to_string())?;

@@ -55,6 +55,8 @@ pub struct StepSpec<'a> {
     pub device_env: Env,
     pub job: u32,
     pub step: u32,
+    /// With `enable_sshd`: this node's name, for the job's sshd.
+    pub sshd_node: Option<String>,
 }
 
 /// A prepared container root, kept in slurmstepd between callbacks.
@@ -67,6 +69,8 @@ pub struct Prepared {
     user: UserInfo,
     image: ImageId,
     request: String,
+    /// The job's sshd as installed in the root, started by [`start_sshd`].
+    sshd_plan: Option<runtime_core::sshd::Plan>,
     /// The step's sshd (`enable_sshd`), stopped by [`stop_sshd`].
     sshd: Option<runtime_core::sshd::Running>,
     /// Why this node has no sshd, told to the user by the node's first task.
@@ -110,6 +114,15 @@ pub fn prepare(spec: &StepSpec<'_>) -> Result<Prepared, ContainerError> {
         .collect();
     let mods: Vec<(&str, &runtime_core::Module)> =
         selected.iter().map(|(name, m)| (*name, m)).collect();
+    // The step still runs without sshd when its keys cannot be made: ssh is
+    // a convenience, the job's own tasks are what the user asked for.
+    let (sshd_plan, sshd_error) = match &spec.sshd_node {
+        Some(node) => match runtime_core::sshd::plan(cfg, &user, spec.job, node) {
+            Ok(plan) => (Some(plan), None),
+            Err(e) => (None, Some(e.to_string())),
+        },
+        None => (None, None),
+    };
     let phase = Phase::start("mount+assemble");
     let root = runtime_core::prepare(
         &RealSys,
@@ -119,6 +132,7 @@ pub fn prepare(spec: &StepSpec<'_>) -> Result<Prepared, ContainerError> {
         &Request {
             volumes: &volumes,
             modules: &mods,
+            sshd: sshd_plan.as_ref(),
         },
     )?;
     phase.done(spec.job, spec.step);
@@ -130,8 +144,9 @@ pub fn prepare(spec: &StepSpec<'_>) -> Result<Prepared, ContainerError> {
         user,
         image: spec.image.clone(),
         request: spec.request.to_owned(),
+        sshd_plan,
         sshd: None,
-        sshd_error: None,
+        sshd_error,
     })
 }
 
@@ -144,14 +159,10 @@ const SSHD_READY: std::time::Duration = std::time::Duration::from_secs(3);
 /// one, with the same keys) the step goes on without its own.
 pub fn start_sshd(prepared: &mut Prepared, job: u32, node: &str) -> Result<(), ContainerError> {
     use runtime_core::sshd;
-    let installed = sshd::install(
-        &RealSys,
-        &prepared.config,
-        &prepared.root,
-        &prepared.user,
-        job,
-        node,
-    )?;
+    let Some(plan) = &prepared.sshd_plan else {
+        return Ok(()); // its error, if any, is in sshd_error already
+    };
+    let installed = sshd::installed(&prepared.config, plan);
     let taken = |addr| {
         tracing::warn!("job {job}: {addr} is in use on {node}; this step starts no sshd");
         Ok(())

@@ -180,9 +180,13 @@ fn plan_step(spank: &Spank, job: u32, step: u32) -> Result<Option<StepPlan>, Plu
         request: &request,
         job,
         step,
+        sshd_node: cfg.enable_sshd.then(node_name),
     };
     let mut prepared = container::prepare(&spec)?;
-    if cfg.enable_sshd {
+    if let Some(msg) = &prepared.sshd_error {
+        tracing::error!("job {job} step {}: {msg}", step_name(step));
+    }
+    if cfg.enable_sshd && prepared.sshd_error.is_none() {
         let phase = Phase::start("sshd");
         // The step still runs without it: ssh is a convenience, the job's
         // own tasks are what the user asked for.

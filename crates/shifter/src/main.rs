@@ -21,9 +21,17 @@ use crate::cli::Cli;
 use crate::privilege::Invocation;
 
 fn main() {
+    // Before anything else reads it: the environment as the caller gave it,
+    // for the container (the privileged process itself then drops the parts
+    // that would steer it, see `privilege::harden`).
+    let job_env: env::Env = std::env::vars().collect();
+    let inv = Invocation::current();
+    if inv.is_setuid() {
+        privilege::harden();
+    }
     let cli = Cli::parse();
-    init_logging();
-    let (code, message) = match run(cli) {
+    init_logging(inv.is_setuid());
+    let (code, message) = match run(cli, inv, job_env) {
         Ok(failure) => (failure.code, failure.message),
         Err(e) => (1, format!("error: {}", chain(&e))),
     };
@@ -31,9 +39,16 @@ fn main() {
     std::process::exit(code);
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SHIFTER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+/// `SHIFTER_LOG` picks the level, except in a setuid run: there the caller
+/// could make root log what it sees (or a library's debug output, which may
+/// carry request headers), so only warnings and errors are ever printed.
+fn init_logging(setuid: bool) {
+    let filter = if setuid {
+        tracing_subscriber::EnvFilter::new("warn")
+    } else {
+        tracing_subscriber::EnvFilter::try_from_env("SHIFTER_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"))
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -59,8 +74,7 @@ fn chain(e: &anyhow::Error) -> String {
 
 /// Runs the command; returns only when it could not be executed (the
 /// failure carries the shell-style exit code 126/127).
-fn run(cli: Cli) -> Result<command::ExecFailure> {
-    let inv = Invocation::current();
+fn run(cli: Cli, inv: Invocation, job_env: env::Env) -> Result<command::ExecFailure> {
     if inv.euid != 0 {
         bail!("shifter must run as root or be installed setuid-root (chown root; chmod u+s)");
     }
@@ -85,7 +99,9 @@ fn run(cli: Cli) -> Result<command::ExecFailure> {
     let default_type = ImageType::parse(&cfg.default_image_type).unwrap_or(ImageType::Docker);
     let reference =
         ImageRef::parse_with_default(&request, default_type).context("parsing --image")?;
-    let id = resolve_image(&cfg, &reference)?;
+    // The lookup talks to the network and to munged: as the user, so the
+    // credential names the user (Munge names the caller by effective uid).
+    let id = privilege::as_user(&user, || resolve_image(&cfg, &reference))??;
     let img = image::check_image(&cfg, &id, &user)?;
 
     let volumes = Volume::parse_all(&cli.volumes)?;
@@ -112,7 +128,7 @@ fn run(cli: Cli) -> Result<command::ExecFailure> {
     let job_env: env::Env = if cli.clearenv {
         env::Env::new()
     } else {
-        std::env::vars().collect()
+        job_env
     };
     let cwd = std::env::current_dir().ok();
 
@@ -125,6 +141,7 @@ fn run(cli: Cli) -> Result<command::ExecFailure> {
         &setup::Request {
             volumes: &volumes,
             modules: &modules,
+            sshd: None,
         },
     )?;
     runtime_core::enter(&sys, &root)?;
@@ -157,6 +174,7 @@ fn run(cli: Cli) -> Result<command::ExecFailure> {
         &img.meta().entrypoint,
         &img.meta().cmd,
     );
+    privilege::restore_signals();
     Ok(command::exec(&argv, &container_env))
 }
 

@@ -59,6 +59,73 @@ impl Invocation {
     }
 }
 
+/// Variables that would steer what the privileged process trusts or prints.
+const STEERING_VARS: &[&str] = &["SSL_CERT_FILE", "SSL_CERT_DIR", "SHIFTER_LOG", "RUST_LOG"];
+
+/// The first thing a setuid run does: no core dumps or ptrace of the
+/// privileged process, all three uids root so the caller can no longer
+/// signal it (stopping it mid-setup would widen every window), the tty's stop
+/// signals blocked, and the variables that would steer it dropped. The
+/// caller's own uid is kept in [`Invocation`], taken before this.
+pub fn harden() {
+    let _ = nix::sys::prctl::set_dumpable(false);
+    let root = nix::unistd::Uid::from_raw(0);
+    if nix::unistd::setresuid(root, root, root).is_err() {
+        eprintln!("shifter: cannot take full root identity (setresuid); refusing to continue");
+        std::process::exit(1);
+    }
+    ignore_stop_signals(true);
+    for var in STEERING_VARS {
+        std::env::remove_var(var);
+    }
+}
+
+/// Blocks (or unblocks) the tty's stop signals: while blocked they stay
+/// pending and cannot stop the privileged process.
+fn ignore_stop_signals(ignore: bool) {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+    let mut set = SigSet::empty();
+    for sig in [Signal::SIGTSTP, Signal::SIGTTIN, Signal::SIGTTOU] {
+        set.add(sig);
+    }
+    let how = if ignore {
+        SigmaskHow::SIG_BLOCK
+    } else {
+        SigmaskHow::SIG_UNBLOCK
+    };
+    let _ = nix::sys::signal::sigprocmask(how, Some(&set), None);
+}
+
+/// Before exec: the command gets the stop signals back (a blocked signal
+/// would stay blocked across exec).
+pub fn restore_signals() {
+    ignore_stop_signals(false);
+}
+
+/// Runs `f` with the effective ids of `user` (real and saved stay root, so
+/// the user still cannot signal us), then becomes root again.
+pub fn as_user<T>(user: &runtime_core::UserInfo, f: impl FnOnce() -> T) -> anyhow::Result<T> {
+    use nix::unistd::{setegid, seteuid, Gid, Uid};
+    let me = nix::unistd::geteuid();
+    if !me.is_root() {
+        return Ok(f());
+    }
+    let groups: Vec<Gid> = user
+        .creds()
+        .groups
+        .iter()
+        .map(|g| Gid::from_raw(*g))
+        .collect();
+    nix::unistd::setgroups(&groups)?;
+    setegid(Gid::from_raw(user.gid))?;
+    seteuid(Uid::from_raw(user.uid))?;
+    let out = f();
+    seteuid(Uid::from_raw(0))?;
+    setegid(Gid::from_raw(0))?;
+    nix::unistd::setgroups(&[Gid::from_raw(0)])?;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,8 +11,8 @@ use std::time::Duration;
 use nix::errno::Errno;
 
 use super::{
-    CapSets, Create, Creds, Handle, Ids, LoopDev, MntFlags, MountAttrs, MsFlags, NodeKind, Sys,
-    SysError, SysResult, ToolOutput,
+    CapSets, Create, Creds, FsSpec, Handle, Ids, LoopDev, MntFlags, MountAttrs, MsFlags, NodeKind,
+    Sys, SysError, SysResult, ToolOutput,
 };
 
 /// One recorded kernel call.
@@ -35,6 +35,27 @@ pub enum Call {
         set: MountAttrs,
         recursive: bool,
     },
+    /// A detached clone of `source`; its handle's path is `tree:<source>`.
+    OpenTree {
+        source: PathBuf,
+        recursive: bool,
+    },
+    /// A detached new filesystem; its handle's path is `fs:<fstype>:<source>`.
+    FsMount {
+        fstype: String,
+        source: String,
+        data: String,
+        attrs: MountAttrs,
+    },
+    MoveMount {
+        mount: PathBuf,
+        target: PathBuf,
+    },
+    OpenBeneath {
+        dir: PathBuf,
+        rel: PathBuf,
+        create: Option<Create>,
+    },
     AttachLoop(PathBuf),
     CreateSparse {
         dir: PathBuf,
@@ -55,6 +76,9 @@ pub enum Call {
         root: PathBuf,
         path: PathBuf,
         create: Option<Create>,
+        /// `resolve_on_root_mount` (no crossing of any mount) rather than
+        /// `resolve_in_root`.
+        on_root_mount: bool,
     },
     Write {
         path: PathBuf,
@@ -153,7 +177,12 @@ impl FakeSys {
             .filter(|c| {
                 matches!(
                     c,
-                    Call::Mount { .. } | Call::Umount { .. } | Call::MountSetattr { .. }
+                    Call::Mount { .. }
+                        | Call::Umount { .. }
+                        | Call::MountSetattr { .. }
+                        | Call::OpenTree { .. }
+                        | Call::FsMount { .. }
+                        | Call::MoveMount { .. }
                 )
             })
             .collect()
@@ -178,6 +207,28 @@ impl FakeSys {
             Some(e) => Err(SysError::new(op, path, e)),
             None => Ok(()),
         }
+    }
+
+    fn resolve(
+        &self,
+        root: &Path,
+        path: &Path,
+        create: Option<Create>,
+        on_root_mount: bool,
+    ) -> SysResult<Handle> {
+        self.record(
+            Call::Resolve {
+                root: root.to_owned(),
+                path: path.to_owned(),
+                create,
+                on_root_mount,
+            },
+            path,
+            "openat2",
+        )?;
+        Ok(Self::handle(
+            root.join(path.strip_prefix("/").unwrap_or(path)),
+        ))
     }
 
     fn handle(p: PathBuf) -> Handle {
@@ -231,6 +282,45 @@ impl Sys for FakeSys {
             },
             target.path(),
             "mount_setattr",
+        )
+    }
+
+    fn open_tree(&self, source: &Handle, recursive: bool) -> SysResult<Handle> {
+        let p = source.path().to_owned();
+        self.record(
+            Call::OpenTree {
+                source: p.clone(),
+                recursive,
+            },
+            &p,
+            "open_tree",
+        )?;
+        Ok(Self::handle(PathBuf::from(format!("tree:{}", p.display()))))
+    }
+
+    fn fs_mount(&self, spec: &FsSpec<'_>) -> SysResult<Handle> {
+        let p = PathBuf::from(format!("fs:{}:{}", spec.fstype, spec.source));
+        self.record(
+            Call::FsMount {
+                fstype: spec.fstype.to_owned(),
+                source: spec.source.to_owned(),
+                data: spec.data.to_owned(),
+                attrs: spec.attrs,
+            },
+            &p,
+            "fsmount",
+        )?;
+        Ok(Self::handle(p))
+    }
+
+    fn move_mount(&self, mount: &Handle, target: &Handle) -> SysResult<()> {
+        self.record(
+            Call::MoveMount {
+                mount: mount.path().to_owned(),
+                target: target.path().to_owned(),
+            },
+            target.path(),
+            "move_mount",
         )
     }
 
@@ -306,18 +396,42 @@ impl Sys for FakeSys {
         path: &Path,
         create: Option<Create>,
     ) -> SysResult<Handle> {
+        self.resolve(root, path, create, false)
+    }
+
+    fn resolve_on_root_mount(
+        &self,
+        root: &Path,
+        path: &Path,
+        create: Option<Create>,
+    ) -> SysResult<Handle> {
+        self.resolve(root, path, create, true)
+    }
+
+    fn open_beneath(&self, dir: &Handle, rel: &Path, create: Option<Create>) -> SysResult<Handle> {
+        let full = dir.path().join(rel);
         self.record(
-            Call::Resolve {
-                root: root.to_owned(),
-                path: path.to_owned(),
+            Call::OpenBeneath {
+                dir: dir.path().to_owned(),
+                rel: rel.to_owned(),
                 create,
             },
-            path,
+            &full,
             "openat2",
         )?;
-        Ok(Self::handle(
-            root.join(path.strip_prefix("/").unwrap_or(path)),
-        ))
+        Ok(Self::handle(full))
+    }
+
+    fn symlink_at(&self, dir: &Handle, name: &str, target: &Path) -> SysResult<()> {
+        let full = dir.path().join(name);
+        self.record(
+            Call::Symlink {
+                path: full.clone(),
+                target: target.to_owned(),
+            },
+            &full,
+            "symlink",
+        )
     }
 
     fn write_in_root(&self, root: &Path, path: &Path, contents: &[u8], mode: u32) -> SysResult<()> {

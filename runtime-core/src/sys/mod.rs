@@ -46,31 +46,33 @@ pub enum NodeKind {
 }
 
 /// How `resolve_in_root` creates what is missing.
+///
+/// Missing components are only ever created on the mount the root itself is
+/// (the container's own writable layer, `RESOLVE_NO_XDEV`), never inside a
+/// bind of a host filesystem, where root would otherwise create files on the
+/// user's behalf. There is deliberately no way to create across mounts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Create {
     /// What the last component becomes (parents are always directories).
     pub kind: NodeKind,
-    /// Whether the walk that creates may cross mount points. Without it,
-    /// missing components are only created on the mount the root itself is
-    /// (the container's own writable layer), never inside a bind of a host
-    /// filesystem, where root would otherwise create files on the user's behalf.
-    pub across_mounts: bool,
 }
 
 impl Create {
     pub fn here(kind: NodeKind) -> Option<Create> {
-        Some(Create {
-            kind,
-            across_mounts: false,
-        })
+        Some(Create { kind })
     }
+}
 
-    pub fn anywhere(kind: NodeKind) -> Option<Create> {
-        Some(Create {
-            kind,
-            across_mounts: true,
-        })
-    }
+/// A new filesystem to build detached with `fsopen`/`fsconfig`/`fsmount`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsSpec<'a> {
+    pub fstype: &'a str,
+    /// The `source` parameter (a device for squashfs/xfs, a name otherwise).
+    pub source: &'a str,
+    /// Comma-separated `key=value` parameters and `flag`s, as mount(8) data.
+    pub data: &'a str,
+    /// Set on the new mount by `fsmount` itself, before it is reachable.
+    pub attrs: MountAttrs,
 }
 
 /// An open reference to a path, usable as a mount source or target.
@@ -129,6 +131,20 @@ pub struct MountAttrs {
 }
 
 impl MountAttrs {
+    pub const NONE: MountAttrs = MountAttrs {
+        rdonly: false,
+        nosuid: false,
+        nodev: false,
+        noexec: false,
+    };
+
+    pub const NOSUID_NODEV_NOEXEC: MountAttrs = MountAttrs {
+        rdonly: false,
+        nosuid: true,
+        nodev: true,
+        noexec: true,
+    };
+
     pub const NOSUID_NODEV: MountAttrs = MountAttrs {
         rdonly: false,
         nosuid: true,
@@ -211,8 +227,20 @@ pub trait Sys {
     /// `umount2(2)`.
     fn umount(&self, target: &Path, flags: MntFlags) -> SysResult<()>;
     /// `mount_setattr(2)` on the mount `target` refers to; with `recursive`,
-    /// on every mount below it too (`AT_RECURSIVE`).
+    /// on every mount below it too (`AT_RECURSIVE`). Only ever called on a
+    /// detached mount (from [`Sys::open_tree`]), so the attributes land on the
+    /// very mount that is then attached, whatever happens to paths meanwhile.
     fn mount_setattr(&self, target: &Handle, set: MountAttrs, recursive: bool) -> SysResult<()>;
+    /// A detached copy of the mount tree at `source` (`open_tree(2)` with
+    /// `OPEN_TREE_CLONE`, `AT_RECURSIVE` with `recursive`), for a bind.
+    fn open_tree(&self, source: &Handle, recursive: bool) -> SysResult<Handle>;
+    /// A new, detached filesystem mount (`fsopen`, `fsconfig`, `fsmount`) with
+    /// its attributes already set.
+    fn fs_mount(&self, spec: &FsSpec<'_>) -> SysResult<Handle>;
+    /// Attaches the detached mount `mount` onto exactly the inode `target`
+    /// refers to (`move_mount(2)`, both `*_EMPTY_PATH`). Afterwards `mount`
+    /// names the root of the attached mount.
+    fn move_mount(&self, mount: &Handle, target: &Handle) -> SysResult<()>;
     /// A free loop device attached read-only with autoclear to `image`
     /// (`LOOP_CTL_GET_FREE` + `LOOP_CONFIGURE`, retried when another process
     /// grabbed the same device).
@@ -230,7 +258,8 @@ pub trait Sys {
     /// Runs `argv[0]` (an absolute path) with an empty environment and
     /// stdin/stdout on `/dev/null`, killing it after `timeout` (`ETIMEDOUT`).
     fn run_tool(&self, argv: &[&OsStr], timeout: Duration) -> SysResult<ToolOutput>;
-    /// Gives the directory `target` refers to this owner and mode.
+    /// Gives the directory `target` refers to this owner and mode, through
+    /// that descriptor (never a path).
     fn chown_dir(&self, target: &Handle, uid: u32, gid: u32, mode: u32) -> SysResult<()>;
     /// `mkdir -p` on the host side (only ever below `mount_root`).
     fn mkdir_all(&self, path: &Path, mode: u32) -> SysResult<()>;
@@ -243,8 +272,26 @@ pub trait Sys {
         path: &Path,
         create: Option<Create>,
     ) -> SysResult<Handle>;
+    /// Opens `path` inside `root` like [`Sys::resolve_in_root`], but the whole
+    /// walk stays on the root's own mount (`RESOLVE_NO_XDEV` for existing
+    /// components too): an image symlink leading into any other mount (a site
+    /// mount, a module's bind of a host directory) is refused with `EXDEV`.
+    fn resolve_on_root_mount(
+        &self,
+        root: &Path,
+        path: &Path,
+        create: Option<Create>,
+    ) -> SysResult<Handle>;
+    /// Opens `rel` strictly below the directory `dir` (`RESOLVE_BENEATH`,
+    /// `RESOLVE_NO_SYMLINKS`, `RESOLVE_NO_XDEV`), creating what is missing:
+    /// for the runtime's own paths (`/proc`, `/dev/pts`, device nodes), which
+    /// no symlink and no other mount may redirect.
+    fn open_beneath(&self, dir: &Handle, rel: &Path, create: Option<Create>) -> SysResult<Handle>;
+    /// Replaces `name` in the directory `dir` with a symlink to `target`.
+    fn symlink_at(&self, dir: &Handle, name: &str, target: &Path) -> SysResult<()>;
     /// Replaces `path` inside `root` with a new regular file (never writing
-    /// through a symlink of the image).
+    /// through a symlink of the image, and only on the root's own mount:
+    /// a parent leading into another mount is refused with `EXDEV`).
     fn write_in_root(&self, root: &Path, path: &Path, contents: &[u8], mode: u32) -> SysResult<()>;
     /// Replaces `path` inside `root` with a symlink to `target`.
     fn symlink_in_root(&self, root: &Path, path: &Path, target: &Path) -> SysResult<()>;
@@ -255,7 +302,9 @@ pub trait Sys {
     fn open_host(&self, path: &Path) -> SysResult<(Handle, NodeKind)>;
     fn chroot(&self, path: &Path) -> SysResult<()>;
     fn chdir(&self, path: &Path) -> SysResult<()>;
-    /// Drops every capability from the bounding set (`PR_CAPBSET_DROP`).
+    /// Drops capabilities 0..=63 from the bounding set (`PR_CAPBSET_DROP`;
+    /// numbers the kernel does not know are skipped), without asking the
+    /// filesystem how many there are.
     fn drop_bounding_set(&self) -> SysResult<()>;
     /// Empties the inheritable and ambient sets, which survive a uid change.
     fn clear_inheritable_and_ambient(&self) -> SysResult<()>;
@@ -264,6 +313,8 @@ pub trait Sys {
     fn setresgid(&self, gid: u32) -> SysResult<()>;
     fn setresuid(&self, uid: u32) -> SysResult<()>;
     fn read_ids(&self) -> SysResult<Ids>;
+    /// The five sets from the kernel itself (`capget`, `PR_CAPBSET_READ`,
+    /// `PR_CAP_AMBIENT_IS_SET`), never from a `/proc` that a mount could fake.
     fn read_caps(&self) -> SysResult<CapSets>;
     fn no_new_privs(&self) -> SysResult<bool>;
 }

@@ -20,8 +20,8 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{ForkResult, Gid, Pid, Uid};
 
 use super::{
-    CapSets, Create, Creds, Handle, Ids, LoopDev, MountAttrs, NodeKind, Sys, SysError, SysResult,
-    ToolOutput,
+    CapSets, Create, Creds, FsSpec, Handle, Ids, LoopDev, MountAttrs, NodeKind, Sys, SysError,
+    SysResult, ToolOutput,
 };
 
 const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
@@ -59,6 +59,16 @@ struct LoopConfig {
     info: LoopInfo64,
     reserved: [u64; 8],
 }
+
+// The new mount API, from <linux/mount.h> (libc does not carry these).
+const FSOPEN_CLOEXEC: libc::c_uint = 1;
+const FSCONFIG_SET_FLAG: libc::c_uint = 0;
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
 
 /// `struct mount_attr` from <linux/mount.h>.
 #[repr(C)]
@@ -154,14 +164,20 @@ impl RealSys {
             return Err(SysError::new(op, rel, Errno::EINVAL));
         };
         let parent: PathBuf = parents.iter().collect();
-        let h = self.resolve_in_root(root, &parent, Create::here(NodeKind::Dir))?;
-        let fd = nix::fcntl::open(
-            h.path(),
+        // Root writes stay on the root's own mount: a parent that an image
+        // symlink leads into a bind of a host directory is refused (EXDEV).
+        let h = self.resolve_on_root_mount(root, &parent, Create::here(NodeKind::Dir))?;
+        let dirfd = h
+            .fd()
+            .ok_or_else(|| SysError::new(op, root.join(&parent), Errno::EBADF))?;
+        let fd = nix::fcntl::openat(
+            Some(dirfd.as_raw_fd()),
+            ".",
             OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
             Mode::empty(),
         )
         .map_err(|e| SysError::new(op, root.join(&parent), e))?;
-        // SAFETY: open(2) just returned this descriptor and nothing else owns it.
+        // SAFETY: openat(2) just returned this descriptor and nothing else owns it.
         Ok((unsafe { OwnedFd::from_raw_fd(fd) }, name))
     }
 
@@ -306,11 +322,16 @@ impl Sys for RealSys {
 
     fn chown_dir(&self, target: &Handle, uid: u32, gid: u32, mode: u32) -> SysResult<()> {
         let shown = target.host_path();
-        // The handle may be O_PATH, which fchown/fchmod refuse; reopening
-        // its /proc/self/fd link opens the very same inode.
-        let fd = nix::fcntl::open(
-            target.path(),
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        let dirfd = target
+            .fd()
+            .ok_or_else(|| SysError::new("chown", shown, Errno::EBADF))?;
+        // The handle may be O_PATH, which fchown/fchmod refuse; "." relative
+        // to it is the very same inode, opened without any path walk or
+        // magic link.
+        let fd = nix::fcntl::openat(
+            Some(dirfd.as_raw_fd()),
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
             Mode::empty(),
         )
         .map_err(|e| SysError::new("open", shown, e))?;
@@ -356,19 +377,53 @@ impl Sys for RealSys {
         let Some(create) = create else {
             return Err(SysError::new("openat2", &shown, Errno::ENOENT));
         };
-        let xdev = if create.across_mounts {
-            ResolveFlag::empty()
-        } else {
-            ResolveFlag::RESOLVE_NO_XDEV
+        create_in_root(&rootfd, root, &comps, create, &shown)
+    }
+
+    fn resolve_on_root_mount(
+        &self,
+        root: &Path,
+        path: &Path,
+        create: Option<Create>,
+    ) -> SysResult<Handle> {
+        let shown = root.join(path.strip_prefix("/").unwrap_or(path));
+        let comps = components("resolve", path)?;
+        let rootfd = open_root(root)?;
+        let rel: PathBuf = comps.iter().collect();
+        match openat2_resolving(&rootfd, &rel, OFlag::O_PATH, ResolveFlag::RESOLVE_NO_XDEV) {
+            Ok(fd) => return Ok(handle_from_fd(fd)),
+            Err(Errno::ENOENT) if create.is_some() => {}
+            Err(e) => return Err(SysError::new("openat2", &shown, e)),
+        }
+        let Some(create) = create else {
+            return Err(SysError::new("openat2", &shown, Errno::ENOENT));
         };
-        let mut parent =
-            openat2_in_root(&rootfd, Path::new(""), OFlag::O_PATH | OFlag::O_DIRECTORY)
-                .map_err(|e| SysError::new("openat2", root, e))?;
-        let mut sofar = PathBuf::new();
+        create_in_root(&rootfd, root, &comps, create, &shown)
+    }
+
+    fn open_beneath(&self, dir: &Handle, rel: &Path, create: Option<Create>) -> SysResult<Handle> {
+        let shown = dir.host_path().join(rel);
+        let dirfd = dir
+            .fd()
+            .ok_or_else(|| SysError::new("openat2", &shown, Errno::EBADF))?;
+        let comps = components("resolve", rel)?;
+        let strict = ResolveFlag::RESOLVE_BENEATH
+            | ResolveFlag::RESOLVE_NO_SYMLINKS
+            | ResolveFlag::RESOLVE_NO_MAGICLINKS
+            | ResolveFlag::RESOLVE_NO_XDEV;
+        let open = |at: RawFd, name: &Path| -> Result<OwnedFd, Errno> {
+            let how = OpenHow::new()
+                .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+                .resolve(strict);
+            let fd = nix::fcntl::openat2(at, name, how)?;
+            // SAFETY: openat2(2) just returned this descriptor and nothing else owns it.
+            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        };
+        let mut parent = open(dirfd.as_raw_fd(), Path::new("."))
+            .map_err(|e| SysError::new("openat2", &shown, e))?;
         for (i, name) in comps.iter().enumerate() {
-            sofar.push(name);
-            let last = i + 1 == comps.len();
-            match openat2_resolving(&rootfd, &sofar, OFlag::O_PATH, xdev) {
+            let name = Path::new(name);
+            match open(parent.as_raw_fd(), name) {
                 Ok(fd) => {
                     parent = fd;
                     continue;
@@ -376,33 +431,83 @@ impl Sys for RealSys {
                 Err(Errno::ENOENT) => {}
                 Err(e) => return Err(SysError::new("openat2", &shown, e)),
             }
-            if last && create.kind == NodeKind::File {
-                let fd = nix::fcntl::openat(
-                    Some(parent.as_raw_fd()),
-                    *name,
-                    OFlag::O_CREAT
-                        | OFlag::O_EXCL
-                        | OFlag::O_WRONLY
-                        | OFlag::O_NOFOLLOW
-                        | OFlag::O_CLOEXEC,
-                    Mode::from_bits_truncate(0o644),
-                )
-                .map_err(|e| SysError::new("create", &shown, e))?;
-                let _ = nix::unistd::close(fd);
-            } else {
-                match nix::sys::stat::mkdirat(
-                    Some(parent.as_raw_fd()),
-                    *name,
-                    Mode::from_bits_truncate(0o755),
-                ) {
-                    Ok(()) | Err(Errno::EEXIST) => {}
-                    Err(e) => return Err(SysError::new("mkdir", root.join(&sofar), e)),
-                }
-            }
-            parent = openat2_in_root(&rootfd, &sofar, OFlag::O_PATH)
-                .map_err(|e| SysError::new("openat2", &shown, e))?;
+            let Some(create) = create else {
+                return Err(SysError::new("openat2", &shown, Errno::ENOENT));
+            };
+            let last = i + 1 == comps.len();
+            make_node(&parent, name.as_os_str(), last, create.kind, &shown)?;
+            parent =
+                open(parent.as_raw_fd(), name).map_err(|e| SysError::new("openat2", &shown, e))?;
         }
         Ok(handle_from_fd(parent))
+    }
+
+    fn symlink_at(&self, dir: &Handle, name: &str, target: &Path) -> SysResult<()> {
+        let shown = dir.host_path().join(name);
+        let dirfd = dir
+            .fd()
+            .ok_or_else(|| SysError::new("symlink", &shown, Errno::EBADF))?;
+        if name.contains('/') || name.is_empty() || name == "." || name == ".." {
+            return Err(SysError::new("symlink", &shown, Errno::EINVAL));
+        }
+        let owned = nix::fcntl::openat(
+            Some(dirfd.as_raw_fd()),
+            ".",
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| SysError::new("open", &shown, e))?;
+        // SAFETY: openat(2) just returned this descriptor and nothing else owns it.
+        let owned = unsafe { OwnedFd::from_raw_fd(owned) };
+        Self::unlink_if_present("unlink", &owned, OsStr::new(name), &shown)?;
+        nix::unistd::symlinkat(target, Some(owned.as_raw_fd()), name)
+            .map_err(|e| SysError::new("symlink", &shown, e))
+    }
+
+    fn open_tree(&self, source: &Handle, recursive: bool) -> SysResult<Handle> {
+        let shown = source.host_path();
+        let fd = source
+            .fd()
+            .ok_or_else(|| SysError::new("open_tree", shown, Errno::EBADF))?;
+        let mut flags =
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_EMPTY_PATH as libc::c_uint;
+        if recursive {
+            flags |= libc::AT_RECURSIVE as libc::c_uint;
+        }
+        // SAFETY: the path is a valid empty C string and `fd` is open.
+        let rc = unsafe { libc::syscall(libc::SYS_open_tree, fd.as_raw_fd(), c"".as_ptr(), flags) };
+        if rc < 0 {
+            return Err(SysError::new("open_tree", shown, Errno::last()));
+        }
+        // SAFETY: open_tree(2) just returned this descriptor and nothing else owns it.
+        let tree = unsafe { OwnedFd::from_raw_fd(rc as RawFd) };
+        Ok(Handle::new(Some(tree), shown.to_owned(), shown.to_owned()))
+    }
+
+    fn fs_mount(&self, spec: &FsSpec<'_>) -> SysResult<Handle> {
+        fs_mount(spec)
+    }
+
+    fn move_mount(&self, mount: &Handle, target: &Handle) -> SysResult<()> {
+        let shown = target.host_path();
+        let (Some(from), Some(to)) = (mount.fd(), target.fd()) else {
+            return Err(SysError::new("move_mount", shown, Errno::EBADF));
+        };
+        // SAFETY: both paths are valid empty C strings and both fds are open.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                from.as_raw_fd(),
+                c"".as_ptr(),
+                to.as_raw_fd(),
+                c"".as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+            )
+        };
+        if rc < 0 {
+            return Err(SysError::new("move_mount", shown, Errno::last()));
+        }
+        Ok(())
     }
 
     fn write_in_root(&self, root: &Path, path: &Path, contents: &[u8], mode: u32) -> SysResult<()> {
@@ -460,11 +565,9 @@ impl Sys for RealSys {
     }
 
     fn drop_bounding_set(&self) -> SysResult<()> {
-        let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(63);
-        for cap in 0..=last {
+        // Every number a u64 set can hold, not `cap_last_cap`: after a chroot,
+        // or with a site mount over /proc, that file may be the user's.
+        for cap in 0..64u32 {
             // SAFETY: PR_CAPBSET_DROP takes a capability number; no pointers.
             let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
             if rc < 0 && Errno::last() != Errno::EINVAL {
@@ -546,10 +649,7 @@ impl Sys for RealSys {
     }
 
     fn read_caps(&self) -> SysResult<CapSets> {
-        let path = "/proc/thread-self/status";
-        let text =
-            std::fs::read_to_string(path).map_err(|e| SysError::new("read", path, io_errno(&e)))?;
-        parse_cap_sets(&text).ok_or_else(|| SysError::new("parse", path, Errno::EINVAL))
+        read_caps()
     }
 
     fn no_new_privs(&self) -> SysResult<bool> {
@@ -564,6 +664,143 @@ impl Sys for RealSys {
         }
         Ok(rc == 1)
     }
+}
+
+/// Creates the missing tail of `comps` inside `root`, one component at a
+/// time, each prefix resolved inside the root and on its mount only
+/// (`RESOLVE_NO_XDEV`), so neither a symlink nor a bound host directory can
+/// make root create anything outside the container's own writable layer.
+fn create_in_root(
+    rootfd: &OwnedFd,
+    root: &Path,
+    comps: &[&OsStr],
+    create: Create,
+    shown: &Path,
+) -> SysResult<Handle> {
+    {
+        let xdev = ResolveFlag::RESOLVE_NO_XDEV;
+        let mut parent = openat2_resolving(
+            rootfd,
+            Path::new(""),
+            OFlag::O_PATH | OFlag::O_DIRECTORY,
+            xdev,
+        )
+        .map_err(|e| SysError::new("openat2", root, e))?;
+        let mut sofar = PathBuf::new();
+        for (i, name) in comps.iter().enumerate() {
+            sofar.push(name);
+            let last = i + 1 == comps.len();
+            match openat2_resolving(rootfd, &sofar, OFlag::O_PATH, xdev) {
+                Ok(fd) => {
+                    parent = fd;
+                    continue;
+                }
+                Err(Errno::ENOENT) => {}
+                Err(e) => return Err(SysError::new("openat2", shown, e)),
+            }
+            make_node(&parent, name, last, create.kind, &root.join(&sofar))?;
+            parent = openat2_resolving(rootfd, &sofar, OFlag::O_PATH, xdev)
+                .map_err(|e| SysError::new("openat2", shown, e))?;
+        }
+        Ok(handle_from_fd(parent))
+    }
+}
+
+/// Creates `name` in `parent`: a regular file (0644) when it is the `last`
+/// component and `kind` says so, a directory (0755) otherwise. Never follows
+/// a symlink that appears at `name` meanwhile.
+fn make_node(
+    parent: &OwnedFd,
+    name: &OsStr,
+    last: bool,
+    kind: NodeKind,
+    shown: &Path,
+) -> SysResult<()> {
+    if last && kind == NodeKind::File {
+        let fd = nix::fcntl::openat(
+            Some(parent.as_raw_fd()),
+            name,
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        )
+        .map_err(|e| SysError::new("create", shown, e))?;
+        let _ = nix::unistd::close(fd);
+        return Ok(());
+    }
+    match nix::sys::stat::mkdirat(
+        Some(parent.as_raw_fd()),
+        name,
+        Mode::from_bits_truncate(0o755),
+    ) {
+        Ok(()) | Err(Errno::EEXIST) => Ok(()),
+        Err(e) => Err(SysError::new("mkdir", shown, e)),
+    }
+}
+
+/// `fsopen` + one `fsconfig` per parameter + `FSCONFIG_CMD_CREATE` + `fsmount`
+/// with the attributes: a mount that exists only as our descriptor until
+/// [`Sys::move_mount`] places it.
+fn fs_mount(spec: &FsSpec<'_>) -> SysResult<Handle> {
+    let shown = PathBuf::from(format!("{} ({})", spec.fstype, spec.source));
+    let err = |op: &'static str| SysError::new(op, &shown, Errno::last());
+    let fstype =
+        CString::new(spec.fstype).map_err(|_| SysError::new("fsopen", &shown, Errno::EINVAL))?;
+    // SAFETY: `fstype` is a valid NUL-terminated string.
+    let rc = unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) };
+    if rc < 0 {
+        return Err(err("fsopen"));
+    }
+    // SAFETY: fsopen(2) just returned this descriptor and nothing else owns it.
+    let fsfd = unsafe { OwnedFd::from_raw_fd(rc as RawFd) };
+    let config = |cmd: libc::c_uint, key: Option<&str>, value: Option<&str>| -> SysResult<()> {
+        let key = key
+            .map(CString::new)
+            .transpose()
+            .map_err(|_| SysError::new("fsconfig", &shown, Errno::EINVAL))?;
+        let value = value
+            .map(CString::new)
+            .transpose()
+            .map_err(|_| SysError::new("fsconfig", &shown, Errno::EINVAL))?;
+        let kp = key.as_ref().map_or(std::ptr::null(), |k| k.as_ptr());
+        let vp = value.as_ref().map_or(std::ptr::null(), |v| v.as_ptr());
+        // SAFETY: the pointers are null or valid NUL-terminated strings that
+        // outlive the call; `fsfd` is open.
+        let rc = unsafe { libc::syscall(libc::SYS_fsconfig, fsfd.as_raw_fd(), cmd, kp, vp, 0) };
+        if rc < 0 {
+            return Err(err("fsconfig"));
+        }
+        Ok(())
+    };
+    if !spec.source.is_empty() {
+        config(FSCONFIG_SET_STRING, Some("source"), Some(spec.source))?;
+    }
+    for param in spec.data.split(',').filter(|p| !p.is_empty()) {
+        match param.split_once('=') {
+            Some((k, v)) => config(FSCONFIG_SET_STRING, Some(k), Some(v))?,
+            None => config(FSCONFIG_SET_FLAG, Some(param), None)?,
+        }
+    }
+    if spec.attrs.rdonly {
+        // MOUNT_ATTR_RDONLY only concerns the mount; the superblock must be
+        // read-only too, or a read-only device (the image's loop) is refused.
+        config(FSCONFIG_SET_FLAG, Some("ro"), None)?;
+    }
+    config(FSCONFIG_CMD_CREATE, None, None)?;
+    // SAFETY: `fsfd` is an open filesystem context; no pointers.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_fsmount,
+            fsfd.as_raw_fd(),
+            FSMOUNT_CLOEXEC,
+            spec.attrs.bits() as libc::c_uint,
+        )
+    };
+    if rc < 0 {
+        return Err(err("fsmount"));
+    }
+    // SAFETY: fsmount(2) just returned this descriptor and nothing else owns it.
+    let mnt = unsafe { OwnedFd::from_raw_fd(rc as RawFd) };
+    Ok(Handle::new(Some(mnt), shown.clone(), shown))
 }
 
 /// Attaches a free loop device with autoclear (and `extra_flags`) to the open
@@ -690,6 +927,93 @@ fn run_tool(argv: &[&OsStr], timeout: Duration) -> SysResult<ToolOutput> {
     })
 }
 
+/// `struct __user_cap_header_struct` from <linux/capability.h>.
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+/// `struct __user_cap_data_struct`.
+#[repr(C)]
+#[derive(Default, Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// The calling thread's capability sets, asked of the kernel directly.
+fn read_caps() -> SysResult<CapSets> {
+    let mut hdr = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: `hdr` and the two-element `data` array are what capget(2)
+    // expects for version 3, and live across the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &mut hdr as *mut CapHeader,
+            data.as_mut_ptr(),
+        )
+    };
+    if rc < 0 {
+        return Err(SysError::new("capget", "", Errno::last()));
+    }
+    let wide = |f: fn(&CapData) -> u32| u64::from(f(&data[0])) | (u64::from(f(&data[1])) << 32);
+    let mut bounding = 0u64;
+    let mut ambient = 0u64;
+    for cap in 0..64u32 {
+        // SAFETY: PR_CAPBSET_READ takes a capability number; no pointers.
+        let rc = unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap as libc::c_ulong, 0, 0, 0) };
+        match rc {
+            1 => bounding |= 1 << cap,
+            0 => {}
+            _ if Errno::last() == Errno::EINVAL => {}
+            _ => {
+                return Err(SysError::new(
+                    "prctl(PR_CAPBSET_READ)",
+                    format!("cap {cap}"),
+                    Errno::last(),
+                ))
+            }
+        }
+        // SAFETY: PR_CAP_AMBIENT_IS_SET takes a capability number; no pointers.
+        let rc = unsafe {
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_IS_SET as libc::c_ulong,
+                cap as libc::c_ulong,
+                0,
+                0,
+            )
+        };
+        match rc {
+            1 => ambient |= 1 << cap,
+            0 => {}
+            _ if Errno::last() == Errno::EINVAL => {}
+            _ => {
+                return Err(SysError::new(
+                    "prctl(PR_CAP_AMBIENT_IS_SET)",
+                    format!("cap {cap}"),
+                    Errno::last(),
+                ))
+            }
+        }
+    }
+    Ok(CapSets {
+        inheritable: wide(|d| d.inheritable),
+        permitted: wide(|d| d.permitted),
+        effective: wide(|d| d.effective),
+        bounding,
+        ambient,
+    })
+}
+
 /// `CapInh`/`CapPrm`/`CapEff`/`CapBnd`/`CapAmb` from a `/proc/*/status` text.
 pub fn parse_cap_sets(status: &str) -> Option<CapSets> {
     let get = |key: &str| {
@@ -733,14 +1057,34 @@ fn open_as_user(path: &Path, creds: &Creds) -> SysResult<(Handle, NodeKind)> {
                 nix::unistd::setresgid(g, g, g)?;
                 let u = Uid::from_raw(creds.uid);
                 nix::unistd::setresuid(u, u, u)?;
+                // Hold nothing of the privileged parent's: no descriptor it
+                // opened can be reached through /proc/self/fd.
+                close_all_but(theirs.as_raw_fd());
                 // O_NONBLOCK so a fifo cannot hang us; O_RDONLY (not O_PATH)
-                // so read permission on the source itself is required.
-                let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
-                // SAFETY: `cpath` is a valid NUL-terminated string.
-                let fd = unsafe { libc::open(cpath.as_ptr(), flags) };
+                // so read permission on the source itself is required; no
+                // magic link (/proc/*/fd/N) may stand in for a path walk that
+                // the user's search permissions would refuse.
+                let how = OpenHowRaw {
+                    flags: (libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+                        as u64,
+                    mode: 0,
+                    resolve: libc::RESOLVE_NO_MAGICLINKS,
+                };
+                // SAFETY: `cpath` is a valid NUL-terminated string and `how`
+                // a live `struct open_how` of the size passed.
+                let fd = unsafe {
+                    libc::syscall(
+                        libc::SYS_openat2,
+                        libc::AT_FDCWD,
+                        cpath.as_ptr(),
+                        &how as *const OpenHowRaw,
+                        std::mem::size_of::<OpenHowRaw>(),
+                    )
+                };
                 if fd < 0 {
                     return Err(Errno::last());
                 }
+                let fd = fd as RawFd;
                 let st = nix::sys::stat::fstat(fd)?;
                 let kind = match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
                     SFlag::S_IFDIR => b'd',
@@ -779,6 +1123,28 @@ fn open_as_user(path: &Path, creds: &Creds) -> SysResult<(Handle, NodeKind)> {
             let _ = waitpid(child, None);
             received
         }
+    }
+}
+
+/// `struct open_how` from <linux/openat2.h>, built on the stack so the forked
+/// child of a multi-threaded slurmstepd never allocates.
+#[repr(C)]
+struct OpenHowRaw {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+/// Closes every descriptor above stderr except `keep` (`close_range(2)`).
+fn close_all_but(keep: RawFd) {
+    let keep = keep as libc::c_uint;
+    // SAFETY: close_range takes integers only; closing descriptors we do not
+    // use afterwards is harmless.
+    unsafe {
+        if keep > 3 {
+            libc::syscall(libc::SYS_close_range, 3u32, keep - 1, 0u32);
+        }
+        libc::syscall(libc::SYS_close_range, keep + 1, u32::MAX, 0u32);
     }
 }
 
