@@ -23,6 +23,10 @@ fi
 rm -rf "$tb/oci"/*
 python3 "$here/mkoci.py" --out "$tb/oci" --capcheck "$tb/build/capcheck" --busybox /bin/busybox \
     "${mpi_programs[@]}"
+# integration/tests/attacks.rs: busybox with a system directory replaced by a
+# symlink (/opt/shifter points at node n1's slurmd spool dir).
+python3 "$here/attacks.py" --out "$tb/oci" --capcheck "$tb/build/capcheck" --busybox /bin/busybox \
+    --node-spool "$tb/spool/n1" >/dev/null
 
 push() {  # push LAYOUT DEST [skopeo flags]
     local src=$1 dest=$2
@@ -38,6 +42,13 @@ push multi multi:latest --all --format oci
 push multi multi:dockerlist --all --format v2s2
 printf "export SHIFTER_IMAGES='%s'\n" \
     "busybox:latest busybox:oci layered:latest layered:oci multi:latest multi:dockerlist" >>"$tb/env"
+# Kept out of SHIFTER_IMAGES: only integration/tests/attacks.rs runs them.
+attack_images=""
+for a in etc-ssh-link etc-link usr-bin-link opt-shifter-link; do
+    push "attack-$a" "attack/$a:latest" --format v2s2
+    attack_images="$attack_images attack/$a:latest"
+done
+printf "export SHIFTER_ATTACK_IMAGES='%s'\n" "${attack_images# }" >>"$tb/env"
 # Kept out of SHIFTER_IMAGES: the tests that walk every image need not pay
 # for its 60 MB of libraries; integration/tests/modules.rs uses it.
 if [ -d "$tb/oci/mpi" ]; then

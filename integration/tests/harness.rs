@@ -227,6 +227,24 @@ fn test_images_are_reproducible() {
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     tb.run_root(&args, T).assert_ok();
+    // build.sh adds the attack images (integration/tests/attacks.rs) the same way.
+    let spool = tb.dir.join("spool/n1");
+    tb.run_root(
+        &[
+            "python3",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/images/attacks.py"),
+            "--out",
+            again.to_str().unwrap(),
+            "--capcheck",
+            capcheck.to_str().unwrap(),
+            "--busybox",
+            "/bin/busybox",
+            "--node-spool",
+            spool.to_str().unwrap(),
+        ],
+        T,
+    )
+    .assert_ok();
     let diff = tb.run_root(
         &[
             "diff",

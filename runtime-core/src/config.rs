@@ -250,6 +250,13 @@ pub struct PerNodeCacheConfig {
     /// How long `mkfs.xfs` may take before the setup fails.
     #[serde(default = "default_mkfs_timeout")]
     pub mkfs_timeout_secs: u64,
+    /// Most caches one step (or one `shifter` run) may ask for.
+    #[serde(default = "default_max_count")]
+    pub max_count: usize,
+    /// Most bytes of caches one user may have attached on a node at once,
+    /// over all their steps and `shifter` runs (default: 4 × `max_size`).
+    #[serde(default)]
+    pub max_per_user: Option<String>,
 }
 
 impl PerNodeCacheConfig {
@@ -261,6 +268,8 @@ impl PerNodeCacheConfig {
             max_size,
             mkfs_xfs: default_mkfs_xfs(),
             mkfs_timeout_secs: default_mkfs_timeout(),
+            max_count: default_max_count(),
+            max_per_user: None,
         }
     }
 
@@ -276,6 +285,10 @@ impl PerNodeCacheConfig {
 fn default_mkfs_xfs() -> PathBuf {
     "/usr/sbin/mkfs.xfs".into()
 }
+fn default_max_count() -> usize {
+    4
+}
+
 fn default_mkfs_timeout() -> u64 {
     120
 }

@@ -137,6 +137,29 @@ pub fn check_config(c: &PerNodeCacheConfig) -> Result<(), (String, String, &'sta
             "give the absolute path of mkfs.xfs, e.g. \"/usr/sbin/mkfs.xfs\"",
         ));
     }
+    if c.max_count == 0 {
+        return Err((
+            "max_count".into(),
+            "0 would refuse every cache".into(),
+            "allow at least 1, or remove [per_node_cache] to offer none",
+        ));
+    }
+    if let Some(total) = &c.max_per_user {
+        let t = parse_size(total).map_err(|why| {
+            (
+                "max_per_user".to_owned(),
+                why,
+                "write e.g. max_per_user = \"200G\"",
+            )
+        })?;
+        if t < max {
+            return Err((
+                "max_per_user".into(),
+                format!("{total} is below max_size ({})", c.max_size),
+                "allow at least max_size",
+            ));
+        }
+    }
     if c.mkfs_timeout_secs == 0 {
         return Err((
             "mkfs_timeout_secs".into(),
@@ -181,8 +204,93 @@ pub fn check_request(
     Ok(())
 }
 
+/// The node-wide limit of one user's attached caches, in bytes.
+pub fn per_user_limit(cfg: &PerNodeCacheConfig) -> u64 {
+    // Both validated when the config was loaded.
+    match &cfg.max_per_user {
+        Some(t) => parse_size(t).unwrap_or(0),
+        None => parse_size(&cfg.max_size).unwrap_or(0).saturating_mul(4),
+    }
+}
+
+/// The file name prefix of `uid`'s backing files: loop devices keep the
+/// (unlinked) name, which is how a node counts a user's caches.
+fn backing_prefix(uid: u32) -> String {
+    format!("shifter-cache-u{uid}-")
+}
+
+/// Bytes of caches of `uid` attached on this node now, from the loop
+/// devices' backing file names and sizes (`/sys/block/loop*/loop/backing_file`
+/// and `size`, in 512-byte sectors), as `(backing_file, size)` pairs.
+pub fn attached_bytes(uid: u32, devices: impl IntoIterator<Item = (String, u64)>) -> u64 {
+    let prefix = backing_prefix(uid);
+    devices
+        .into_iter()
+        .filter(|(file, _)| {
+            Path::new(file.trim_end_matches(" (deleted)"))
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix))
+        })
+        .map(|(_, sectors)| sectors.saturating_mul(512))
+        .sum()
+}
+
+/// Every loop device's backing file name and size in sectors, from sysfs.
+pub fn loop_devices() -> Vec<(String, u64)> {
+    let Ok(dir) = std::fs::read_dir("/sys/block") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("loop"))
+        .filter_map(|e| {
+            let file = std::fs::read_to_string(e.path().join("loop/backing_file")).ok()?;
+            let size = std::fs::read_to_string(e.path().join("size"))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            Some((file.trim().to_owned(), size))
+        })
+        .collect()
+}
+
+/// The limits that concern a whole request: how many caches one step may
+/// ask for, and how much one user may hold on the node with this request.
+pub fn check_totals(
+    cfg: &PerNodeCacheConfig,
+    uid: u32,
+    requested: &[u64],
+    attached: u64,
+) -> Result<(), String> {
+    if requested.len() > cfg.max_count {
+        return Err(format!(
+            "{} caches asked for, the site allows {} per step; use fewer, larger caches",
+            requested.len(),
+            cfg.max_count
+        ));
+    }
+    let limit = per_user_limit(cfg);
+    let want: u64 = requested.iter().sum();
+    if attached.saturating_add(want) > limit {
+        return Err(format!(
+            "uid {uid} has {} of caches on this node already and asks for {} more; the site allows {} per user: wait for your other steps to end, or ask for less",
+            human(attached),
+            human(want),
+            human(limit)
+        ));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Error)]
 pub enum CacheError {
+    #[error("per-node cache for {destination}: {dir} has less free space than the {size} asked for; ask for less, or ask your admin to free space there")]
+    NoSpace {
+        destination: PathBuf,
+        dir: PathBuf,
+        size: String,
+    },
     #[error("per-node cache directory {dir} must be a directory owned by root and not writable by group or others (it is not, or is a symlink); ask your admin to fix it")]
     UnsafeDir { dir: PathBuf },
     #[error("per-node cache for {destination}: {step}: {cause}")]
@@ -217,6 +325,7 @@ pub fn format(
     destination: &Path,
     req: &CacheRequest,
     index: usize,
+    uid: u32,
 ) -> Result<Formatted, CacheError> {
     let err = |step: &'static str| {
         move |cause: SysError| CacheError::Sys {
@@ -228,7 +337,7 @@ pub fn format(
     // 0700 only when we create it; an existing one is checked below.
     sys.mkdir_all(dir, 0o700)
         .map_err(err("creating the cache directory"))?;
-    let file = create_backing(sys, dir, req, index, destination)?;
+    let file = create_backing(sys, dir, req, index, uid, destination)?;
     let attached = sys.attach_loop_rw(&file);
     // The loop device holds the file now (or failed to): its name can go,
     // so a crash from here on leaves no file behind.
@@ -263,11 +372,14 @@ fn create_backing(
     dir: &Path,
     req: &CacheRequest,
     index: usize,
+    uid: u32,
     destination: &Path,
 ) -> Result<Handle, CacheError> {
     // Unique per process and cache; O_EXCL refuses anything already there.
+    // The uid in the name is how the node counts a user's caches.
     let name = format!(
-        "shifter-cache-{}-{}-{index}.xfs",
+        "{}{}-{}-{index}.xfs",
+        backing_prefix(uid),
         std::process::id(),
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -276,6 +388,11 @@ fn create_backing(
     );
     sys.create_sparse_file(dir, &name, req.size)
         .map_err(|cause| match cause.errno {
+            nix::errno::Errno::ENOSPC => CacheError::NoSpace {
+                destination: destination.to_owned(),
+                dir: dir.to_owned(),
+                size: human(req.size),
+            },
             nix::errno::Errno::EPERM | nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR => {
                 CacheError::UnsafeDir {
                     dir: dir.to_owned(),
@@ -303,6 +420,8 @@ mod tests {
             max_size: "2G".into(),
             mkfs_xfs: "/usr/sbin/mkfs.xfs".into(),
             mkfs_timeout_secs: 60,
+            max_count: 4,
+            max_per_user: None,
         }
     }
 
@@ -405,6 +524,7 @@ mod tests {
             Path::new("/cache"),
             &CacheRequest { size: 1 << 30 },
             0,
+            1001,
         )
     }
 
@@ -469,5 +589,52 @@ mod tests {
             .contains("/tmp/cache must be a directory owned by root"));
         // Nothing was created, so nothing is attached or unlinked.
         assert_eq!(sys.calls().len(), 2);
+    }
+
+    #[test]
+    fn a_users_attached_caches_are_counted_from_the_loop_devices_names() {
+        let devices = vec![
+            (
+                "/var/cache/shifter/shifter-cache-u1001-77-1-0.xfs (deleted)".to_owned(),
+                2 * (1 << 21),
+            ),
+            (
+                "/var/cache/shifter/shifter-cache-u1001-78-1-0.xfs (deleted)".to_owned(),
+                1 << 21,
+            ),
+            (
+                "/var/cache/shifter/shifter-cache-u10010-9-1-0.xfs (deleted)".to_owned(),
+                1 << 30,
+            ),
+            ("/images/abc.squashfs".to_owned(), 1 << 30),
+        ];
+        assert_eq!(attached_bytes(1001, devices.clone()), 3 << 30);
+        assert_eq!(attached_bytes(10010, devices.clone()), 1 << 39);
+        assert_eq!(attached_bytes(7, devices), 0);
+    }
+
+    #[test]
+    fn too_many_caches_or_too_much_per_user_is_refused_with_the_limit_named() {
+        let mut c = cfg();
+        c.max_size = "1G".into();
+        c.max_count = 2;
+        let g = 1u64 << 30;
+        check_totals(&c, 1001, &[g, g], 0).unwrap();
+        let err = check_totals(&c, 1001, &[g, g, g], 0).unwrap_err();
+        assert!(err.contains("the site allows 2 per step"), "{err}");
+        // Default per-user total: 4 x max_size.
+        let err = check_totals(&c, 1001, &[g, g], 3 * g).unwrap_err();
+        assert!(
+            err.contains("has 3G of caches on this node already"),
+            "{err}"
+        );
+        assert!(err.contains("allows 4G per user"), "{err}");
+        c.max_per_user = Some("10G".into());
+        check_totals(&c, 1001, &[g, g], 3 * g).unwrap();
+        c.max_per_user = Some("512M".into());
+        assert!(check_config(&c).unwrap_err().1.contains("below max_size"));
+        c.max_per_user = None;
+        c.max_count = 0;
+        assert_eq!(check_config(&c).unwrap_err().0, "max_count");
     }
 }

@@ -95,6 +95,10 @@ pub struct Request<'a> {
 
 struct Assembler<'a> {
     sys: &'a dyn Sys,
+    /// Fresh filesystems the runtime itself made inside the root (private
+    /// `/tmp`, `/dev`), by container path: admin destinations below them are
+    /// created on them (they hold nothing of the user's yet).
+    own_mounts: Vec<(PathBuf, Handle)>,
     /// Mount points made, for diagnostics.
     mounted: Vec<PathBuf>,
     /// Whether the step's tmpfs at `mount_root` is attached (rollback detaches it).
@@ -181,22 +185,32 @@ impl Assembler<'_> {
         kind: NodeKind,
         exact: bool,
     ) -> Result<Handle, SetupError> {
-        let h = self
-            .sys
-            .resolve_on_root_mount(root, dest, Create::here(kind))
-            .map_err(|e| {
-                if is_diversion(&e) {
-                    SetupError::Diverted {
-                        what,
-                        path: dest.to_owned(),
-                    }
-                } else {
-                    SetupError::Sys {
-                        step: format!("{what}: creating {}", dest.display()),
-                        cause: e,
-                    }
+        let own = self
+            .own_mounts
+            .iter()
+            .filter_map(|(at, h)| dest.strip_prefix(at).ok().map(|rest| (at, h, rest)))
+            .max_by_key(|(at, _, _)| at.as_os_str().len());
+        let resolved = match own {
+            Some((_, mount, rest)) if !rest.as_os_str().is_empty() => {
+                self.sys.open_beneath(mount, rest, Create::here(kind))
+            }
+            _ => self
+                .sys
+                .resolve_on_root_mount(root, dest, Create::here(kind)),
+        };
+        let h = resolved.map_err(|e| {
+            if is_diversion(&e) {
+                SetupError::Diverted {
+                    what,
+                    path: dest.to_owned(),
                 }
-            })?;
+            } else {
+                SetupError::Sys {
+                    step: format!("{what}: creating {}", dest.display()),
+                    cause: e,
+                }
+            }
+        })?;
         if exact {
             let resolved = container_path(root, h.host_path());
             if resolved.as_deref() != Some(dest) {
@@ -285,8 +299,9 @@ impl Assembler<'_> {
         let dest = &v.destination;
         let step = format!("per-node cache {}", dest.display());
         let target = self.user_target(&step, root, dest, NodeKind::Dir, policy)?;
-        let formatted =
-            crate::per_node_cache::format(self.sys, cache_cfg, &v.source, dest, req, index)?;
+        let formatted = crate::per_node_cache::format(
+            self.sys, cache_cfg, &v.source, dest, req, index, user.uid,
+        )?;
         let device = formatted.device.path.to_string_lossy().into_owned();
         let fs = self.step(
             format!("{step}: mounting the xfs"),
@@ -346,6 +361,7 @@ pub fn prepare(
     let started = Instant::now();
     let mut a = Assembler {
         sys,
+        own_mounts: Vec::new(),
         mounted: Vec::new(),
         base: None,
     };
@@ -378,6 +394,7 @@ fn assemble(
     for v in req.volumes {
         policy.check_volume(v)?;
     }
+    check_cache_totals(cfg, user, req.volumes)?;
     let l = Layout::new(&cfg.mount_root);
 
     a.step("new mount namespace", sys.unshare_mount_ns())?;
@@ -501,7 +518,7 @@ fn assemble(
     match cfg.tmp {
         TmpMode::Private => {
             let data = format!("size={},mode=1777", cfg.tmp_size);
-            a.new_fs_beneath(
+            let tmp = a.new_fs_beneath(
                 "mounting /tmp",
                 &ovl,
                 "/",
@@ -513,6 +530,7 @@ fn assemble(
                     attrs: MountAttrs::NOSUID_NODEV,
                 },
             )?;
+            a.own_mounts.push(("/tmp".into(), tmp));
         }
         TmpMode::Host => {
             let step = "binding the host /tmp";
@@ -577,6 +595,30 @@ fn assemble(
         root: l.root.clone(),
         loop_device: loop_path,
         mounts: a.mounted.clone(),
+    })
+}
+
+/// The per-step count and the per-user node total of per-node caches,
+/// before anything is made.
+fn check_cache_totals(cfg: &Config, user: &UserInfo, volumes: &[Volume]) -> Result<(), SetupError> {
+    let sizes: Vec<u64> = volumes
+        .iter()
+        .filter_map(|v| v.cache.as_ref().map(|c| c.size))
+        .collect();
+    let (Some(cache_cfg), Some(first)) = (
+        cfg.per_node_cache.as_ref(),
+        volumes.iter().find(|v| v.cache.is_some()),
+    ) else {
+        return Ok(());
+    };
+    let attached =
+        crate::per_node_cache::attached_bytes(user.uid, crate::per_node_cache::loop_devices());
+    crate::per_node_cache::check_totals(cache_cfg, user.uid, &sizes, attached).map_err(|why| {
+        VolumeError::CacheRefused {
+            destination: first.destination.clone(),
+            why,
+        }
+        .into()
     })
 }
 
@@ -1095,6 +1137,34 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, SetupError::Diverted { .. }), "{err}");
         assert!(err.to_string().contains("/opt/shifter/gpu"), "{err}");
+    }
+
+    #[test]
+    fn a_module_destination_below_the_private_tmp_is_created_on_that_fresh_tmpfs() {
+        let sys = FakeSys::new();
+        let c = cfg("[modules.pmix]\nmounts = [{ source = \"/tmp/spool\" }]\n");
+        let mods = c.resolve_modules(Some(&["pmix".into()])).unwrap();
+        prepare(
+            &sys,
+            &c,
+            &image(),
+            &user(),
+            &Request {
+                volumes: &[],
+                modules: &mods,
+                sshd: None,
+            },
+        )
+        .unwrap();
+        let calls = sys.calls();
+        assert!(calls.contains(&Call::OpenBeneath {
+            dir: "fs:tmpfs:tmpfs".into(),
+            rel: "spool".into(),
+            create: Create::here(NodeKind::Dir)
+        }));
+        assert!(!calls
+            .iter()
+            .any(|c| matches!(c, Call::Resolve { path, .. } if path.starts_with("/tmp"))));
     }
 
     #[test]

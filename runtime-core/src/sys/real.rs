@@ -282,6 +282,14 @@ impl Sys for RealSys {
         if name.contains('/') {
             return Err(SysError::new("create", &shown, Errno::EINVAL));
         }
+        // A sparse file promises space it does not take: refuse to promise
+        // more than the filesystem has free for unprivileged use now.
+        let vfs =
+            nix::sys::statvfs::fstatvfs(&dirfd).map_err(|e| SysError::new("statvfs", dir, e))?;
+        let free = (vfs.blocks_available() as u64).saturating_mul(vfs.fragment_size() as u64);
+        if size > free {
+            return Err(SysError::new("create", &shown, Errno::ENOSPC));
+        }
         let fd = nix::fcntl::openat(
             Some(dirfd.as_raw_fd()),
             name,
@@ -1359,6 +1367,12 @@ mod tests {
         assert_eq!(md.mode() & 0o7777, 0o600);
         assert!(md.blocks() < 16, "not sparse: {} blocks", md.blocks());
         assert_eq!(h.host_path(), dir.join("c.xfs"));
+        // More than the filesystem has free is never promised.
+        let err = RealSys
+            .create_sparse_file(&dir, "huge.xfs", 1 << 60)
+            .unwrap_err();
+        assert_eq!(err.errno, Errno::ENOSPC);
+        assert!(!dir.join("huge.xfs").exists());
         // O_EXCL: an existing name is never reused.
         let err = RealSys
             .create_sparse_file(&dir, "c.xfs", 1 << 20)
