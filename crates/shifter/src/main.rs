@@ -48,6 +48,9 @@ fn init_logging(setuid: bool) {
     } else {
         tracing_subscriber::EnvFilter::try_from_env("SHIFTER_LOG")
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"))
+            // ureq logs request headers at debug level, and ours carry the
+            // Munge credential.
+            .add_directive("ureq=info".parse().expect("static directive"))
     };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
