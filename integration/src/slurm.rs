@@ -111,4 +111,35 @@ impl Testbed {
             );
         }
     }
+
+    /// [`Testbed::assert_nothing_left`], and of per-node caches (backed in
+    /// `$SHIFTER_CACHE_DIR`) no loop device (even of an unlinked file), no
+    /// backing file and no xfs mount on any node.
+    #[track_caller]
+    pub fn assert_no_cache_left(&self) {
+        self.assert_nothing_left();
+        let dir = std::path::PathBuf::from(self.var("SHIFTER_CACHE_DIR"));
+        let gone = Testbed::wait_until(Duration::from_secs(15), || {
+            Testbed::loop_devices_backed_by(&dir).is_empty()
+        });
+        assert!(
+            gone,
+            "cache loop devices left: {:?}",
+            Testbed::loop_devices_backed_by(&dir)
+        );
+        let files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert!(files.is_empty(), "cache backing files left: {files:?}");
+        for node in self.nodes() {
+            let pid_file = self.dir.join("pids").join(format!("slurmd-{node}.pid"));
+            let pid = std::fs::read_to_string(&pid_file).unwrap();
+            let mi = std::fs::read_to_string(format!("/proc/{}/mountinfo", pid.trim())).unwrap();
+            assert!(
+                !mi.contains(" - xfs "),
+                "node {node} still has an xfs mount:\n{mi}"
+            );
+        }
+    }
 }

@@ -351,26 +351,6 @@ fn assert_clean_refusal(r: &Run) {
     );
 }
 
-/// No cache of the runs is left: no backing file, no loop device.
-#[track_caller]
-fn assert_no_cache_left(tb: &Testbed) {
-    let dir = cache_dir(tb);
-    let gone = Testbed::wait_until(Duration::from_secs(15), || {
-        Testbed::loop_devices_backed_by(&dir).is_empty()
-    });
-    assert!(
-        gone,
-        "cache loop devices left: {:?}",
-        Testbed::loop_devices_backed_by(&dir)
-    );
-    let files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert!(files.is_empty(), "cache backing files left: {files:?}");
-    tb.assert_nothing_left();
-}
-
 // ---- mountinfo -------------------------------------------------------------
 
 /// One line of a mountinfo file.
@@ -504,7 +484,7 @@ fn cache_destination_swapped_for_a_symlink_during_mkfs_leaves_the_host_directory
         landed > 0,
         "shifter was never frozen while mkfs.xfs ran, so the swap was never in the window: this test proved nothing"
     );
-    assert_no_cache_left(&tb);
+    tb.assert_no_cache_left();
 }
 
 /// Exchanges the names `a` and `b` in `dir` atomically (renameat2
@@ -687,7 +667,7 @@ fn volumes_flipped_with_symlinks_at_every_new_mount_keep_their_flags_and_owners(
         }
     }
     assert!(freezes_total > 0, "shifter was never frozen at a new mount");
-    assert_no_cache_left(&tb);
+    tb.assert_no_cache_left();
 }
 
 // ---- 2. the plugin's sshd setup writing through image symlinks -------------
@@ -1086,5 +1066,5 @@ fn user_cannot_stop_setuid_shifter_while_it_runs_as_root() {
         "the user's SIGSTOPs never came while shifter set up the container, so this test proved nothing:\n{}",
         reports.join("\n")
     );
-    assert_no_cache_left(&tb);
+    tb.assert_no_cache_left();
 }

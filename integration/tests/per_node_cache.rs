@@ -37,41 +37,6 @@ fn image(tb: &Testbed) -> Option<String> {
     Some(format!("--image={}", tb.pulled("busybox:latest")))
 }
 
-/// What each node's slurmd sees mounted (the node's mount namespace).
-fn node_mountinfo(tb: &Testbed, node: &str) -> String {
-    let pid_file = tb.dir.join("pids").join(format!("slurmd-{node}.pid"));
-    let pid = std::fs::read_to_string(&pid_file).unwrap();
-    std::fs::read_to_string(format!("/proc/{}/mountinfo", pid.trim())).unwrap()
-}
-
-/// No loop device (even of an unlinked file), no xfs mount on any node and
-/// no file in the cache directory remain.
-#[track_caller]
-fn assert_no_cache_left(tb: &Testbed) {
-    tb.assert_nothing_left();
-    let dir = cache_dir(tb);
-    let gone = Testbed::wait_until(Duration::from_secs(15), || {
-        Testbed::loop_devices_backed_by(&dir).is_empty()
-    });
-    assert!(
-        gone,
-        "cache loop devices left: {:?}",
-        Testbed::loop_devices_backed_by(&dir)
-    );
-    let files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert!(files.is_empty(), "backing files left: {files:?}");
-    for node in tb.nodes() {
-        let mi = node_mountinfo(tb, &node);
-        assert!(
-            !mi.contains(" - xfs "),
-            "node {node} still has an xfs mount:\n{mi}"
-        );
-    }
-}
-
 #[test]
 fn cache_is_writable_owned_by_the_user_and_mounted_nosuid_nodev_on_each_node() {
     let Some(tb) = Testbed::get() else { return };
@@ -123,7 +88,7 @@ fn cache_is_writable_owned_by_the_user_and_mounted_nosuid_nodev_on_each_node() {
         let blocks: u64 = l.split_whitespace().nth(1).unwrap().parse().unwrap();
         assert!(blocks <= 300 * 1024, "filesystem larger than asked: {l}");
     }
-    assert_no_cache_left(&tb);
+    tb.assert_no_cache_left();
 }
 
 #[test]
@@ -155,7 +120,7 @@ fn writing_past_the_size_fails_with_no_space_left() {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("{r}"));
     assert!(kib < 300 * 1024, "{kib} KiB written into a 300M cache: {r}");
-    assert_no_cache_left(&tb);
+    tb.assert_no_cache_left();
 }
 
 #[test]
@@ -197,7 +162,7 @@ fn concurrent_jobs_on_one_node_each_see_only_their_own_cache() {
         span(a, "start=") < span(b, "end=") && span(b, "start=") < span(a, "end="),
         "the two jobs did not overlap:\n{a}\n{b}"
     );
-    assert_no_cache_left(&tb);
+    tb.assert_no_cache_left();
 }
 
 #[test]
@@ -251,7 +216,7 @@ fn cancelled_job_leaves_no_loop_device_mount_or_file() {
     let started = Instant::now();
     tb.run_root(&["scancel", &job], Duration::from_secs(20))
         .assert_ok();
-    assert_no_cache_left(&tb);
+    tb.assert_no_cache_left();
     eprintln!("cache released {:?} after scancel", started.elapsed());
 }
 

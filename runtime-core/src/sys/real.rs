@@ -128,10 +128,6 @@ fn open_root(root: &Path) -> SysResult<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn openat2_in_root(rootfd: &OwnedFd, rel: &Path, flags: OFlag) -> Result<OwnedFd, Errno> {
-    openat2_resolving(rootfd, rel, flags, ResolveFlag::empty())
-}
-
 fn openat2_resolving(
     rootfd: &OwnedFd,
     rel: &Path,
@@ -369,23 +365,7 @@ impl Sys for RealSys {
         path: &Path,
         create: Option<Create>,
     ) -> SysResult<Handle> {
-        let shown = root.join(path.strip_prefix("/").unwrap_or(path));
-        let comps = components("resolve", path)?;
-        let rootfd = open_root(root)?;
-        let rel: PathBuf = comps.iter().collect();
-        match openat2_in_root(&rootfd, &rel, OFlag::O_PATH) {
-            Ok(fd) => return Ok(handle_from_fd(fd)),
-            Err(Errno::ENOENT) if create.is_some() => {}
-            Err(e) => return Err(SysError::new("openat2", &shown, e)),
-        }
-        // Create what is missing one component at a time, each time resolving
-        // the parent inside the root again, so a symlink can never redirect
-        // the creation outside it; and, unless allowed, never across a mount
-        // point (RESOLVE_NO_XDEV), so nothing is created on a bound host path.
-        let Some(create) = create else {
-            return Err(SysError::new("openat2", &shown, Errno::ENOENT));
-        };
-        create_in_root(&rootfd, root, &comps, create, &shown)
+        resolve(root, path, create, ResolveFlag::empty())
     }
 
     fn resolve_on_root_mount(
@@ -394,19 +374,7 @@ impl Sys for RealSys {
         path: &Path,
         create: Option<Create>,
     ) -> SysResult<Handle> {
-        let shown = root.join(path.strip_prefix("/").unwrap_or(path));
-        let comps = components("resolve", path)?;
-        let rootfd = open_root(root)?;
-        let rel: PathBuf = comps.iter().collect();
-        match openat2_resolving(&rootfd, &rel, OFlag::O_PATH, ResolveFlag::RESOLVE_NO_XDEV) {
-            Ok(fd) => return Ok(handle_from_fd(fd)),
-            Err(Errno::ENOENT) if create.is_some() => {}
-            Err(e) => return Err(SysError::new("openat2", &shown, e)),
-        }
-        let Some(create) = create else {
-            return Err(SysError::new("openat2", &shown, Errno::ENOENT));
-        };
-        create_in_root(&rootfd, root, &comps, create, &shown)
+        resolve(root, path, create, ResolveFlag::RESOLVE_NO_XDEV)
     }
 
     fn open_beneath(&self, dir: &Handle, rel: &Path, create: Option<Create>) -> SysResult<Handle> {
@@ -672,6 +640,29 @@ impl Sys for RealSys {
         }
         Ok(rc == 1)
     }
+}
+
+/// Opens `path` inside `root` (`RESOLVE_IN_ROOT` plus `existing` for a path
+/// that is there); what is missing is created by [`create_in_root`].
+fn resolve(
+    root: &Path,
+    path: &Path,
+    create: Option<Create>,
+    existing: ResolveFlag,
+) -> SysResult<Handle> {
+    let shown = root.join(path.strip_prefix("/").unwrap_or(path));
+    let comps = components("resolve", path)?;
+    let rootfd = open_root(root)?;
+    let rel: PathBuf = comps.iter().collect();
+    match openat2_resolving(&rootfd, &rel, OFlag::O_PATH, existing) {
+        Ok(fd) => return Ok(handle_from_fd(fd)),
+        Err(Errno::ENOENT) if create.is_some() => {}
+        Err(e) => return Err(SysError::new("openat2", &shown, e)),
+    }
+    let Some(create) = create else {
+        return Err(SysError::new("openat2", &shown, Errno::ENOENT));
+    };
+    create_in_root(&rootfd, root, &comps, create, &shown)
 }
 
 /// Creates the missing tail of `comps` inside `root`, one component at a
