@@ -1068,3 +1068,745 @@ fn user_cannot_stop_setuid_shifter_while_it_runs_as_root() {
     );
     tb.assert_no_cache_left();
 }
+
+// ---- 5. node-side policy with the submit side bypassed (issue 14) ----------
+//
+// srun loads the plugin only if the slurm.conf it reads says so, and
+// SLURM_CONF is the user's to set: with a copy whose plugstack lacks shifter,
+// srun checks nothing, resolves nothing and pins nothing, and the job's
+// environment is whatever the user exported. slurmstepd (the node's own
+// slurm.conf, with the plugin) reads the request from that environment
+// (SHIFTER_IMAGE, which must be an id: there, SHIFTER_VOLUME, ...) or from the
+// options Slurm forwards (`_SLURM_SPANK_OPTION_shifter_*`, also just job
+// environment). Whatever the user forges there, the node must refuse what the
+// submit side would have refused, and say why.
+
+/// The forwarded-option variables (spank-plugin's options.rs; Slurm names
+/// them `_SLURM_SPANK_OPTION_<plugin>_<option>`).
+const FORWARDED_IMAGE: &str = "_SLURM_SPANK_OPTION_shifter_image";
+const FORWARDED_VOLUME: &str = "_SLURM_SPANK_OPTION_shifter_volume";
+
+/// The user's own slurm.conf: the cluster's, with a plugstack.conf that does
+/// not load shifter. Both files are the user's, in a directory of the user's.
+struct BypassConf {
+    dir: Scratch,
+}
+
+impl BypassConf {
+    fn new(tb: &Testbed) -> BypassConf {
+        let dir = Scratch::user_owned(tb, "bypass-conf", &[]);
+        let plugstack = dir.path().join("plugstack.conf");
+        std::fs::write(&plugstack, "# the user's own plugstack: no shifter\n").unwrap();
+        let cluster = std::fs::read_to_string(tb.var("SLURM_CONF")).unwrap();
+        assert!(
+            cluster.lines().any(|l| l.starts_with("PlugStackConfig=")),
+            "the cluster's slurm.conf names no PlugStackConfig"
+        );
+        let conf: String = cluster
+            .lines()
+            .map(|l| {
+                if l.starts_with("PlugStackConfig=") {
+                    format!("PlugStackConfig={}\n", plugstack.display())
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        let slurm_conf = dir.path().join("slurm.conf");
+        std::fs::write(&slurm_conf, conf).unwrap();
+        for f in [&plugstack, &slurm_conf] {
+            std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
+            lchown(f, Some(uid_of(tb.user())), Some(gid_of(tb.user()))).unwrap();
+        }
+        BypassConf { dir }
+    }
+
+    fn slurm_conf(&self) -> String {
+        self.dir.path().join("slurm.conf").display().to_string()
+    }
+
+    /// `srun ARGS` as `user` with this slurm.conf and the forged `env`.
+    fn srun(&self, tb: &Testbed, user: &str, env: &[(&str, &str)], args: &[&str]) -> Run {
+        let conf = self.slurm_conf();
+        let mut all_env = vec![("SLURM_CONF", conf.as_str())];
+        all_env.extend_from_slice(env);
+        let mut all = vec!["srun", "-N1", "-w", NODE];
+        all.extend_from_slice(args);
+        tb.run_as_with_env(user, &all, &all_env, T)
+    }
+}
+
+/// `id:<hex>` of `image` as `user` sees it (shifterimg lookup).
+fn pinned_id(tb: &Testbed, user: &str, image: &str) -> String {
+    let r = tb.shifterimg(user, &["lookup", image]);
+    r.assert_ok();
+    let hex = r.stdout.trim().rsplit(':').next().unwrap_or_default();
+    assert_eq!(hex.len(), 64, "lookup printed {r}");
+    format!("id:{hex}")
+}
+
+/// The pulled busybox as the `id:` a forged request must name.
+fn busybox_id(tb: &Testbed) -> Option<String> {
+    let image = busybox(tb)?;
+    Some(pinned_id(tb, tb.user(), &image))
+}
+
+/// Why `r` is not a refusal by node n1 (not by srun) whose message holds
+/// every one of `needles` with the task never run; None when it is one.
+fn not_refused_by_the_node(r: &Run, needles: &[&str]) -> Option<String> {
+    if r.success() {
+        return Some("the node ACCEPTED the forged request".into());
+    }
+    if r.stdout.contains("task-ran") {
+        return Some("the task ran although the step failed".into());
+    }
+    if r.stderr.contains("panicked") || r.stderr.contains("internal error") {
+        return Some("the plugin crashed".into());
+    }
+    let prefix = format!("shifter: on node {NODE}: ");
+    let Some(line) = r.stderr.lines().find(|l| l.contains(&prefix)) else {
+        return Some(format!(
+            "no refusal from node {NODE} ({prefix:?}) in srun's stderr"
+        ));
+    };
+    let missing: Vec<&&str> = needles.iter().filter(|n| !line.contains(**n)).collect();
+    if !missing.is_empty() {
+        return Some(format!("the node's refusal lacks {missing:?}: {line}"));
+    }
+    None
+}
+
+/// Panics unless the step failed on node n1 with the plugin's message
+/// holding every one of `needles`, and the task never ran.
+#[track_caller]
+fn assert_refused_by_the_node(r: &Run, needles: &[&str], what: &str) {
+    if let Some(why) = not_refused_by_the_node(r, needles) {
+        panic!("{what}: {why}\n{r}");
+    }
+}
+
+#[test]
+fn bypassed_submit_side_a_forged_request_still_runs_so_the_refusals_below_mean_something() {
+    let Some(tb) = Testbed::get() else { return };
+    let _serial = serial();
+    let Some(id) = busybox_id(&tb) else { return };
+    let bypass = BypassConf::new(&tb);
+    // srun really runs without the plugin: it does not know --image.
+    let r = bypass.srun(&tb, tb.user(), &[], &[&format!("--image={id}"), "true"]);
+    r.assert_failed();
+    assert!(
+        r.stderr.contains("--image"),
+        "srun with the user's slurm.conf should not know --image: {r}"
+    );
+    let data = Scratch::user_owned(&tb, "bypass-ok", &[]);
+    std::fs::write(data.path().join("marker"), "from-the-host\n").unwrap();
+    let volume = format!("{}:/data", data.show());
+    let cmd = [
+        "sh",
+        "-c",
+        "grep ^ID= /etc/os-release; cat /data/marker; echo task-ran",
+    ];
+    // Both ways a forged request reaches the node.
+    let channels: [(&str, Vec<(&str, &str)>); 2] = [
+        (
+            "SHIFTER_IMAGE/SHIFTER_VOLUME",
+            vec![("SHIFTER_IMAGE", id.as_str()), ("SHIFTER_VOLUME", &volume)],
+        ),
+        (
+            "forwarded options",
+            vec![(FORWARDED_IMAGE, id.as_str()), (FORWARDED_VOLUME, &volume)],
+        ),
+    ];
+    for (channel, env) in &channels {
+        let r = bypass.srun(&tb, tb.user(), env, &cmd);
+        assert!(r.success(), "{channel}: the forged request failed: {r}");
+        assert!(
+            r.stdout.contains("ID=shifter-busybox"),
+            "{channel}: the task did not run in the image: {r}"
+        );
+        assert!(
+            r.stdout.contains("from-the-host"),
+            "{channel}: the forged volume is missing: {r}"
+        );
+    }
+    tb.assert_nothing_left();
+}
+
+#[test]
+fn bypassed_submit_side_each_forbidden_destination_is_refused_by_the_node_by_name() {
+    let Some(tb) = Testbed::get() else { return };
+    let _serial = serial();
+    let Some(id) = busybox_id(&tb) else { return };
+    let bypass = BypassConf::new(&tb);
+    let src = Scratch::user_owned(&tb, "bypass-dst", &[]);
+    // The rule texts of runtime-core's volume.rs (BUILTIN_RULES).
+    let cases = [
+        ("/etc", "/etc is generated by the runtime"),
+        ("/proc", "/proc is the kernel's process filesystem"),
+        ("/sys", "/sys is the kernel's system filesystem"),
+        ("/dev", "/dev holds the container's device nodes"),
+        ("/var", "/var holds the image's system state"),
+        ("/", "/ is the container root"),
+    ];
+    let mut failures = Vec::new();
+    for (dst, rule) in cases {
+        let volume = format!("{}:{dst}", src.show());
+        for (channel, env) in [
+            (
+                "SHIFTER_VOLUME",
+                [("SHIFTER_IMAGE", id.as_str()), ("SHIFTER_VOLUME", &volume)],
+            ),
+            (
+                "forwarded --volume",
+                [(FORWARDED_IMAGE, id.as_str()), (FORWARDED_VOLUME, &volume)],
+            ),
+        ] {
+            let r = bypass.srun(&tb, tb.user(), &env, &["sh", "-c", "echo task-ran"]);
+            let what = format!("{channel}={volume}");
+            let needle = format!("volume destination {dst} is forbidden");
+            if let Some(why) = not_refused_by_the_node(&r, &[&needle, rule]) {
+                failures.push(format!("{what}: {why}\n{r}"));
+            }
+        }
+    }
+    tb.assert_nothing_left();
+    assert!(
+        failures.is_empty(),
+        "the node did not refuse these forbidden destinations with their reason:\n{}",
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn bypassed_submit_side_an_unreadable_volume_source_is_refused_by_the_node_by_name() {
+    let Some(tb) = Testbed::get() else { return };
+    let _serial = serial();
+    let Some(id) = busybox_id(&tb) else { return };
+    let bypass = BypassConf::new(&tb);
+    // A root-owned 0700 directory with a world-readable directory and file in
+    // it: the user can open neither the directory nor anything below it.
+    let secret = Scratch::root_owned(
+        &tb,
+        "bypass-secret",
+        &[("open", None), ("open/key", Some("host-secret-42\n"))],
+    );
+    std::fs::set_permissions(secret.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let before = snapshot(secret.path());
+    let below = secret.path().join("open");
+    for source in [secret.path(), below.as_path()] {
+        let r = tb.run_as(tb.user(), &["ls", &source.display().to_string()], T);
+        assert!(!r.success(), "the user can read {}: {r}", source.display());
+        let volume = format!("{}:/data", source.display());
+        let r = bypass.srun(
+            &tb,
+            tb.user(),
+            &[("SHIFTER_IMAGE", id.as_str()), ("SHIFTER_VOLUME", &volume)],
+            &["sh", "-c", "echo task-ran; cat /data/key /data/open/key"],
+        );
+        assert!(
+            !r.stdout.contains("host-secret-42"),
+            "the user read a root-only file through a forged volume: {r}"
+        );
+        let needle = format!("cannot read your volume source {}", source.display());
+        assert_refused_by_the_node(
+            &r,
+            &[&needle, "EACCES"],
+            &format!("SHIFTER_VOLUME={volume}"),
+        );
+    }
+    tb.assert_nothing_left();
+    assert_unchanged(secret.path(), &before, &"after the forged volumes");
+}
+
+/// A busybox image no other test has (its config carries `marker` in its
+/// ENV, so its manifest digest, the image id, is its own), pushed to the
+/// cluster's registry; returns the `docker:` reference.
+fn push_unique_image(tb: &Testbed, name: &str, marker: &str) -> String {
+    use serde_json::Value;
+    let src = tb.dir.join("oci/busybox");
+    let dst = tb
+        .dir
+        .join(format!("oci-policy-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dst);
+    tb.run_root(
+        &[
+            "cp",
+            "-a",
+            &src.display().to_string(),
+            &dst.display().to_string(),
+        ],
+        T,
+    )
+    .assert_ok();
+    let blob_path = |digest: &str| {
+        dst.join("blobs/sha256")
+            .join(digest.strip_prefix("sha256:").unwrap())
+    };
+    let write_blob = |bytes: &[u8]| -> String {
+        let digest = shifter_integration::registry::sha256_digest(bytes);
+        std::fs::write(blob_path(&digest), bytes).unwrap();
+        digest
+    };
+    let read_json =
+        |p: &Path| -> Value { serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap() };
+    let mut index = read_json(&dst.join("index.json"));
+    let mdigest = index["manifests"][0]["digest"].as_str().unwrap().to_owned();
+    let mut manifest = read_json(&blob_path(&mdigest));
+    let cdigest = manifest["config"]["digest"].as_str().unwrap().to_owned();
+    let mut config = read_json(&blob_path(&cdigest));
+    let inner = config
+        .as_object_mut()
+        .unwrap()
+        .entry("config")
+        .or_insert_with(|| Value::Object(Default::default()));
+    let env = inner
+        .as_object_mut()
+        .unwrap()
+        .entry("Env")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    env.as_array_mut()
+        .unwrap()
+        .push(Value::String(format!("SHIFTER_POLICY_MARKER={marker}")));
+    let cbytes = serde_json::to_vec(&config).unwrap();
+    manifest["config"]["digest"] = Value::String(write_blob(&cbytes));
+    manifest["config"]["size"] = Value::from(cbytes.len());
+    let mbytes = serde_json::to_vec(&manifest).unwrap();
+    index["manifests"][0]["digest"] = Value::String(write_blob(&mbytes));
+    index["manifests"][0]["size"] = Value::from(mbytes.len());
+    std::fs::write(dst.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    let repo_tag = format!("policy-{name}-{}:latest", std::process::id());
+    let r = tb.run_root(
+        &[
+            "skopeo",
+            "--insecure-policy",
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            "--format",
+            "v2s2",
+            &format!("oci:{}:latest", dst.display()),
+            &format!("docker://{}/{repo_tag}", tb.registry()),
+        ],
+        Duration::from_secs(120),
+    );
+    let _ = std::fs::remove_dir_all(&dst);
+    r.assert_ok();
+    format!("docker:{}/{repo_tag}", tb.registry())
+}
+
+#[test]
+fn bypassed_submit_side_another_users_private_image_is_refused_by_the_node_by_name() {
+    let Some(tb) = Testbed::get() else { return };
+    let _serial = serial();
+    if tb.gateway().is_none() {
+        return;
+    }
+    let marker = format!("private-{}", std::process::id());
+    let image = push_unique_image(&tb, "private", &marker);
+    // shiftertest2's own image: pulled by it, for it alone.
+    let owner = tb.user2();
+    tb.shifterimg(owner, &["pull", "--user", owner, &image])
+        .assert_ok();
+    let id = pinned_id(&tb, owner, &image);
+    // The gateway keeps it from the test user...
+    let r = tb.shifterimg(tb.user(), &["lookup", &image]);
+    assert!(
+        !r.success(),
+        "the gateway showed user2's private image to the user: {r}"
+    );
+    let bypass = BypassConf::new(&tb);
+    let cmd = [
+        "sh",
+        "-c",
+        "echo task-ran; echo marker=$SHIFTER_POLICY_MARKER",
+    ];
+    // ...the owner can run it the same forged way (so the id is right)...
+    let r = bypass.srun(&tb, owner, &[("SHIFTER_IMAGE", id.as_str())], &cmd);
+    r.assert_ok();
+    assert!(r.stdout.contains(&format!("marker={marker}")), "{r}");
+    // ...and the node refuses it to the user, by either channel.
+    let hex = id.strip_prefix("id:").unwrap();
+    let user_says = format!(
+        "user {} (uid {}) is not in its ACL",
+        tb.user(),
+        uid_of(tb.user())
+    );
+    for (channel, var) in [
+        ("SHIFTER_IMAGE", "SHIFTER_IMAGE"),
+        ("forwarded --image", FORWARDED_IMAGE),
+    ] {
+        let r = bypass.srun(&tb, tb.user(), &[(var, id.as_str())], &cmd);
+        assert!(
+            !r.stdout.contains(&marker),
+            "{channel}: the user ran another user's private image: {r}"
+        );
+        assert_refused_by_the_node(
+            &r,
+            &[&format!("image {hex} is restricted"), &user_says],
+            &format!("{channel}={id}"),
+        );
+    }
+    tb.assert_nothing_left();
+}
+
+#[test]
+fn ro_volume_of_the_users_own_directory_refuses_writes_with_erofs_and_keeps_the_host_file() {
+    let Some(tb) = Testbed::get() else { return };
+    let _serial = serial();
+    let Some(id) = busybox_id(&tb) else { return };
+    // The user's own directory and file: only the mount flag stops writes.
+    let dir = Scratch::user_owned(&tb, "ro-own", &[]);
+    let file = dir.path().join("kept");
+    std::fs::write(&file, "the user's own file\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    lchown(&file, Some(uid_of(tb.user())), Some(gid_of(tb.user()))).unwrap();
+    let f = file.display().to_string();
+    let d = dir.show();
+    tb.run_as(tb.user(), &["test", "-w", &f], T).assert_ok();
+    tb.run_as(tb.user(), &["test", "-w", &d], T).assert_ok();
+    let before = snapshot(dir.path());
+    let script = "echo task-ran; cat /r/kept; \
+        echo changed > /r/kept; echo write=$?; \
+        echo more >> /r/kept; echo append=$?; \
+        touch /r/new; echo touch=$?; \
+        mkdir /r/sub; echo mkdir=$?; \
+        rm -f /r/kept; echo rm=$?; \
+        mv /r/kept /r/moved; echo mv=$?";
+    let volume = format!("{d}:/r:ro");
+    let bypass = BypassConf::new(&tb);
+    let runs = [
+        (
+            "srun --volume",
+            srun(
+                &tb,
+                &[
+                    "-N1",
+                    "-w",
+                    NODE,
+                    &format!("--image={id}"),
+                    &format!("--volume={volume}"),
+                    "sh",
+                    "-c",
+                    script,
+                ],
+            ),
+        ),
+        (
+            "forged SHIFTER_VOLUME",
+            bypass.srun(
+                &tb,
+                tb.user(),
+                &[("SHIFTER_IMAGE", id.as_str()), ("SHIFTER_VOLUME", &volume)],
+                &["sh", "-c", script],
+            ),
+        ),
+    ];
+    for (how, r) in &runs {
+        let changes = diff(&before, &snapshot(dir.path()));
+        assert!(
+            changes.is_empty(),
+            "{how}: the :ro volume {d} was changed from inside the container:\n  {}\n{r}",
+            changes.join("\n  ")
+        );
+        assert!(
+            r.stdout.contains("task-ran"),
+            "{how}: the task did not run: {r}"
+        );
+        assert!(
+            r.stdout.contains("the user's own file"),
+            "{how}: the volume is not mounted at /r: {r}"
+        );
+        for op in ["write", "append", "touch", "mkdir", "rm", "mv"] {
+            assert!(
+                !r.stdout.contains(&format!("{op}=0")),
+                "{how}: {op} inside the :ro volume succeeded: {r}"
+            );
+        }
+        let erofs = r.stderr.matches("Read-only file system").count();
+        assert!(
+            erofs >= 6,
+            "{how}: expected every write to fail with EROFS (Read-only file system), saw {erofs}: {r}"
+        );
+    }
+    tb.assert_nothing_left();
+}
+
+// ---- 6. the running step's mount namespace, and nothing after it ----------
+
+/// Pids of the processes whose environment holds `needle` (`KEY=VALUE`).
+fn pids_with_env(needle: &str) -> Vec<u32> {
+    let needle = format!("{needle}\0");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Ok(env) = std::fs::read(e.path().join("environ")) {
+            if String::from_utf8_lossy(&env).contains(&needle) {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// Pids of the processes in mount namespace `ns` (`mnt:[N]`).
+fn pids_in_mount_ns(ns: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if std::fs::read_link(e.path().join("ns/mnt")).is_ok_and(|l| l.as_os_str() == ns) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn mount_ns(pid: &str) -> String {
+    std::fs::read_link(format!("/proc/{pid}/ns/mnt"))
+        .unwrap_or_else(|e| panic!("ns/mnt of {pid}: {e}"))
+        .display()
+        .to_string()
+}
+
+/// The parent of `pid` (field 4 of `/proc/PID/stat`).
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..].split(' ').nth(1)?.parse().ok()
+}
+
+/// The value of `key` in the environment of `pid`.
+fn env_of(pid: u32, key: &str) -> Option<String> {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let prefix = format!("{key}=");
+    String::from_utf8_lossy(&env)
+        .split('\0')
+        .find_map(|kv| kv.strip_prefix(&prefix).map(str::to_owned))
+}
+
+#[test]
+fn running_step_has_its_mounts_nosuid_nodev_in_its_own_namespace_and_leaves_nothing() {
+    let Some(tb) = Testbed::get() else { return };
+    let _serial = serial();
+    let Some(image) = busybox(&tb) else { return };
+    let w = Scratch::user_owned(&tb, "leak-w", &[]);
+    let r = Scratch::user_owned(&tb, "leak-r", &[]);
+    std::fs::write(r.path().join("marker"), "ro volume\n").unwrap();
+    let marker = format!("SHIFTER_LEAK_MARKER=leak-{}", std::process::id());
+    let out = tb
+        .dir
+        .join("out")
+        .join(format!("attack-leak-{}", std::process::id()));
+    // The task runs until the test creates /w/stop (on the host).
+    let mut srun = Command::new("runuser")
+        .args([
+            "-u",
+            tb.user(),
+            "--",
+            "env",
+            &marker,
+            "srun",
+            "-N1",
+            "-w",
+            NODE,
+        ])
+        .arg(format!("--image={image}"))
+        .arg(format!("--volume={}:/w;{}:/r:ro", w.show(), r.show()))
+        .args([
+            "sh",
+            "-c",
+            "echo task-started; while [ ! -e /w/stop ]; do sleep 0.2; done; echo task-done",
+        ])
+        .env("SLURM_CONF", tb.var("SLURM_CONF"))
+        .current_dir(tb.workdir())
+        .stdin(Stdio::null())
+        .stdout(File::create(out.with_extension("out")).unwrap())
+        .stderr(File::create(out.with_extension("err")).unwrap())
+        .spawn()
+        .expect("runuser (util-linux)");
+    let srun_pid = srun.id();
+    let read_out = || {
+        let rd = |ext: &str| std::fs::read_to_string(out.with_extension(ext)).unwrap_or_default();
+        format!(
+            "--- srun stdout ---\n{}\n--- srun stderr ---\n{}",
+            rd("out"),
+            rd("err")
+        )
+    };
+    // The task: the `sh` of the step (srun and runuser carry the marker too).
+    let mut task = None;
+    let found = Testbed::wait_until(Duration::from_secs(60), || {
+        task = pids_with_env(&marker)
+            .into_iter()
+            .find(|p| comm(*p).as_deref() == Some("sh") && env_of(*p, "SLURM_STEP_ID").is_some());
+        task.is_some() || srun.try_wait().unwrap().is_some()
+    });
+    let Some(task) = task.filter(|_| found) else {
+        let _ = kill(Pid::from_raw(srun_pid as i32), Signal::SIGKILL);
+        let _ = srun.wait();
+        panic!("the step's task never appeared:\n{}", read_out());
+    };
+    let job = env_of(task, "SLURM_JOB_ID").expect("the task has SLURM_JOB_ID");
+    let inspect = || -> Result<String, String> {
+        let ns = mount_ns(&task.to_string());
+        let node_ns = mount_ns(&slurmd_pid(&tb, NODE));
+        if ns == node_ns {
+            return Err(format!("the task runs in the node's mount namespace {ns}"));
+        }
+        let text = std::fs::read_to_string(format!("/proc/{task}/mountinfo"))
+            .map_err(|e| format!("mountinfo of task {task}: {e}"))?;
+        let mounts = parse_mountinfo(&text);
+        let mut problems = Vec::new();
+        let at = |point: &str| mounts.iter().rfind(|m| m.point == point);
+        // The container root, the user's volumes with their flags, and the
+        // runtime's own mounts.
+        let expect: [(&str, &[&str]); 4] = [
+            ("/", &["nosuid", "nodev"]),
+            ("/w", &["rw", "nosuid", "nodev"]),
+            ("/r", &["ro", "nosuid", "nodev"]),
+            ("/tmp", &["nosuid", "nodev"]),
+        ];
+        for (point, flags) in expect {
+            match at(point) {
+                None => problems.push(format!("nothing mounted at {point}")),
+                Some(m) => {
+                    for f in flags {
+                        if !m.options.iter().any(|o| o == f) {
+                            problems.push(format!("{point} lacks {f}: {}", m.line));
+                        }
+                    }
+                }
+            }
+        }
+        for (point, dir) in [("/w", &w), ("/r", &r)] {
+            if let Some(m) = at(point) {
+                let want = bind_root_of(&tb, dir.path());
+                if m.root != want {
+                    problems.push(format!(
+                        "{point} binds {} instead of {want}: {}",
+                        m.root, m.line
+                    ));
+                }
+            }
+        }
+        // Everything the user can reach is nosuid, and nodev except the
+        // container's /dev.
+        for m in &mounts {
+            if !m.options.iter().any(|o| o == "nosuid") {
+                problems.push(format!("{} is mounted without nosuid: {}", m.point, m.line));
+            }
+            let dev = m.point == "/dev" || m.point.starts_with("/dev/");
+            if !dev && !m.options.iter().any(|o| o == "nodev") {
+                problems.push(format!("{} is mounted without nodev: {}", m.point, m.line));
+            }
+        }
+        // The image itself is mounted outside the task's root: slurmstepd
+        // (the task's parent, in the same namespace, at the host's root)
+        // sees it under mount_root.
+        let stepd = parent_of(task).ok_or_else(|| format!("task {task} has no parent"))?;
+        if !comm(stepd).is_some_and(|c| c.starts_with("slurmstepd")) {
+            problems.push(format!(
+                "the task's parent {stepd} is {:?}, not slurmstepd",
+                comm(stepd)
+            ));
+        }
+        if mount_ns(&stepd.to_string()) != ns {
+            problems.push(format!(
+                "slurmstepd {stepd} is not in the task's namespace {ns}"
+            ));
+        }
+        let stepd_text = std::fs::read_to_string(format!("/proc/{stepd}/mountinfo"))
+            .map_err(|e| format!("mountinfo of slurmstepd {stepd}: {e}"))?;
+        let mount_root = tb.var("SHIFTER_MOUNT_ROOT");
+        let images: Vec<MountLine> = parse_mountinfo(&stepd_text)
+            .into_iter()
+            .filter(|m| m.fstype == "squashfs")
+            .collect();
+        if images.len() != 1 {
+            problems.push(format!(
+                "{} squashfs mounts in the step's namespace, expected the image's one:\n{stepd_text}",
+                images.len()
+            ));
+        }
+        for m in &images {
+            if !m.point.starts_with(mount_root) {
+                problems.push(format!(
+                    "the image is mounted outside mount_root: {}",
+                    m.line
+                ));
+            }
+            for f in ["ro", "nosuid", "nodev"] {
+                if !m.options.iter().any(|o| o == f) {
+                    problems.push(format!("the image mount lacks {f}: {}", m.line));
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(ns)
+        } else {
+            Err(format!(
+                "{}\n--- mountinfo of task {task} ---\n{text}",
+                problems.join("\n")
+            ))
+        }
+    };
+    let inspected = inspect();
+    // End the step the normal way, whatever the inspection found.
+    std::fs::write(w.path().join("stop"), "").unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(st) = srun.try_wait().unwrap() {
+            break Some(st);
+        }
+        if started.elapsed() > T {
+            let _ = kill(Pid::from_raw(srun_pid as i32), Signal::SIGKILL);
+            let _ = srun.wait();
+            tb.run_root(&["scancel", &job], T);
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let output = read_out();
+    let _ = std::fs::remove_file(out.with_extension("out"));
+    let _ = std::fs::remove_file(out.with_extension("err"));
+    let ns =
+        inspected.unwrap_or_else(|e| panic!("inside the running step (job {job}):\n{e}\n{output}"));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the step did not end on its own after /w/stop: {status:?}\n{output}"
+    );
+    assert!(output.contains("task-done"), "{output}");
+    // Nothing of the step outlives it: its processes, its namespace, its
+    // loop device, its mounts in the node's namespace.
+    tb.assert_nothing_left();
+    let gone = Testbed::wait_until(Duration::from_secs(15), || {
+        pids_with_env(&format!("SLURM_JOB_ID={job}")).is_empty() && pids_in_mount_ns(&ns).is_empty()
+    });
+    assert!(
+        gone,
+        "job {job} left processes {:?}, and in its mount namespace {ns}: {:?}",
+        pids_with_env(&format!("SLURM_JOB_ID={job}")),
+        pids_in_mount_ns(&ns)
+    );
+    let images = PathBuf::from(tb.var("SHIFTER_IMAGE_DIR"));
+    assert!(
+        Testbed::loop_devices_backed_by(&images).is_empty(),
+        "loop devices of the image store left: {:?}",
+        Testbed::loop_devices_backed_by(&images)
+    );
+    let mount_root = tb.var("SHIFTER_MOUNT_ROOT");
+    for node in tb.nodes() {
+        let mi =
+            std::fs::read_to_string(format!("/proc/{}/mountinfo", slurmd_pid(&tb, &node))).unwrap();
+        let left: Vec<&str> = mi
+            .lines()
+            .filter(|l| l.contains(mount_root) || l.contains(" nsfs ") || l.contains(" overlay "))
+            .collect();
+        assert!(
+            left.is_empty(),
+            "node {node} still has mounts of the step: {left:#?}"
+        );
+    }
+}

@@ -11,8 +11,10 @@ mod client;
 mod error;
 #[cfg(feature = "test-utils")]
 pub mod fake;
+mod resolve;
 mod transport;
 
 pub use auth::{Authenticator, MungeAuth};
 pub use client::{Client, PollOptions};
 pub use error::{ClientError, GatewayFailure};
+pub use resolve::{resolve_ready, ResolveError};

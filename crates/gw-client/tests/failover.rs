@@ -408,3 +408,23 @@ fn credentials_can_be_restricted_to_the_gateway_account() {
         unmunge("daemon")
     );
 }
+
+#[test]
+fn a_tag_resolves_to_its_id_only_when_the_image_is_ready() {
+    let reference = ImageRef::parse("docker:busybox:latest").unwrap();
+    let ready = Server::start(vec![(200, record("READY"))]);
+    let c = client(vec![ready.url.clone()], Duration::from_secs(5));
+    let id = gw_client::resolve_ready(&c, &reference).unwrap();
+    assert_eq!(id.as_str(), "ab".repeat(32));
+    let pulling = Server::start(vec![(200, record("PULLING"))]);
+    let c = client(vec![pulling.url.clone()], Duration::from_secs(5));
+    let err = gw_client::resolve_ready(&c, &reference).unwrap_err();
+    assert!(
+        matches!(err, gw_client::ResolveError::NotReady { .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("wait for `shifterimg pull"),
+        "{err}"
+    );
+}

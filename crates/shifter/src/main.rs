@@ -207,11 +207,10 @@ fn resolve_image(cfg: &Config, reference: &ImageRef) -> Result<ImageId> {
         Duration::from_secs(cfg.lookup_timeout_secs),
         Some(cfg.munge_socket.clone()),
     )?;
-    let record = client.lookup(reference).with_context(|| {
+    // The same rule as the plugin's: only a READY image runs.
+    gw_client::resolve_ready(&client, reference).with_context(|| {
         format!("looking up {reference} (pull it first with `shifterimg pull {reference}`)")
-    })?;
-    ImageId::parse(&record.id)
-        .with_context(|| format!("the gateway returned an invalid id for {reference}"))
+    })
 }
 
 /// `--env-file` (read as the user) and `--env`, in that order.
