@@ -289,6 +289,12 @@ fn thaw(pid: u32) {
 /// mount namespace and execs the setuid-root copy, so the returned child's pid
 /// is shifter's own. Output goes to files (read by [`finish`]).
 fn spawn_shifter(tb: &Testbed, args: &[&str]) -> (Child, PathBuf) {
+    spawn_shifter_limited(tb, &[], args)
+}
+
+/// [`spawn_shifter`] under the resource limits `prlimit` sets from `limits`
+/// (e.g. `--fsize=0:0`), as the user could set them with `ulimit`.
+fn spawn_shifter_limited(tb: &Testbed, limits: &[&str], args: &[&str]) -> (Child, PathBuf) {
     let user = tb.user();
     static RUNS: AtomicUsize = AtomicUsize::new(0);
     let out = tb.dir.join("out").join(format!(
@@ -300,7 +306,9 @@ fn spawn_shifter(tb: &Testbed, args: &[&str]) -> (Child, PathBuf) {
     let stderr = File::create(out.with_extension("err")).unwrap();
     let child = Command::new("nsenter")
         .args(["-t", &slurmd_pid(tb, NODE), "-m", "--"])
-        .args(["setpriv", &format!("--reuid={}", uid_of(user))])
+        .args(["prlimit"])
+        .args(limits)
+        .args(["--", "setpriv", &format!("--reuid={}", uid_of(user))])
         .args([&format!("--regid={}", gid_of(user)), "--init-groups", "--"])
         .arg(setuid_bin(tb))
         .args(args)
@@ -925,6 +933,33 @@ fn setuid_shifter_runs_the_command_with_only_the_users_ids_and_no_privilege() {
         );
     }
     assert_eq!(status_field(&r.stdout, "NoNewPrivs"), ["1"], "{r}");
+}
+
+/// A limit the user sets before exec'ing the setuid binary binds root too:
+/// a soft `RLIMIT_FSIZE` of 64 bytes (room for the command's output line
+/// only) would kill root's write of the container's /etc/passwd with SIGXFSZ, a tiny `RLIMIT_NOFILE` would fail a mount
+/// half-way. The privileged part runs with them lifted; the command gets
+/// them back. (Soft limits: raising a hard one needs CAP_SYS_RESOURCE, which
+/// some nodes' root lacks, this test VM's included.)
+#[test]
+fn users_resource_limits_do_not_bind_the_privileged_setup_but_do_bind_the_command() {
+    let Some(tb) = Testbed::get() else { return };
+    let _serial = serial();
+    let Some(image) = busybox(&tb) else { return };
+    let started = Instant::now();
+    let (child, out) = spawn_shifter_limited(
+        &tb,
+        &["--fsize=64:unlimited", "--nofile=40:4096"],
+        &[
+            &format!("--image={image}"),
+            "/bin/sh",
+            "-c",
+            "echo fsize=$(ulimit -f) nofile=$(ulimit -n)",
+        ],
+    );
+    let r = finish(child, &out, started, T);
+    r.assert_ok();
+    assert_eq!(r.stdout.trim(), "fsize=0 nofile=40", "{r}");
 }
 
 /// Run as the user: waits for "PID NODE_PID" on stdin (NODE_PID: a process
@@ -1807,6 +1842,73 @@ fn running_step_has_its_mounts_nosuid_nodev_in_its_own_namespace_and_leaves_noth
         assert!(
             left.is_empty(),
             "node {node} still has mounts of the step: {left:#?}"
+        );
+    }
+}
+
+/// A host directory covered by a mount (here a tmpfs the site put over
+/// `<dir>/covered`) hides what lies beneath it. A plain, non-recursive bind
+/// of `<dir>` would uncover it in the container: files the user cannot see on
+/// the host. Every volume is cloned with its submounts, `rec` or not, and a
+/// read-only volume is read-only in every submount too.
+#[test]
+fn volume_binds_keep_host_submounts_over_what_they_hide_and_ro_reaches_every_submount() {
+    let Some(tb) = Testbed::get() else { return };
+    let _serial = serial();
+    let Some(id) = busybox_id(&tb) else { return };
+    let dir = Scratch::user_owned(&tb, "covered", &["covered"]);
+    let covered = dir.path().join("covered");
+    std::fs::write(covered.join("hidden-by-the-site"), "under the mount\n").unwrap();
+    let node_ns = slurmd_pid(&tb, NODE);
+    let in_node = |args: &[&str]| {
+        let st = Command::new("nsenter")
+            .args(["-t", &node_ns, "-m", "--"])
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(st.success(), "{args:?}");
+    };
+    let c = covered.display().to_string();
+    in_node(&["mount", "-t", "tmpfs", "-o", "mode=0777", "site-cover", &c]);
+    in_node(&["touch", &format!("{c}/visible-on-the-host")]);
+    struct Unmount(String, String);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("nsenter")
+                .args(["-t", &self.0, "-m", "--", "umount", "-l", &self.1])
+                .status();
+        }
+    }
+    let _unmount = Unmount(node_ns.clone(), c.clone());
+    let d = dir.show();
+    for opts in ["", ":ro"] {
+        let r = srun(
+            &tb,
+            &[
+                "-N1",
+                "-w",
+                NODE,
+                &format!("--image={id}"),
+                &format!("--volume={d}:/v{opts}"),
+                "sh",
+                "-c",
+                "ls /v/covered; touch /v/covered/new; echo touch=$?",
+            ],
+        );
+        r.assert_ok();
+        assert!(
+            !r.stdout.contains("hidden-by-the-site"),
+            "volume {opts:?} uncovered what the host's submount hides: {r}"
+        );
+        assert!(r.stdout.contains("visible-on-the-host"), "{r}");
+        let want = if opts.is_empty() {
+            "touch=0"
+        } else {
+            "touch=1"
+        };
+        assert!(
+            r.stdout.contains(want),
+            "volume {opts:?}, submount writes: {r}"
         );
     }
 }

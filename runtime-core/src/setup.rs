@@ -39,6 +39,8 @@ pub enum SetupError {
         source_path: PathBuf,
         errno: nix::errno::Errno,
     },
+    #[error("opening your volume source {source_path} as you did not finish in {secs} s (a hung network or FUSE filesystem?); check that `ls {source_path}` answers, or leave that volume out")]
+    VolumeSourceHung { source_path: PathBuf, secs: u64 },
     #[error("mount_root {0} contains ',' or ':', which overlayfs options cannot carry: choose another mount_root")]
     BadMountRoot(PathBuf),
     #[error("image {image} could not be mounted ({errno}): the file is not a valid squashfs image; re-pull or re-import it")]
@@ -409,6 +411,7 @@ fn assemble(
             None,
         ),
     )?;
+    let sources = detach_volume_sources(a, user, req.volumes)?;
     a.step("creating mount_root", sys.mkdir_all(&l.base, 0o755))?;
     // One size-capped tmpfs holds the overlay's upper and work dirs, so the
     // writable layer is bounded and vanishes with the namespace.
@@ -572,21 +575,14 @@ fn assemble(
     // User volumes last: from here on, directories the user controls are
     // reachable inside the root, and root only ever mounts prepared,
     // detached mounts onto descriptors.
-    let creds = user.creds();
-    for (index, v) in req.volumes.iter().enumerate() {
-        if let Some(cache) = &v.cache {
-            a.cache_mount(cfg, root, v, cache, index, user, &policy)?;
+    for (index, (v, source)) in req.volumes.iter().zip(sources).enumerate() {
+        let Some((tree, kind)) = source else {
+            if let Some(cache) = &v.cache {
+                a.cache_mount(cfg, root, v, cache, index, user, &policy)?;
+            }
             continue;
-        }
-        let (src, kind) =
-            sys.open_as_user(&v.source, &creds)
-                .map_err(|e| SetupError::VolumeSource {
-                    source_path: v.source.clone(),
-                    errno: e.errno,
-                })?;
-        let attrs = MountAttrs::NOSUID_NODEV.with_rdonly(v.read_only);
-        let step = format!("volume {}:{}", v.source.display(), v.destination.display());
-        let tree = a.detached_bind(&step, &src, attrs, v.recursive)?;
+        };
+        let step = volume_step(v);
         let target = a.user_target(&step, root, &v.destination, kind, &policy)?;
         a.attach(&step, &tree, &target)?;
     }
@@ -596,6 +592,50 @@ fn assemble(
         loop_device: loop_path,
         mounts: a.mounted.clone(),
     })
+}
+
+/// Every bind source opened as the user and cloned, with its flags set on
+/// every submount, first thing in the new namespace: before anything of ours
+/// is mounted, so a source path under mount_root names the host's directory
+/// and a source above it (`/`) cannot drag the container's own mounts in, and
+/// before a loop device exists, so an opener that hangs on the user's
+/// filesystem costs nothing to undo. Always recursive: a plain bind would
+/// show what the host's submounts cover, files the user cannot see on the
+/// host. `None` for per-node caches, which have no source.
+fn detach_volume_sources(
+    a: &Assembler<'_>,
+    user: &UserInfo,
+    volumes: &[Volume],
+) -> Result<Vec<Option<(Handle, NodeKind)>>, SetupError> {
+    let creds = user.creds();
+    volumes
+        .iter()
+        .map(|v| {
+            if v.cache.is_some() {
+                return Ok(None);
+            }
+            let (src, kind) = a
+                .sys
+                .open_as_user(&v.source, &creds)
+                .map_err(|e| match e.errno {
+                    nix::errno::Errno::ETIMEDOUT => SetupError::VolumeSourceHung {
+                        source_path: v.source.clone(),
+                        secs: crate::sys::USER_OPEN_TIMEOUT.as_secs(),
+                    },
+                    errno => SetupError::VolumeSource {
+                        source_path: v.source.clone(),
+                        errno,
+                    },
+                })?;
+            let attrs = MountAttrs::NOSUID_NODEV.with_rdonly(v.read_only);
+            let tree = a.detached_bind(&volume_step(v), &src, attrs, true)?;
+            Ok(Some((tree, kind)))
+        })
+        .collect()
+}
+
+fn volume_step(v: &Volume) -> String {
+    format!("volume {}:{}", v.source.display(), v.destination.display())
 }
 
 /// The per-step count and the per-user node total of per-node caches,
@@ -945,24 +985,39 @@ mod tests {
                 uid: 1001,
             }
         });
-        let tail = &calls[open + 1..];
+        // Opened as the user before anything of ours exists to undo.
+        let first_mount = position(&calls, "writable layer", |c| {
+            matches!(c, Call::FsMount { .. })
+        });
+        assert!(
+            open < first_mount,
+            "source opened after mounting: {calls:#?}"
+        );
+        // Cloned with every submount (a plain bind would uncover what the
+        // host's submounts hide) and flagged, right away.
         assert_eq!(
-            tail[0],
+            calls[open + 1],
             Call::OpenTree {
                 source: "user-fd:/scratch/alice".into(),
-                recursive: false
+                recursive: true,
             }
         );
         assert_eq!(
-            tail[1],
+            calls[open + 2],
             Call::MountSetattr {
                 target: "tree:user-fd:/scratch/alice".into(),
                 set: MountAttrs::NOSUID_NODEV.with_rdonly(true),
-                recursive: false
+                recursive: true
             }
         );
+        let resolve = position(
+            &calls,
+            "destination",
+            |c| matches!(c, Call::Resolve { path, .. } if path == Path::new("/data")),
+        );
+        let tail = &calls[resolve - 1..];
         assert_eq!(
-            tail[2],
+            tail[1],
             Call::Resolve {
                 root: "/run/shifter/root".into(),
                 path: "/data".into(),
@@ -971,30 +1026,32 @@ mod tests {
             }
         );
         assert_eq!(
-            tail[3],
+            tail[2],
             Call::MoveMount {
                 mount: "tree:user-fd:/scratch/alice".into(),
                 target: "/run/shifter/root/data".into()
             }
         );
         // Nothing is looked up again once the user's directory is reachable.
-        assert_eq!(tail.len(), 4, "{tail:#?}");
+        assert_eq!(tail.len(), 3, "{tail:#?}");
     }
 
     #[test]
-    fn recursive_volume_gets_flags_on_every_submount() {
-        let sys = FakeSys::new();
-        prepare_with(&sys, &cfg(""), &["/scratch:/data:ro,rec"]).unwrap();
-        let calls = sys.calls();
-        assert!(calls.contains(&Call::OpenTree {
-            source: "user-fd:/scratch".into(),
-            recursive: true
-        }));
-        assert!(calls.contains(&Call::MountSetattr {
-            target: "tree:user-fd:/scratch".into(),
-            set: MountAttrs::NOSUID_NODEV.with_rdonly(true),
-            recursive: true
-        }));
+    fn every_volume_gets_flags_on_every_submount_rec_or_not() {
+        for spec in ["/scratch:/data:ro,rec", "/scratch:/data:ro"] {
+            let sys = FakeSys::new();
+            prepare_with(&sys, &cfg(""), &[spec]).unwrap();
+            let calls = sys.calls();
+            assert!(calls.contains(&Call::OpenTree {
+                source: "user-fd:/scratch".into(),
+                recursive: true
+            }));
+            assert!(calls.contains(&Call::MountSetattr {
+                target: "tree:user-fd:/scratch".into(),
+                set: MountAttrs::NOSUID_NODEV.with_rdonly(true),
+                recursive: true
+            }));
+        }
     }
 
     #[test]
@@ -1242,14 +1299,29 @@ mod tests {
         let sys = FakeSys::new();
         sys.fail_when(
             Errno::EPERM,
+            |c| matches!(c, Call::MoveMount { target, .. } if target.ends_with("data")),
+        );
+        prepare_with(&sys, &cfg(""), &["/scratch:/data"]).unwrap_err();
+        assert_rolled_back_at_once(&sys.calls());
+    }
+
+    #[test]
+    fn volume_source_that_cannot_be_cloned_fails_before_anything_is_mounted() {
+        let sys = FakeSys::new();
+        sys.fail_when(
+            Errno::EPERM,
             |c| matches!(c, Call::MountSetattr { target, .. } if target.ends_with("scratch")),
         );
         prepare_with(&sys, &cfg(""), &["/scratch:/data"]).unwrap_err();
         let calls = sys.calls();
-        assert!(!calls
-            .iter()
-            .any(|c| matches!(c, Call::MoveMount { target, .. } if target.ends_with("data"))));
-        assert_rolled_back_at_once(&calls);
+        assert!(
+            !calls.iter().any(|c| matches!(c, Call::FsMount { .. })),
+            "{calls:#?}"
+        );
+        assert!(
+            !calls.iter().any(|c| matches!(c, Call::Umount { .. })),
+            "{calls:#?}"
+        );
     }
 
     #[test]

@@ -30,6 +30,9 @@ fn main() {
         privilege::harden();
     }
     let cli = Cli::parse();
+    if inv.is_setuid() {
+        privilege::clear_environment();
+    }
     init_logging(inv.is_setuid());
     let (code, message) = match run(cli, inv, job_env) {
         Ok(failure) => (failure.code, failure.message),
@@ -121,7 +124,7 @@ fn run(cli: Cli, inv: Invocation, job_env: env::Env) -> Result<command::ExecFail
     // CUDA_VISIBLE_DEVICES, ...) pick the numbered devices; they are read from
     // the caller's environment even with --clearenv, which only concerns the
     // container's.
-    let selected = select_devices(&resolved, |k| std::env::var(k).ok());
+    let selected = select_devices(&resolved, |k| job_env.get(k).cloned());
     let modules: Vec<(&str, &runtime_core::Module)> =
         selected.iter().map(|(name, m)| (*name, m)).collect();
 
@@ -177,7 +180,7 @@ fn run(cli: Cli, inv: Invocation, job_env: env::Env) -> Result<command::ExecFail
         &img.meta().entrypoint,
         &img.meta().cmd,
     );
-    privilege::restore_signals();
+    privilege::restore_caller_state();
     Ok(command::exec(&argv, &container_env))
 }
 

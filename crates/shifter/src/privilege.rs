@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use nix::sys::resource::Resource;
 use runtime_core::DEFAULT_CONFIG_PATH;
 
 /// How we were started.
@@ -75,9 +76,27 @@ pub fn harden() {
         std::process::exit(1);
     }
     ignore_stop_signals(true);
+    lift_limits();
     for var in STEERING_VARS {
         std::env::remove_var(var);
     }
+}
+
+/// The search path of the privileged process and its helpers (mkfs.xfs).
+const TRUSTED_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Once the command line is parsed (its `SHIFTER_*` fallbacks read): nothing
+/// of the caller's environment stays in the privileged process. With all
+/// uids root, libraries no longer see a setuid run (`secure_getenv` gives
+/// the value), so `LDAPCONF`, `NSS_*`, `LOCALDOMAIN`, `TZDIR`, `PATH` for our
+/// helpers... would all be trusted. The container's environment comes from
+/// the copy taken before [`harden`].
+pub fn clear_environment() {
+    let names: Vec<std::ffi::OsString> = std::env::vars_os().map(|(k, _)| k).collect();
+    for name in names {
+        std::env::remove_var(name);
+    }
+    std::env::set_var("PATH", TRUSTED_PATH);
 }
 
 /// Blocks (or unblocks) the tty's stop signals: while blocked they stay
@@ -96,10 +115,62 @@ fn ignore_stop_signals(ignore: bool) {
     let _ = nix::sys::signal::sigprocmask(how, Some(&set), None);
 }
 
+/// Limits the caller could set to make root's own work fail half-way (a
+/// write cut short by `RLIMIT_FSIZE`, no descriptor left for a mount, a
+/// `SIGXCPU` mid-setup), saved for the command.
+const LIFTED_LIMITS: [Resource; 5] = [
+    Resource::RLIMIT_FSIZE,
+    Resource::RLIMIT_NOFILE,
+    Resource::RLIMIT_AS,
+    Resource::RLIMIT_DATA,
+    Resource::RLIMIT_CPU,
+];
+/// Enough descriptors for setup, below the kernel's `nr_open` default.
+const SETUP_NOFILE: u64 = 65536;
+
+static CALLER_LIMITS: std::sync::OnceLock<Vec<(Resource, u64, u64)>> = std::sync::OnceLock::new();
+
+/// Soft limits up to what setup needs: to infinity (or [`SETUP_NOFILE`]
+/// descriptors) where root may raise the hard limit, else to the hard limit
+/// (a node whose root lacks `CAP_SYS_RESOURCE`). A hard limit the caller
+/// lowered can then still bind setup, but only as a clean error: SIGXFSZ is
+/// ignored until exec, so a cut write fails with EFBIG instead of killing us.
+fn lift_limits() {
+    use nix::sys::resource::{getrlimit, setrlimit, RLIM_INFINITY};
+    let mut saved = Vec::new();
+    for r in LIFTED_LIMITS {
+        let Ok((soft, hard)) = getrlimit(r) else {
+            continue;
+        };
+        let wanted = if r == Resource::RLIMIT_NOFILE {
+            if soft >= SETUP_NOFILE {
+                continue;
+            }
+            // An inherited hard limit above the kernel's nr_open cannot be
+            // set again (EPERM): then the fixed figure for both.
+            setrlimit(r, SETUP_NOFILE, hard.max(SETUP_NOFILE))
+                .or_else(|_| setrlimit(r, SETUP_NOFILE, SETUP_NOFILE))
+        } else {
+            setrlimit(r, RLIM_INFINITY, RLIM_INFINITY)
+        };
+        if wanted.is_err() && setrlimit(r, hard, hard).is_err() {
+            continue;
+        }
+        saved.push((r, soft, hard));
+    }
+    let _ = CALLER_LIMITS.set(saved);
+    runtime_core::sys::real::set_signal_ignored(nix::sys::signal::Signal::SIGXFSZ, true);
+}
+
 /// Before exec: the command gets the stop signals back (a blocked signal
-/// would stay blocked across exec).
-pub fn restore_signals() {
+/// would stay blocked across exec) and runs under the caller's own limits.
+pub fn restore_caller_state() {
     ignore_stop_signals(false);
+    // An ignored signal stays ignored across exec.
+    runtime_core::sys::real::set_signal_ignored(nix::sys::signal::Signal::SIGXFSZ, false);
+    for (r, soft, hard) in CALLER_LIMITS.get().into_iter().flatten() {
+        let _ = nix::sys::resource::setrlimit(*r, *soft, *hard);
+    }
 }
 
 /// Runs `f` with the effective ids of `user` (real and saved stay root, so
@@ -163,5 +234,19 @@ mod tests {
         };
         assert!(inv.target_uid(Some("0")).is_err());
         assert_eq!(inv.target_uid(None), Ok(1001));
+    }
+
+    /// In a child, so the test process's own environment stays as it was.
+    #[test]
+    fn nothing_of_the_callers_environment_survives_but_a_fixed_path() {
+        let code = runtime_core::sys::real::run_in_child(|| {
+            std::env::set_var("LDAPCONF", "/home/u/evil.conf");
+            std::env::set_var("PATH", "/home/u/bin");
+            clear_environment();
+            let left: Vec<(String, String)> = std::env::vars().collect();
+            i32::from(left != vec![("PATH".to_owned(), TRUSTED_PATH.to_owned())])
+        })
+        .unwrap();
+        assert_eq!(code, 0, "environment not cleared");
     }
 }

@@ -121,6 +121,11 @@ pub struct LoopDev {
     pub _fd: Option<OwnedFd>,
 }
 
+/// How long root waits for [`Sys::open_as_user`]: a hung NFS or a user's
+/// FUSE daemon that never answers must not hold the step (and its
+/// half-built namespace) forever.
+pub const USER_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Mount attributes settable with `mount_setattr(2)`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MountAttrs {

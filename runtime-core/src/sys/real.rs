@@ -3,7 +3,7 @@
 
 use std::ffi::{CString, OsStr};
 use std::fs::File;
-use std::io::{IoSlice, IoSliceMut, Write};
+use std::io::{IoSliceMut, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
@@ -14,7 +14,7 @@ use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
-use nix::sys::socket::{self, ControlMessage, ControlMessageOwned, MsgFlags};
+use nix::sys::socket::{self, ControlMessageOwned, MsgFlags};
 use nix::sys::stat::{Mode, SFlag};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{ForkResult, Gid, Pid, Uid};
@@ -220,10 +220,12 @@ impl Sys for RealSys {
         let fd = target
             .fd()
             .ok_or_else(|| SysError::new("mount_setattr", target.host_path(), Errno::EBADF))?;
+        // Only ever called on our detached clones: private, so nothing
+        // mounted later on the host side (or by us) propagates into them.
         let attr = MountAttr {
             attr_set: set.bits(),
             attr_clr: 0,
-            propagation: 0,
+            propagation: libc::MS_PRIVATE,
             userns_fd: 0,
         };
         let mut flags = libc::AT_EMPTY_PATH;
@@ -1035,6 +1037,14 @@ pub fn parse_cap_sets(status: &str) -> Option<CapSets> {
 /// user's own permissions on every component, including ACLs and root-squashed
 /// network filesystems, which no stat-based check reproduces.
 fn open_as_user(path: &Path, creds: &Creds) -> SysResult<(Handle, NodeKind)> {
+    open_as_user_within(path, creds, super::USER_OPEN_TIMEOUT)
+}
+
+fn open_as_user_within(
+    path: &Path,
+    creds: &Creds,
+    timeout: Duration,
+) -> SysResult<(Handle, NodeKind)> {
     let op = "open as user";
     let cpath = cpath(op, path)?;
     let gids: Vec<Gid> = creds.groups.iter().map(|g| Gid::from_raw(*g)).collect();
@@ -1045,6 +1055,7 @@ fn open_as_user(path: &Path, creds: &Creds) -> SysResult<(Handle, NodeKind)> {
         socket::SockFlag::SOCK_CLOEXEC,
     )
     .map_err(|e| SysError::new("socketpair", path, e))?;
+    let parent = nix::unistd::getpid();
     // SAFETY: the child only makes raw syscalls on data prepared before the
     // fork (no allocation, no locks) and leaves with _exit.
     match unsafe { nix::unistd::fork() }.map_err(|e| SysError::new("fork", path, e))? {
@@ -1056,6 +1067,13 @@ fn open_as_user(path: &Path, creds: &Creds) -> SysResult<(Handle, NodeKind)> {
                 nix::unistd::setresgid(g, g, g)?;
                 let u = Uid::from_raw(creds.uid);
                 nix::unistd::setresuid(u, u, u)?;
+                // After the uid change, which clears it: if root gives up on
+                // us (or dies), we die too rather than hold its namespace.
+                // SAFETY: PR_SET_PDEATHSIG takes a signal number; no pointers.
+                unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
+                if nix::unistd::getppid() != parent {
+                    return Err(Errno::ESRCH);
+                }
                 // Hold nothing of the privileged parent's: no descriptor it
                 // opened can be reached through /proc/self/fd.
                 close_all_but(theirs.as_raw_fd());
@@ -1093,19 +1111,7 @@ fn open_as_user(path: &Path, creds: &Creds) -> SysResult<(Handle, NodeKind)> {
                 Ok((fd, kind))
             })();
             let code = match result {
-                Ok((fd, kind)) => {
-                    let fds = [fd];
-                    let cmsg = [ControlMessage::ScmRights(&fds)];
-                    let buf = [kind, 0, 0, 0, 0];
-                    let ok = socket::sendmsg::<()>(
-                        theirs.as_raw_fd(),
-                        &[IoSlice::new(&buf)],
-                        &cmsg,
-                        MsgFlags::empty(),
-                        None,
-                    );
-                    i32::from(ok.is_err())
-                }
+                Ok((fd, kind)) => i32::from(!send_fd(theirs.as_raw_fd(), fd, kind)),
                 Err(e) => {
                     let mut buf = [b'e', 0, 0, 0, 0];
                     buf[1..].copy_from_slice(&(e as i32).to_le_bytes());
@@ -1118,10 +1124,91 @@ fn open_as_user(path: &Path, creds: &Creds) -> SysResult<(Handle, NodeKind)> {
         }
         ForkResult::Parent { child } => {
             drop(theirs);
+            if !readable_within(&ours, timeout) {
+                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                reap_within(child, Duration::from_secs(2));
+                return Err(SysError::new(op, path, Errno::ETIMEDOUT));
+            }
             let received = receive_fd(&ours, path);
             let _ = waitpid(child, None);
             received
         }
+    }
+}
+
+/// True once `sock` has data (or its peer closed) within `timeout`.
+fn readable_within(sock: &OwnedFd, timeout: Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let mut pfd = libc::pollfd {
+            fd: sock.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one live pollfd, count 1.
+        let rc = unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(i32::MAX as u128) as i32) };
+        match rc {
+            n if n > 0 => return true,
+            0 => return false,
+            _ if Errno::last() == Errno::EINTR && !left.is_zero() => continue,
+            _ => return false,
+        }
+    }
+}
+
+/// Reaps a killed child, giving up after `timeout` (one stuck in an
+/// uninterruptible wait stays a zombie until we exit; its death signal and
+/// SIGKILL are already pending).
+fn reap_within(child: Pid, timeout: Duration) {
+    use nix::sys::wait::WaitPidFlag;
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+            Ok(nix::sys::wait::WaitStatus::StillAlive) => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            _ => return,
+        }
+    }
+    tracing::warn!(
+        pid = child.as_raw(),
+        "a volume-source opener did not exit after SIGKILL"
+    );
+}
+
+/// `sendmsg` of one descriptor and a 5-byte reply, with the control buffer on
+/// the stack: this runs in a forked child of a possibly multi-threaded
+/// process, where allocating could deadlock on a lock another thread held.
+fn send_fd(sock: RawFd, fd: RawFd, kind: u8) -> bool {
+    #[repr(C, align(8))]
+    struct ControlBuf([u8; 64]);
+    let mut data = [kind, 0, 0, 0, 0];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    let mut control = ControlBuf([0; 64]);
+    // SAFETY: an all-zero msghdr is valid (no iov, no control).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.0.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE is arithmetic on its argument.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as _;
+    // SAFETY: msg_control points at 64 aligned bytes, more than the
+    // CMSG_SPACE of one int, so the first header and its data fit; `msg`,
+    // `iov`, `data` and `control` live until sendmsg returns.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        if c.is_null() {
+            return false;
+        }
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<RawFd>(), fd);
+        libc::sendmsg(sock, &msg, 0) >= 0
     }
 }
 
@@ -1185,6 +1272,22 @@ fn receive_fd(sock: &OwnedFd, path: &Path) -> SysResult<(Handle, NodeKind)> {
         }
         _ => Err(SysError::new(op, path, Errno::EIO)),
     }
+}
+
+/// Ignores `signal` (or restores its default action). Ignoring is for
+/// signals whose default would kill us mid-setup (SIGXFSZ): the syscall
+/// fails instead. An ignored signal stays ignored across exec, so restore it.
+pub fn set_signal_ignored(signal: nix::sys::signal::Signal, ignored: bool) {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet};
+    let handler = if ignored {
+        SigHandler::SigIgn
+    } else {
+        SigHandler::SigDfl
+    };
+    let action = SigAction::new(handler, SaFlags::empty(), SigSet::empty());
+    // SAFETY: SIG_IGN and SIG_DFL install no handler function, so nothing
+    // can run in signal context.
+    let _ = unsafe { sigaction(signal, &action) };
 }
 
 /// Runs `f` in a forked child and returns its exit code (128+signal when
@@ -1267,6 +1370,52 @@ mod tests {
         assert_eq!(h.host_path(), std::fs::canonicalize(&secret).unwrap());
         let (_, kind) = RealSys.open_as_user(dir.path(), &nobody).unwrap();
         assert_eq!(kind, NodeKind::Dir);
+    }
+
+    /// A FUSE filesystem whose daemon never answers (we never reply to the
+    /// kernel's INIT) stands for a user's hung FUSE mount or a dead NFS
+    /// server: the open must give up at its deadline, not hang root.
+    #[test]
+    fn open_as_user_gives_up_on_a_filesystem_that_never_answers() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!(
+                "!!!! SKIPPED open_as_user_gives_up_on_a_filesystem_that_never_answers: needs root"
+            );
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mnt = dir.path().join("hung");
+        std::fs::create_dir(&mnt).unwrap();
+        let fuse = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/fuse")
+            .expect("/dev/fuse");
+        let data = format!(
+            "fd={},rootmode=40000,user_id=0,group_id=0,allow_other",
+            fuse.as_raw_fd()
+        );
+        nix::mount::mount(
+            Some("shifter-test-hung"),
+            &mnt,
+            Some("fuse"),
+            MsFlags::empty(),
+            Some(data.as_str()),
+        )
+        .expect("mount fuse");
+        let nobody = Creds {
+            uid: 65534,
+            gid: 65534,
+            groups: vec![],
+        };
+        let started = std::time::Instant::now();
+        let res = open_as_user_within(&mnt.join("data"), &nobody, Duration::from_secs(1));
+        let took = started.elapsed();
+        let _ = nix::mount::umount2(&mnt, MntFlags::MNT_DETACH);
+        drop(fuse);
+        let err = res.expect_err("opened a path on a filesystem that never answers");
+        assert_eq!(err.errno, Errno::ETIMEDOUT, "{err}");
+        assert!(took < Duration::from_secs(5), "took {took:?}");
     }
 
     #[test]
