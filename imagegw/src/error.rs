@@ -84,6 +84,12 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
+impl From<crate::owners::OwnerError> for ApiError {
+    fn from(e: crate::owners::OwnerError) -> Self {
+        ApiError::Forbidden(e.to_string())
+    }
+}
+
 impl From<shifter_api::RefError> for ApiError {
     fn from(e: shifter_api::RefError) -> Self {
         ApiError::BadRequest(e.to_string())

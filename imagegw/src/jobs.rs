@@ -16,9 +16,9 @@ use tracing::Instrument;
 
 use crate::engine::{Credentials, EngineError, ProgressSink, PullSpec, Stage};
 use crate::error::ApiError;
-use crate::publish;
 use crate::state::{now, AppState, SystemState};
 use crate::store::{ImageKey, StoredImage};
+use crate::{owners, publish};
 
 pub const RESTART_MESSAGE: &str = "interrupted by gateway restart; pull again";
 pub const SHUTDOWN_MESSAGE: &str = "interrupted by gateway shutdown; pull again";
@@ -74,28 +74,32 @@ pub struct Started {
 }
 
 /// Starts a pull of `reference` for `key`, or joins the one already running.
+/// `requested` is the ACL the caller asked for; the owner rule
+/// (`owners::decide_pull`) decides what the tag gets, under the job table's
+/// lock so two first pulls cannot both become the owner.
 pub async fn start_or_join(
     state: &Arc<AppState>,
     sys: &Arc<SystemState>,
     key: ImageKey,
     reference: DockerRef,
-    acl: ImageAcl,
+    requested: ImageAcl,
+    actor: owners::Actor<'_>,
     credentials: Option<Credentials>,
 ) -> Result<Started, ApiError> {
     let mut running = state.jobs.running.lock().await;
+    let previous = state.store.get(&key).await?;
+    let shown = owners::split_private(&key.tag).map_or(key.tag.as_str(), |(_, t)| t);
+    let decision = owners::decide_pull(previous.as_ref(), actor, &requested, shown)?;
     if running.contains_key(&key) {
         drop(running);
-        let record = state
-            .store
-            .get(&key)
-            .await?
+        let record = previous
             .ok_or_else(|| ApiError::Internal(format!("running job {key} has no record")))?;
         return Ok(Started {
             record,
             joined: true,
         });
     }
-    let previous = state.store.get(&key).await?;
+    let acl = decision.acl;
     if let Some(prev) = &previous {
         // Clients poll by repeating the pull, so a job that just finished is
         // reported rather than started again.
@@ -119,7 +123,8 @@ pub async fn start_or_join(
         previous.unwrap_or_else(|| StoredImage::new_job(key.clone(), acl.clone(), now()));
     record.status = ImageStatus::Pending;
     record.status_message = String::new();
-    record.owner = publish::instance_name();
+    record.replica = publish::instance_name();
+    record.owner_uid = decision.owner;
     record.acl = acl;
     record.updated = now();
     state.store.put(&record).await?;
@@ -127,7 +132,7 @@ pub async fn start_or_join(
     running.insert(key.clone(), job.clone());
     drop(running);
     state.metrics.job_started();
-    tracing::info!(image = %key, reference = %reference.canonical(), "pull job started");
+    tracing::info!(image = %key, reference = %reference.canonical(), owner = ?record.owner_uid, "pull job started");
     // The job keeps the starting request's span, so its logs carry that request id.
     let task = run(state.clone(), sys.clone(), key, reference, credentials, job);
     tokio::spawn(task.in_current_span());
@@ -284,6 +289,34 @@ fn merged_acl(acls: &[&ImageAcl]) -> ImageAcl {
     out
 }
 
+/// `<id>.json` as the published rows of `base.id` (and `extra`, a tag about to
+/// point at it with that ACL) make it: the union of their ACLs, their tags.
+fn merged_meta(
+    base: &ImageMeta,
+    rows: &[StoredImage],
+    extra: Option<(&ImageKey, &ImageAcl)>,
+) -> ImageMeta {
+    let others: Vec<&StoredImage> = rows
+        .iter()
+        .filter(|r| r.id == base.id && r.is_published())
+        .filter(|r| extra.is_none_or(|(k, _)| r.key != *k))
+        .collect();
+    let mut acls: Vec<&ImageAcl> = others
+        .iter()
+        .filter_map(|r| r.meta.as_ref().map(|m| &m.acl))
+        .collect();
+    let mut meta = base.clone();
+    meta.tags = others.iter().map(|r| r.key.tag.clone()).collect();
+    if let Some((key, acl)) = extra {
+        acls.push(acl);
+        meta.tags.push(key.tag.clone());
+    }
+    meta.acl = merged_acl(&acls);
+    meta.tags.sort();
+    meta.tags.dedup();
+    meta
+}
+
 /// What goes into `<id>.json` for `id` once `key` points at it with `acl`.
 pub(crate) async fn file_meta(
     state: &AppState,
@@ -291,25 +324,35 @@ pub(crate) async fn file_meta(
     base: &ImageMeta,
     acl: &ImageAcl,
 ) -> Result<ImageMeta, crate::store::StoreError> {
-    let others: Vec<StoredImage> = state
-        .store
-        .list(&key.system)
-        .await?
-        .into_iter()
-        .filter(|r| r.key != *key && r.id == base.id && r.is_published())
-        .collect();
-    let mut acls: Vec<&ImageAcl> = others
+    let rows = state.store.list(&key.system).await?;
+    Ok(merged_meta(base, &rows, Some((key, acl))))
+}
+
+/// After a tag stopped pointing at `id` (expiry): rewrites `<id>.json`, and the
+/// squashfs mode with it, from the tags that remain, so the file never admits
+/// more than they do (a public tag gone must not leave the image public).
+/// False when no tag is left, and nothing was written.
+pub(crate) async fn refresh_file_meta(
+    state: &AppState,
+    sys: &SystemState,
+    id: &ImageId,
+) -> Result<bool, ApiError> {
+    let rows = state.store.list(&sys.name).await?;
+    let Some(base) = rows
         .iter()
-        .filter_map(|r| r.meta.as_ref().map(|m| &m.acl))
-        .collect();
-    acls.push(acl);
-    let mut meta = base.clone();
-    meta.acl = merged_acl(&acls);
-    meta.tags = others.iter().map(|r| r.key.tag.clone()).collect();
-    meta.tags.push(key.tag.clone());
-    meta.tags.sort();
-    meta.tags.dedup();
-    Ok(meta)
+        .find(|r| r.id == id.as_str() && r.is_published())
+        .and_then(|r| r.meta.clone())
+    else {
+        return Ok(false);
+    };
+    let meta = merged_meta(&base, &rows, None);
+    let dir = sys.cfg.image_dir.clone();
+    let id = id.clone();
+    tokio::task::spawn_blocking(move || publish::set_meta(&dir, &id, &meta))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    Ok(true)
 }
 
 async fn run_inner(

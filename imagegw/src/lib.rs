@@ -16,6 +16,7 @@ pub mod jobs;
 pub mod metrics;
 mod munge;
 pub mod openapi;
+pub mod owners;
 pub mod publish;
 pub mod pull_engine;
 pub mod state;

@@ -32,7 +32,7 @@ fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> PublishEr
 
 static STAGING_SEQ: AtomicU64 = AtomicU64::new(0);
 
-/// This gateway instance's name in the store's `owner` column and in its
+/// This gateway instance's name in the store's `owner` column (`StoredImage::replica`) and in its
 /// staging directories: the host name (replicas run on distinct hosts).
 pub fn instance_name() -> String {
     host_tag()

@@ -30,6 +30,10 @@ pub struct AppState {
     pub default_registry: String,
     pub expire_after_secs: i64,
     pub groups: crate::auth::GroupCache,
+    /// Held while an import checks the tag's owner and publishes, so two
+    /// importers of one name cannot both pass the owner check (per gateway:
+    /// replicas sharing PostgreSQL do not share it).
+    pub imports: tokio::sync::Mutex<()>,
 }
 
 impl AppState {
@@ -51,6 +55,7 @@ impl AppState {
             default_registry: shifter_api::reference::DOCKER_HUB.into(),
             expire_after_secs: 90 * 86400,
             groups: Default::default(),
+            imports: Default::default(),
         }
     }
 

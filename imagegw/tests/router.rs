@@ -25,6 +25,7 @@ const ADMIN: u32 = 500;
 const USER1: u32 = 1001;
 const USER2: u32 = 1002;
 const IMPORTER: u32 = 1003;
+const IMPORTER2: u32 = 1004;
 
 /// Credentials are `uid:gid`; `expired`, `replayed` and anything else mimic munged.
 struct FakeMunge;
@@ -122,7 +123,7 @@ fn gateway_with(engine: FakeEngine) -> Gw {
         name: "testbed".into(),
         cfg,
         admins: vec![ADMIN],
-        import_users: vec![IMPORTER],
+        import_users: vec![IMPORTER, IMPORTER2],
         decoder: Arc::new(FakeMunge),
     };
     let engine = Arc::new(engine);
@@ -548,7 +549,7 @@ async fn restart_marks_interrupted_jobs_failed_and_removes_leftovers() {
     let key = gw.key(BUSYBOX);
     let mut row = StoredImage::new_job(key.clone(), Default::default(), 1);
     row.status = ImageStatus::Conversion;
-    row.owner = shifter_imagegw::publish::instance_name();
+    row.replica = shifter_imagegw::publish::instance_name();
     gw.state.store.put(&row).await.unwrap();
     let staging = shifter_imagegw::publish::new_staging(gw.images.path()).unwrap();
     std::fs::write(staging.join("half.squashfs"), b"partial").unwrap();
@@ -938,4 +939,260 @@ async fn every_response_carries_a_request_id() {
             .map(|v| v.to_str().unwrap().to_owned());
         assert!(id.is_some_and(|i| i.len() >= 32), "{uri}");
     }
+}
+
+/// Makes the last pull of `path` look older than the "recent pull" window, so
+/// the next pull is a real re-pull.
+async fn age(gw: &Gw, key: &ImageKey) {
+    let mut row = gw.state.store.get(key).await.unwrap().unwrap();
+    row.updated -= 60;
+    gw.state.store.put(&row).await.unwrap();
+}
+
+fn file_meta(gw: &Gw, id: &str) -> ImageMeta {
+    ImageMeta::from_json(&std::fs::read(gw.image_file(id, "json")).unwrap()).unwrap()
+}
+
+fn file_mode(gw: &Gw, id: &str) -> u32 {
+    std::fs::metadata(gw.image_file(id, "squashfs"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[tokio::test]
+async fn another_users_private_repull_of_a_public_tag_is_refused_and_the_tag_stays_public() {
+    let gw = gateway();
+    let first = gw.pull_until_final(BUSYBOX, USER1, "").await;
+    assert_eq!(first.owner, Some(USER1), "the first puller owns the tag");
+    age(&gw, &gw.key(BUSYBOX)).await;
+
+    let takeover = format!(r#"{{"allowed_uids":"{USER2}"}}"#);
+    let (st, v) = gw.pull(BUSYBOX, USER2, &takeover).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    assert_error_body(&v, "forbidden");
+    let msg = v["message"].as_str().unwrap();
+    assert!(msg.contains("only its owner or an admin"), "{msg}");
+    assert!(msg.contains("uid 1001"), "names the owner: {msg}");
+    assert!(msg.contains("--private"), "says how to get a copy: {msg}");
+
+    // A plain re-pull by someone else refreshes the image and keeps the ACL.
+    let again = gw.pull_until_final(BUSYBOX, USER2, "").await;
+    assert_eq!(again.status, ImageStatus::Ready);
+    assert!(again.user_acl.is_empty() && again.group_acl.is_empty());
+    assert_eq!(
+        again.owner,
+        Some(USER1),
+        "a refresh does not move the owner"
+    );
+
+    let uri = format!("/api/lookup/testbed/{BUSYBOX}/");
+    for uid in [USER1, USER2] {
+        let (st, v) = gw.get(&uri, uid).await;
+        assert_eq!(st, StatusCode::OK, "uid {uid}: {v}");
+    }
+    assert!(file_meta(&gw, &first.id).acl.is_public());
+    assert_eq!(
+        file_mode(&gw, &first.id),
+        0o644,
+        "jobs pinned to the id keep working"
+    );
+
+    // The owner still decides.
+    age(&gw, &gw.key(BUSYBOX)).await;
+    let mine = format!(r#"{{"allowed_uids":"{USER1}"}}"#);
+    let private = gw.pull_until_final(BUSYBOX, USER1, &mine).await;
+    assert_eq!(private.user_acl, vec![USER1]);
+}
+
+#[tokio::test]
+async fn a_member_of_a_group_acl_cannot_widen_it() {
+    let gw = gateway();
+    let group = r#"{"allowed_gids":"50"}"#;
+    let rec = gw.pull_until_final(BUSYBOX, USER1, group).await;
+    assert_eq!(
+        (rec.user_acl.clone(), rec.group_acl.clone()),
+        (vec![USER1], vec![50])
+    );
+    age(&gw, &gw.key(BUSYBOX)).await;
+
+    let member = format!("{USER2}:50");
+    let pull_uri = format!("/api/pull/testbed/{BUSYBOX}/");
+    let (st, v) = gw
+        .call(
+            "POST",
+            &pull_uri,
+            Some(&member),
+            r#"{"allowed_gids":"50,51"}"#,
+        )
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "another group added: {v}");
+    let (st, v) = gw
+        .call(
+            "POST",
+            &pull_uri,
+            Some(&member),
+            &format!(r#"{{"allowed_uids":"{USER2}"}}"#),
+        )
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "owner removed: {v}");
+
+    // A plain re-pull by the member is a refresh, not "make it public".
+    let (st, v) = gw.call("POST", &pull_uri, Some(&member), "").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    for _ in 0..200 {
+        if !gw.state.jobs.is_running(&gw.key(BUSYBOX)).await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let uri = format!("/api/lookup/testbed/{BUSYBOX}/");
+    let (st, v) = gw.call("GET", &uri, Some(&member), "").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["groupACL"], serde_json::json!([50]), "{v}");
+    assert_eq!(v["userACL"], serde_json::json!([USER1]), "{v}");
+    assert_eq!(
+        gw.get(&uri, 1005).await.0,
+        StatusCode::FORBIDDEN,
+        "still closed to others"
+    );
+    assert_eq!(file_mode(&gw, &rec.id), 0o600);
+    let meta = file_meta(&gw, &rec.id);
+    assert_eq!((meta.acl.uids, meta.acl.gids), (vec![USER1], vec![50]));
+}
+
+#[tokio::test]
+async fn a_private_copy_shadows_the_public_tag_for_its_owner_only() {
+    let gw = gateway();
+    let public = gw.pull_until_final(BUSYBOX, USER1, "").await;
+    let copy = gw
+        .pull_until_final(BUSYBOX, USER2, r#"{"private":true}"#)
+        .await;
+    assert_eq!(copy.status, ImageStatus::Ready, "{copy:?}");
+    assert_eq!(
+        copy.user_acl,
+        vec![USER2],
+        "private to its owner by default"
+    );
+    assert_eq!(copy.owner, Some(USER2));
+
+    let uri = format!("/api/lookup/testbed/{BUSYBOX}/");
+    let (_, v) = gw.get(&uri, USER2).await;
+    assert_eq!(v["private_copy"], true, "{v}");
+    assert_eq!(v["userACL"], serde_json::json!([USER2]), "{v}");
+    let (st, v) = gw.get(&uri, USER1).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(v.get("private_copy").is_none(), "{v}");
+    assert_eq!(
+        v["userACL"],
+        serde_json::json!([]),
+        "the public tag is untouched: {v}"
+    );
+    // Same content: the file stays public while a public tag points at it.
+    assert_eq!(copy.id, public.id);
+    assert!(file_meta(&gw, &public.id).acl.is_public());
+
+    let (_, v) = gw.get("/api/list/testbed/", USER2).await;
+    assert_eq!(v["list"].as_array().unwrap().len(), 2, "{v}");
+    let (_, v) = gw.get("/api/list/testbed/", USER1).await;
+    assert_eq!(
+        v["list"].as_array().unwrap().len(),
+        1,
+        "not others' copies: {v}"
+    );
+}
+
+#[tokio::test]
+async fn expiring_a_tag_recomputes_the_image_file_from_the_tags_that_remain() {
+    let gw = gateway();
+    let public = gw.pull_until_final(BUSYBOX, USER1, "").await;
+    gw.pull_until_final(BUSYBOX, USER2, r#"{"private":true}"#)
+        .await;
+    assert_eq!(file_mode(&gw, &public.id), 0o644);
+
+    let (st, v) = gw
+        .get(&format!("/api/expire/testbed/{BUSYBOX}/"), ADMIN)
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let meta = file_meta(&gw, &public.id);
+    assert_eq!(
+        meta.acl.uids,
+        vec![USER2],
+        "only the private copy is left: {meta:?}"
+    );
+    assert_eq!(file_mode(&gw, &public.id), 0o600);
+    let uri = format!("/api/lookup/testbed/{BUSYBOX}/");
+    assert_eq!(gw.get(&uri, USER2).await.0, StatusCode::OK);
+    assert_eq!(gw.get(&uri, USER1).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        gw.get(&format!("/api/lookup/testbed/id/{}/", public.id), USER1)
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+}
+
+/// A minimal squashfs 4.0 superblock padded to its `bytes_used`; `fill`
+/// makes distinct contents.
+fn fake_squashfs(dir: &Path, name: &str, fill: u8) -> PathBuf {
+    let mut bytes = vec![0u8; 96];
+    bytes[0..4].copy_from_slice(b"hsqs");
+    bytes[12..16].copy_from_slice(&131072u32.to_le_bytes());
+    bytes[20..22].copy_from_slice(&1u16.to_le_bytes());
+    bytes[22..24].copy_from_slice(&17u16.to_le_bytes());
+    bytes[28..30].copy_from_slice(&4u16.to_le_bytes());
+    bytes[40..48].copy_from_slice(&200u64.to_le_bytes());
+    bytes.resize(200, fill);
+    let p = dir.join(name);
+    std::fs::write(&p, &bytes).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    p
+}
+
+#[tokio::test]
+async fn an_importer_cannot_overwrite_another_importers_custom_image() {
+    let gw = gateway();
+    let src = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(src.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let import = |uid: u32, fill: u8| {
+        let file = fake_squashfs(src.path(), &format!("{uid}-{fill}.sqfs"), fill);
+        let body = format!(r#"{{"filepath":{:?}}}"#, file.to_str().unwrap());
+        let gw = &gw;
+        async move {
+            gw.call(
+                "POST",
+                "/api/doimport/testbed/custom/site-env/",
+                Some(&format!("{uid}:{uid}")),
+                &body,
+            )
+            .await
+        }
+    };
+    let (st, v) = import(IMPORTER, 1).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let original: ImageRecord = serde_json::from_value(v).unwrap();
+    assert_eq!(original.owner, Some(IMPORTER));
+
+    let (st, v) = import(IMPORTER2, 2).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("only its owner or an admin"),
+        "{v}"
+    );
+    let (_, v) = gw.get("/api/lookup/testbed/custom/site-env/", USER1).await;
+    assert_eq!(
+        v["id"],
+        original.id.as_str(),
+        "the first import is still served"
+    );
+
+    let (st, v) = import(IMPORTER, 3).await;
+    assert_eq!(st, StatusCode::OK, "its owner replaces it: {v}");
+    let (st, v) = import(ADMIN, 4).await;
+    assert_eq!(st, StatusCode::OK, "an admin replaces it: {v}");
+    assert_eq!(v["owner"], IMPORTER, "and the owner stays: {v}");
 }

@@ -170,6 +170,7 @@ fn pull_posts_the_acl_body_and_polls_until_final() {
     let req = PullRequest {
         allowed_uids: Some("1001,1002".into()),
         allowed_gids: None,
+        private: false,
     };
     let mut statuses = Vec::new();
     let poll = PollOptions {

@@ -96,6 +96,15 @@ pub struct ImageRecord {
     /// Pull progress in bytes (downloaded, converted); informational.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<PullProgress>,
+    /// Uid of the tag's owner (its first puller or importer), who alone with
+    /// the admins may change its ACL; none for tags from before owners were
+    /// recorded, which the admins own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<u32>,
+    /// True for a user's private copy (`shifterimg pull --private`): it shadows
+    /// the shared tag for its owner only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub private_copy: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,6 +133,10 @@ pub struct PullRequest {
     pub allowed_uids: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_gids: Option<String>,
+    /// Pull into the caller's own namespace (a private copy) instead of the
+    /// shared tag; older gateways refuse the field rather than ignore it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub private: bool,
 }
 
 /// Every gateway error: `{"error": "<kind>", "message": "<what to do>"}`.
@@ -156,6 +169,8 @@ mod tests {
             last_pull: 0,
             size: 5,
             progress: None,
+            owner: Some(1),
+            private_copy: false,
         };
         let v: serde_json::Value = serde_json::to_value(&r).unwrap();
         for k in [

@@ -47,6 +47,14 @@ pub struct Global {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Pull an image (or refresh it) and wait until it is READY.
+    #[command(
+        after_help = "Owners: the first user to pull a tag owns it; only the owner or an admin \
+                      may set or change its ACL (--user/--group). Anyone else's pull refreshes \
+                      the image and keeps its ACL; asking for another ACL is refused. \
+                      With --private you get a copy of your own instead: your lookups and jobs \
+                      (srun --image=REF) use it, everyone else keeps the shared tag; others in \
+                      its ACL use it by id (shifterimg lookup REF prints it)."
+    )]
     Pull {
         /// The image, e.g. docker:ubuntu:24.04.
         image: String,
@@ -56,6 +64,9 @@ pub enum Command {
         /// Make the image private to these groups (names or gids, comma-separated).
         #[arg(short, long, value_name = "LIST")]
         group: Option<String>,
+        /// Pull a private copy of your own (only you, plus --user/--group), leaving the shared tag as it is.
+        #[arg(long)]
+        private: bool,
         /// Give up waiting after this many seconds (the pull goes on at the gateway).
         #[arg(long, value_name = "SECS")]
         max_wait: Option<u64>,
@@ -124,15 +135,21 @@ mod tests {
                 image,
                 user,
                 group,
+                private,
                 max_wait,
             } => {
                 assert_eq!(image, "ubuntu:24.04");
                 assert_eq!(user.as_deref(), Some("alice,1002"));
                 assert_eq!(group.as_deref(), Some("staff"));
+                assert!(!private);
                 assert_eq!(max_wait, None);
             }
             other => panic!("{other:?}"),
         }
+        assert!(matches!(
+            parse(&["pull", "--private", "ubuntu:24.04"]).command,
+            Command::Pull { private: true, .. }
+        ));
     }
 
     #[test]

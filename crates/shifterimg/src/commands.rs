@@ -51,6 +51,7 @@ impl Ctx {
         image: &str,
         user: Option<&str>,
         group: Option<&str>,
+        private: bool,
         max_wait: Option<u64>,
     ) -> Result<()> {
         let image = self.parse_ref(image)?;
@@ -60,6 +61,7 @@ impl Ctx {
         let req = PullRequest {
             allowed_uids: user.map(acl::user_ids).transpose()?,
             allowed_gids: group.map(acl::group_ids).transpose()?,
+            private,
         };
         let client = self.client(self.settings.timeout)?;
         let stdout = io::stdout();
@@ -120,7 +122,7 @@ impl Ctx {
             .lookup(&image)
             .map_err(|e| match e {
                 ClientError::Forbidden { .. } => anyhow!(
-                    "{e}\nhint: the image is private; its owner can add you with `shifterimg pull --user/--group`"
+                    "{e}\nhint: the image is private; its owner can add you with `shifterimg pull --user/--group`, or pull a copy of your own with `shifterimg pull --private`"
                 ),
                 e => with_hint(e, &image),
             })?;

@@ -35,8 +35,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             image,
             user,
             group,
+            private,
             max_wait,
-        } => ctx.pull(image, user.as_deref(), group.as_deref(), *max_wait),
+        } => ctx.pull(
+            image,
+            user.as_deref(),
+            group.as_deref(),
+            *private,
+            *max_wait,
+        ),
         Command::Images { json } => ctx.images(*json),
         Command::Lookup { image } => ctx.lookup(image),
         Command::Login {

@@ -59,7 +59,18 @@ pub fn images_table(records: &[ImageRecord]) -> String {
         let tags: Vec<String> = if r.tag.is_empty() {
             vec!["-".to_owned()]
         } else {
-            r.tag.iter().map(|t| short_tag(&r.itype, t)).collect()
+            r.tag
+                .iter()
+                .map(|t| {
+                    let tag = short_tag(&r.itype, t);
+                    // Shown beside the shared tag of the same name.
+                    match (r.private_copy, r.owner) {
+                        (true, Some(uid)) => format!("{tag} (private copy of uid {uid})"),
+                        (true, None) => format!("{tag} (private copy)"),
+                        _ => tag,
+                    }
+                })
+                .collect()
         };
         for tag in tags {
             rows.push([
@@ -227,6 +238,8 @@ mod tests {
             last_pull,
             size: 5 * 1024 * 1024,
             progress: None,
+            owner: None,
+            private_copy: false,
         }
     }
 

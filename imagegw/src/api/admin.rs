@@ -12,11 +12,13 @@ use shifter_api::{ImageId, ImageRecord, ImageRef, ImageStatus};
 use super::{key_for, parse_type, record};
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::publish;
 use crate::state::{now, AppState, SystemState};
 use crate::store::StoredImage;
+use crate::{jobs, publish};
 
-/// Deletes a row, and the files when no other tag still points at them.
+/// Deletes a row, and the files when no other tag still points at them;
+/// otherwise `<id>.json` and the squashfs mode are recomputed from the tags
+/// that remain.
 async fn expire_row(
     state: &AppState,
     sys: &SystemState,
@@ -26,14 +28,16 @@ async fn expire_row(
     if row.id.is_empty() {
         return Ok(());
     }
+    let id = ImageId::parse(&row.id).map_err(ApiError::internal)?;
     let still_used = state
         .store
         .list(&row.key.system)
         .await?
         .iter()
         .any(|r| r.id == row.id);
-    if !still_used {
-        let id = ImageId::parse(&row.id).map_err(ApiError::internal)?;
+    if still_used {
+        jobs::refresh_file_meta(state, sys, &id).await?;
+    } else {
         let dir = sys.cfg.image_dir.clone();
         tokio::task::spawn_blocking(move || publish::remove(&dir, &id))
             .await

@@ -11,9 +11,9 @@ use super::{key_for, may_read, parse_body, parse_type, record, registry_for, req
 use crate::auth::Caller;
 use crate::engine::Credentials;
 use crate::error::ApiError;
-use crate::jobs;
 use crate::state::AppState;
-use crate::store::StoredImage;
+use crate::store::{ImageKey, StoredImage};
+use crate::{jobs, owners};
 
 pub(super) async fn lookup(
     caller: Caller,
@@ -50,6 +50,16 @@ pub(super) async fn lookup(
     }
     let r = ImageRef::from_parts(ty, &tag)?;
     let key = key_for(&system, &r);
+    // The caller's private copy of a docker tag shadows the shared tag, for
+    // them alone (see `owners`).
+    if ty == ImageType::Docker {
+        let mine = private_key(&key, caller.uid);
+        if let Some(row) = state.store.get(&mine).await? {
+            if row.is_published() {
+                return Ok(Json(record(&row, true, None)));
+            }
+        }
+    }
     let row = state.store.get(&key).await?.ok_or_else(|| {
         ApiError::NotFound(format!(
             "image {r} is not on system {system}: pull it first (shifterimg pull {r})"
@@ -73,6 +83,14 @@ pub(super) async fn lookup(
     Ok(Json(record(&row, true, None)))
 }
 
+/// The key of `uid`'s private copy of the shared docker tag `key`.
+fn private_key(key: &ImageKey, uid: u32) -> ImageKey {
+    ImageKey {
+        tag: owners::private_tag(uid, &key.tag),
+        ..key.clone()
+    }
+}
+
 pub(super) async fn pull(
     caller: Caller,
     State(state): State<Arc<AppState>>,
@@ -88,20 +106,21 @@ pub(super) async fn pull(
         )));
     };
     let req: PullRequest = parse_body(&body)?;
-    let acl = requested_acl(
+    let mut acl = requested_acl(
         req.allowed_uids.as_deref(),
         req.allowed_gids.as_deref(),
         &caller,
     )?;
-    let key = key_for(&system, &r);
-    if let Some(existing) = state.store.get(&key).await? {
-        if existing.is_published() && !may_read(&existing, &caller, sys) {
-            return Err(ApiError::Forbidden(format!(
-                "image {r} is restricted and uid {} is not in its ACL",
-                caller.uid
-            )));
-        }
+    if req.private && acl.is_public() {
+        // A private copy is private: without a list, only its owner uses it.
+        acl.uids = vec![caller.uid];
     }
+    let shared = key_for(&system, &r);
+    let key = if req.private {
+        private_key(&shared, caller.uid)
+    } else {
+        shared
+    };
     let registry = registry_for(d, &state.default_registry).registry;
     let credentials = state
         .store
@@ -111,8 +130,13 @@ pub(super) async fn pull(
             username: l.username,
             password: l.password,
         });
+    let actor = owners::Actor {
+        uid: caller.uid,
+        gids: &caller.gids,
+        admin: caller.is_admin(sys),
+    };
     let started =
-        jobs::start_or_join(&state, sys, key.clone(), d.clone(), acl, credentials).await?;
+        jobs::start_or_join(&state, sys, key.clone(), d.clone(), acl, actor, credentials).await?;
     if started.joined {
         tracing::debug!(image = %key, uid = caller.uid, "pull joined");
     }
@@ -130,6 +154,12 @@ pub(super) async fn list(
     let list = rows
         .iter()
         .filter(|r| r.is_published() && may_read(r, &caller, sys))
+        // Private copies are named by their owner's lookups only; others in
+        // their ACL use them by id, so listing them would only confuse.
+        .filter(|r| {
+            owners::split_private(&r.key.tag)
+                .is_none_or(|(uid, _)| uid == caller.uid || caller.is_admin(sys))
+        })
         .map(|r| record(r, true, None))
         .collect();
     Ok(Json(ImageList { list }))

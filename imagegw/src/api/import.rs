@@ -8,12 +8,12 @@ use axum::Json;
 use serde::Deserialize;
 use shifter_api::{ImageRecord, ImageRef, ImageStatus, ImageType};
 
-use super::{key_for, may_read, parse_body, parse_type, record, requested_acl};
+use super::{key_for, parse_body, parse_type, record, requested_acl};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::state::{now, AppState};
 use crate::store::StoredImage;
-use crate::{jobs, publish};
+use crate::{jobs, owners, publish};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -61,14 +61,15 @@ pub(super) async fn doimport(
         )));
     }
     let previous = state.store.get(&key).await?;
-    if let Some(p) = &previous {
-        if p.is_published() && !may_read(p, &caller, &sys) {
-            return Err(ApiError::Forbidden(format!(
-                "{r} exists and uid {} is not in its ACL",
-                caller.uid
-            )));
-        }
-    }
+    let actor = owners::Actor {
+        uid: caller.uid,
+        gids: &caller.gids,
+        admin: caller.is_admin(&sys),
+    };
+    // Checked before the file is read (no copy for nothing) and again under
+    // the import lock just before publishing, so a concurrent import by
+    // another user cannot slip in between.
+    owners::decide_import(previous.as_ref(), actor, &key.tag)?;
     let image_dir = sys.cfg.image_dir.clone();
     let (uid, gids) = (caller.uid, caller.gids.clone());
     let format = req.format.unwrap_or_else(|| "squashfs".into());
@@ -92,6 +93,9 @@ pub(super) async fn doimport(
                 ApiError::internal(e)
             }
         })?;
+        let _publishing = state.imports.lock().await;
+        let previous = state.store.get(&key).await?;
+        let owner = owners::decide_import(previous.as_ref(), actor, &key.tag)?;
         let on_disk = jobs::file_meta(&state, &key, &meta, &acl).await?;
         let dir = image_dir.clone();
         tokio::task::spawn_blocking(move || publish::publish(&dir, &on_disk, &file))
@@ -101,6 +105,7 @@ pub(super) async fn doimport(
         state.metrics.bytes_published(meta.size);
         let mut row =
             previous.unwrap_or_else(|| StoredImage::new_job(key.clone(), acl.clone(), now()));
+        row.owner_uid = owner;
         row.id = meta.id.clone();
         row.acl = acl.clone();
         row.meta = Some(meta);
@@ -108,7 +113,7 @@ pub(super) async fn doimport(
         row.status_message = String::new();
         row.last_pull = now();
         row.updated = now();
-        row.owner = publish::instance_name();
+        row.replica = publish::instance_name();
         state.store.put(&row).await?;
         tracing::info!(image = %key, id = %row.id, uid, "custom image imported");
         Ok::<_, ApiError>(row)

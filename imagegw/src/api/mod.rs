@@ -203,11 +203,16 @@ pub(super) fn record(
     } else {
         row.acl.clone()
     };
+    // A private copy is shown under the reference its owner names it by.
+    let (tag, private_copy) = match crate::owners::split_private(&row.key.tag) {
+        Some((_, shared)) => (shared.to_owned(), true),
+        None => (row.key.tag.clone(), false),
+    };
     ImageRecord {
         id: row.id.clone(),
         system: row.key.system.clone(),
         itype: row.key.itype.clone(),
-        tag: vec![row.key.tag.clone()],
+        tag: vec![tag],
         status,
         status_message: if lookup_view {
             String::new()
@@ -224,5 +229,7 @@ pub(super) fn record(
         last_pull: row.last_pull,
         size: meta.size,
         progress,
+        owner: row.owner_uid,
+        private_copy,
     }
 }

@@ -76,9 +76,9 @@ impl Store for CachedStore {
     async fn fail_in_flight(
         &self,
         message: &str,
-        owner: &str,
+        replica: &str,
     ) -> Result<Vec<ImageKey>, StoreError> {
-        let result = self.inner.fail_in_flight(message, owner).await;
+        let result = self.inner.fail_in_flight(message, replica).await;
         self.forget_all();
         result
     }

@@ -65,7 +65,13 @@ pub struct StoredImage {
     pub updated: i64,
     /// The gateway instance (host) running the latest job; a restarting
     /// gateway fails only its own interrupted jobs, not other replicas'.
-    pub owner: String,
+    /// Stored in the `owner` column, its name before tags had owners.
+    pub replica: String,
+    /// The user who owns the tag (first puller or importer): only they and
+    /// the admins change its ACL or replace a `custom:` image. `None` for rows
+    /// from before owners were recorded whose owner could not be inferred;
+    /// those belong to the admins (see `legacy_owner`).
+    pub owner_uid: Option<u32>,
 }
 
 impl StoredImage {
@@ -79,7 +85,8 @@ impl StoredImage {
             meta: None,
             last_pull: 0,
             updated: now,
-            owner: String::new(),
+            replica: String::new(),
+            owner_uid: None,
         }
     }
 
@@ -96,11 +103,14 @@ pub trait Store: Send + Sync {
     /// Removes the row; false when there was none.
     async fn delete(&self, key: &ImageKey) -> Result<bool, StoreError>;
     async fn list(&self, system: &str) -> Result<Vec<StoredImage>, StoreError>;
-    /// Marks every job of gateway instance `owner` that is not final as
+    /// Marks every job of gateway instance `replica` that is not final as
     /// FAILURE with `message` (after a restart nothing of it is running any
     /// more) and returns their keys.
-    async fn fail_in_flight(&self, message: &str, owner: &str)
-        -> Result<Vec<ImageKey>, StoreError>;
+    async fn fail_in_flight(
+        &self,
+        message: &str,
+        replica: &str,
+    ) -> Result<Vec<ImageKey>, StoreError>;
     /// Stores (replaces) a user's credentials for a registry.
     async fn put_login(&self, login: &RegistryLogin) -> Result<(), StoreError>;
     async fn get_login(
@@ -146,7 +156,9 @@ pub(crate) struct Row {
     pub meta: Option<String>,
     pub last_pull: i64,
     pub updated: i64,
-    pub owner: String,
+    /// Column `owner`: the replica (see `StoredImage::replica`).
+    pub replica: String,
+    pub owner_uid: Option<i64>,
 }
 
 impl Row {
@@ -165,7 +177,8 @@ impl Row {
                 .map(|m| serde_json::to_string(m).expect("meta serialises")),
             last_pull: i.last_pull,
             updated: i.updated,
-            owner: i.owner.clone(),
+            replica: i.replica.clone(),
+            owner_uid: i.owner_uid.map(i64::from),
         }
     }
 
@@ -186,6 +199,12 @@ impl Row {
             Some(m) => Some(serde_json::from_str(&m).map_err(|e| corrupt(format!("meta: {e}")))?),
             None => None,
         };
+        let owner_uid = match self.owner_uid {
+            Some(u) => {
+                Some(u32::try_from(u).map_err(|_| corrupt(format!("owner_uid {u} is not a uid")))?)
+            }
+            None => None,
+        };
         Ok(StoredImage {
             key,
             id: self.id,
@@ -195,8 +214,22 @@ impl Row {
             meta,
             last_pull: self.last_pull,
             updated: self.updated,
-            owner: self.owner,
+            replica: self.replica,
+            owner_uid,
         })
+    }
+}
+
+/// The owner given to a row written before owners were recorded: the one uid
+/// of a private ACL without groups (the puller was always added to a private
+/// ACL, so a single uid was whoever last set it); anyone else's rows, public
+/// ones included, belong to the admins (`None`), so no user can claim a
+/// site's existing images by re-pulling them.
+pub(crate) fn legacy_owner(acl_json: &str) -> Option<u32> {
+    let acl: ImageAcl = serde_json::from_str(acl_json).ok()?;
+    match (acl.uids.as_slice(), acl.gids.is_empty()) {
+        ([only], true) => Some(*only),
+        _ => None,
     }
 }
 
@@ -244,15 +277,28 @@ pub(crate) mod contract {
             "replaced in place"
         );
 
+        let mut owned = StoredImage::new_job(key("o"), ImageAcl::default(), 10);
+        owned.owner_uid = Some(u32::MAX);
+        store.put(&owned).await.unwrap();
+        assert_eq!(
+            store.get(&key("o")).await.unwrap().unwrap().owner_uid,
+            Some(u32::MAX),
+            "every uid round-trips"
+        );
+        owned.owner_uid = None;
+        store.put(&owned).await.unwrap();
+        assert_eq!(store.get(&key("o")).await.unwrap().unwrap().owner_uid, None);
+        store.delete(&key("o")).await.unwrap();
+
         let mut b = StoredImage::new_job(key("b"), ImageAcl::default(), 11);
-        b.owner = "me".into();
+        b.replica = "me".into();
         store.put(&b).await.unwrap();
         let mut other = StoredImage::new_job(key("c"), ImageAcl::default(), 12);
         other.key.system = "elsewhere".into();
-        other.owner = "me".into();
+        other.replica = "me".into();
         store.put(&other).await.unwrap();
         let mut replica = StoredImage::new_job(key("r"), ImageAcl::default(), 12);
-        replica.owner = "another-replica".into();
+        replica.replica = "another-replica".into();
         store.put(&replica).await.unwrap();
 
         let list = store.list("sys").await.unwrap();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio_postgres::{Client, NoTls};
 
-use super::{ImageKey, RegistryLogin, Row, StoreError, StoredImage, IN_FLIGHT};
+use super::{legacy_owner, ImageKey, RegistryLogin, Row, StoreError, StoredImage, IN_FLIGHT};
 
 pub struct PostgresStore {
     client: Arc<Client>,
@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS images (
     last_pull BIGINT NOT NULL,
     updated BIGINT NOT NULL,
     owner TEXT NOT NULL DEFAULT '',
+    owner_uid BIGINT,
     PRIMARY KEY (system, itype, tag)
 );
 CREATE TABLE IF NOT EXISTS registry_logins (
@@ -38,13 +39,13 @@ CREATE TABLE IF NOT EXISTS registry_logins (
 );";
 
 const COLUMNS: &str =
-    "system, itype, tag, id, status, status_message, acl, meta, last_pull, updated, owner";
+    "system, itype, tag, id, status, status_message, acl, meta, last_pull, updated, owner, owner_uid";
 
 impl PostgresStore {
     /// Connects (without TLS: put the database on loopback or a trusted network)
     /// and creates the table if needed.
     pub async fn connect(url: &str) -> Result<PostgresStore, StoreError> {
-        let (client, conn) = tokio_postgres::connect(url, NoTls).await?;
+        let (mut client, conn) = tokio_postgres::connect(url, NoTls).await?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::error!(error = %e, "postgres connection lost");
@@ -57,10 +58,52 @@ impl PostgresStore {
                 "ALTER TABLE images ADD COLUMN IF NOT EXISTS owner TEXT NOT NULL DEFAULT ''",
             )
             .await?;
+        migrate_owner_uid(&mut client).await?;
         Ok(PostgresStore {
             client: Arc::new(client),
         })
     }
+}
+
+/// Adds `owner_uid` to a database from before owners, inferring each row's
+/// owner once (`legacy_owner`), in one transaction so no replica ever sees the
+/// column without the inferred owners. Replicas starting together may both
+/// run it; the second one's ALTER waits for the first's lock, then finds the
+/// column and changes nothing.
+async fn migrate_owner_uid(client: &mut Client) -> Result<(), StoreError> {
+    let tx = client.transaction().await?;
+    // Serialises concurrent replicas: the check below then sees the winner's column.
+    tx.batch_execute("LOCK TABLE images IN ACCESS EXCLUSIVE MODE")
+        .await?;
+    let present = tx
+        .query_opt(
+            "SELECT 1 FROM information_schema.columns
+             WHERE table_schema = current_schema() AND table_name = 'images'
+               AND column_name = 'owner_uid'",
+            &[],
+        )
+        .await?
+        .is_some();
+    if present {
+        return Ok(tx.commit().await?);
+    }
+    tx.batch_execute("ALTER TABLE images ADD COLUMN owner_uid BIGINT")
+        .await?;
+    let rows = tx
+        .query("SELECT system, itype, tag, acl FROM images", &[])
+        .await?;
+    for r in rows {
+        let acl: String = r.get(3);
+        if let Some(uid) = legacy_owner(&acl) {
+            let (system, itype, tag): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+            tx.execute(
+                "UPDATE images SET owner_uid=$4 WHERE system=$1 AND itype=$2 AND tag=$3",
+                &[&system, &itype, &tag, &i64::from(uid)],
+            )
+            .await?;
+        }
+    }
+    Ok(tx.commit().await?)
 }
 
 fn read_row(r: &tokio_postgres::Row) -> Row {
@@ -75,7 +118,8 @@ fn read_row(r: &tokio_postgres::Row) -> Row {
         meta: r.get(7),
         last_pull: r.get(8),
         updated: r.get(9),
-        owner: r.get(10),
+        replica: r.get(10),
+        owner_uid: r.get(11),
     }
 }
 
@@ -97,12 +141,13 @@ impl super::Store for PostgresStore {
         self.client
             .execute(
                 &format!(
-                    "INSERT INTO images ({COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)
+                    "INSERT INTO images ({COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)
                      ON CONFLICT (system, itype, tag) DO UPDATE SET
                        id=EXCLUDED.id, status=EXCLUDED.status,
                        status_message=EXCLUDED.status_message, acl=EXCLUDED.acl,
                        meta=EXCLUDED.meta, last_pull=EXCLUDED.last_pull,
-                       updated=EXCLUDED.updated, owner=EXCLUDED.owner"
+                       updated=EXCLUDED.updated, owner=EXCLUDED.owner,
+                       owner_uid=EXCLUDED.owner_uid"
                 ),
                 &[
                     &r.system,
@@ -115,7 +160,8 @@ impl super::Store for PostgresStore {
                     &r.meta,
                     &r.last_pull,
                     &r.updated,
-                    &r.owner,
+                    &r.replica,
+                    &r.owner_uid,
                 ],
             )
             .await?;
@@ -147,7 +193,7 @@ impl super::Store for PostgresStore {
     async fn fail_in_flight(
         &self,
         message: &str,
-        owner: &str,
+        replica: &str,
     ) -> Result<Vec<ImageKey>, StoreError> {
         let in_flight: Vec<&str> = IN_FLIGHT.to_vec();
         let rows = self
@@ -155,7 +201,7 @@ impl super::Store for PostgresStore {
             .query(
                 "UPDATE images SET status='FAILURE', status_message=$2, updated=$3
                  WHERE status = ANY($1) AND owner=$4 RETURNING system, itype, tag",
-                &[&in_flight, &message, &crate::state::now(), &owner],
+                &[&in_flight, &message, &crate::state::now(), &replica],
             )
             .await?;
         Ok(rows
@@ -223,5 +269,49 @@ mod tests {
         let replica = PostgresStore::connect(&pg.url()).await.unwrap();
         use crate::store::Store;
         assert_eq!(replica.list("sys").await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_postgres_database_from_before_owners_gets_owners_inferred_once() {
+        let Some(pg) = TestPostgres::start() else {
+            return;
+        };
+        {
+            let (client, conn) = tokio_postgres::connect(&pg.url(), NoTls).await.unwrap();
+            tokio::spawn(conn);
+            client
+                .batch_execute(
+                    "CREATE TABLE images (system TEXT NOT NULL, itype TEXT NOT NULL, tag TEXT NOT NULL,
+                     id TEXT NOT NULL, status TEXT NOT NULL, status_message TEXT NOT NULL,
+                     acl TEXT NOT NULL, meta TEXT, last_pull BIGINT NOT NULL, updated BIGINT NOT NULL,
+                     owner TEXT NOT NULL DEFAULT '', PRIMARY KEY (system, itype, tag));
+                     INSERT INTO images VALUES ('s','docker','public','','READY','','{\"uids\":[],\"gids\":[]}',NULL,0,0,'h');
+                     INSERT INTO images VALUES ('s','docker','mine','','READY','','{\"uids\":[1001],\"gids\":[]}',NULL,0,0,'h');",
+                )
+                .await
+                .unwrap();
+        }
+        use crate::store::Store;
+        let key = |tag: &str| ImageKey {
+            system: "s".into(),
+            itype: "docker".into(),
+            tag: tag.into(),
+        };
+        let store = PostgresStore::connect(&pg.url()).await.unwrap();
+        let public = store.get(&key("public")).await.unwrap().unwrap();
+        assert_eq!(public.owner_uid, None);
+        assert_eq!(
+            store.get(&key("mine")).await.unwrap().unwrap().owner_uid,
+            Some(1001)
+        );
+        let mut narrowed = public;
+        narrowed.acl.uids = vec![1002];
+        store.put(&narrowed).await.unwrap();
+        let again = PostgresStore::connect(&pg.url()).await.unwrap();
+        assert_eq!(
+            again.get(&key("public")).await.unwrap().unwrap().owner_uid,
+            None,
+            "inferred once, at the migration only"
+        );
     }
 }

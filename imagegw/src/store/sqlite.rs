@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{ImageKey, RegistryLogin, Row, StoreError, StoredImage, IN_FLIGHT};
+use super::{legacy_owner, ImageKey, RegistryLogin, Row, StoreError, StoredImage, IN_FLIGHT};
 
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS images (
     last_pull INTEGER NOT NULL,
     updated INTEGER NOT NULL,
     owner TEXT NOT NULL DEFAULT '',
+    owner_uid INTEGER,
     PRIMARY KEY (system, itype, tag)
 );
 CREATE TABLE IF NOT EXISTS registry_logins (
@@ -40,7 +41,7 @@ CREATE TABLE IF NOT EXISTS registry_logins (
 );";
 
 const COLUMNS: &str =
-    "system, itype, tag, id, status, status_message, acl, meta, last_pull, updated, owner";
+    "system, itype, tag, id, status, status_message, acl, meta, last_pull, updated, owner, owner_uid";
 
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
@@ -70,12 +71,12 @@ impl SqliteStore {
         Self::init(Connection::open_in_memory()?)
     }
 
-    fn init(conn: Connection) -> Result<SqliteStore, StoreError> {
+    fn init(mut conn: Connection) -> Result<SqliteStore, StoreError> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
-        migrate(&conn)?;
+        migrate(&mut conn)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -97,13 +98,37 @@ impl SqliteStore {
     }
 }
 
+fn has_column(conn: &Connection, name: &str) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare("SELECT 1 FROM pragma_table_info('images') WHERE name = ?1")?
+        .exists([name])?)
+}
+
 /// Brings a database written by an older gateway up to the current schema.
-fn migrate(conn: &Connection) -> Result<(), StoreError> {
-    let has_owner = conn
-        .prepare("SELECT 1 FROM pragma_table_info('images') WHERE name = 'owner'")?
-        .exists([])?;
-    if !has_owner {
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    if !has_column(conn, "owner")? {
         conn.execute_batch("ALTER TABLE images ADD COLUMN owner TEXT NOT NULL DEFAULT ''")?;
+    }
+    if !has_column(conn, "owner_uid")? {
+        // One transaction: a crash leaves either the old schema (migrated again
+        // at the next start) or the new one with every owner inferred, never a
+        // column of NULLs that would hand rows to the admins by accident.
+        let tx = conn.transaction()?;
+        tx.execute_batch("ALTER TABLE images ADD COLUMN owner_uid INTEGER")?;
+        let rows: Vec<(String, String, String, String)> = {
+            let mut stmt = tx.prepare("SELECT system, itype, tag, acl FROM images")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for (system, itype, tag, acl) in rows {
+            if let Some(uid) = legacy_owner(&acl) {
+                tx.execute(
+                    "UPDATE images SET owner_uid=?4 WHERE system=?1 AND itype=?2 AND tag=?3",
+                    params![system, itype, tag, uid],
+                )?;
+            }
+        }
+        tx.commit()?;
     }
     Ok(())
 }
@@ -120,7 +145,8 @@ fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         meta: r.get(7)?,
         last_pull: r.get(8)?,
         updated: r.get(9)?,
-        owner: r.get(10)?,
+        replica: r.get(10)?,
+        owner_uid: r.get(11)?,
     })
 }
 
@@ -147,7 +173,7 @@ impl super::Store for SqliteStore {
         let r = Row::from_image(image);
         self.with(move |c| {
             c.execute(
-                &format!("INSERT OR REPLACE INTO images ({COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)"),
+                &format!("INSERT OR REPLACE INTO images ({COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)"),
                 params![
                     r.system,
                     r.itype,
@@ -159,7 +185,8 @@ impl super::Store for SqliteStore {
                     r.meta,
                     r.last_pull,
                     r.updated,
-                    r.owner
+                    r.replica,
+                    r.owner_uid
                 ],
             )?;
             Ok(())
@@ -195,16 +222,16 @@ impl super::Store for SqliteStore {
     async fn fail_in_flight(
         &self,
         message: &str,
-        owner: &str,
+        replica: &str,
     ) -> Result<Vec<ImageKey>, StoreError> {
-        let (message, owner) = (message.to_owned(), owner.to_owned());
+        let (message, replica) = (message.to_owned(), replica.to_owned());
         self.with(move |c| {
             let tx = c.transaction()?;
             let keys = {
                 let mut stmt = tx.prepare(
                     "SELECT system, itype, tag FROM images WHERE status IN (?1,?2,?3,?4) AND owner=?5",
                 )?;
-                let rows = stmt.query_map(params![IN_FLIGHT[0], IN_FLIGHT[1], IN_FLIGHT[2], IN_FLIGHT[3], owner], |r| {
+                let rows = stmt.query_map(params![IN_FLIGHT[0], IN_FLIGHT[1], IN_FLIGHT[2], IN_FLIGHT[3], replica], |r| {
                     Ok(ImageKey {
                         system: r.get(0)?,
                         itype: r.get(1)?,
@@ -216,7 +243,7 @@ impl super::Store for SqliteStore {
             tx.execute(
                 "UPDATE images SET status='FAILURE', status_message=?5, updated=?6
                  WHERE status IN (?1,?2,?3,?4) AND owner=?7",
-                params![IN_FLIGHT[0], IN_FLIGHT[1], IN_FLIGHT[2], IN_FLIGHT[3], message, crate::state::now(), owner],
+                params![IN_FLIGHT[0], IN_FLIGHT[1], IN_FLIGHT[2], IN_FLIGHT[3], message, crate::state::now(), replica],
             )?;
             tx.commit()?;
             Ok(keys)
@@ -298,8 +325,58 @@ mod tests {
             tag: "t".into(),
         };
         let row = s.get(&key).await.unwrap().unwrap();
-        assert_eq!(row.owner, "");
+        assert_eq!(row.replica, "");
+        assert_eq!(
+            row.owner_uid, None,
+            "a public legacy row belongs to the admins"
+        );
         s.put(&row).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_database_from_before_owners_gets_owners_inferred_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE images (system TEXT NOT NULL, itype TEXT NOT NULL, tag TEXT NOT NULL,
+                 id TEXT NOT NULL, status TEXT NOT NULL, status_message TEXT NOT NULL,
+                 acl TEXT NOT NULL, meta TEXT, last_pull INTEGER NOT NULL, updated INTEGER NOT NULL,
+                 owner TEXT NOT NULL DEFAULT '', PRIMARY KEY (system, itype, tag));
+                 INSERT INTO images VALUES ('s','docker','public','','READY','','{\"uids\":[],\"gids\":[]}',NULL,0,0,'h');
+                 INSERT INTO images VALUES ('s','docker','mine','','READY','','{\"uids\":[1001],\"gids\":[]}',NULL,0,0,'h');
+                 INSERT INTO images VALUES ('s','docker','shared','','READY','','{\"uids\":[1001,1002],\"gids\":[]}',NULL,0,0,'h');
+                 INSERT INTO images VALUES ('s','custom','grp','','READY','','{\"uids\":[1001],\"gids\":[50]}',NULL,0,0,'h');",
+            )
+            .unwrap();
+        }
+        async fn owner(s: &SqliteStore, itype: &str, tag: &str) -> Option<u32> {
+            let key = ImageKey {
+                system: "s".into(),
+                itype: itype.into(),
+                tag: tag.into(),
+            };
+            s.get(&key).await.unwrap().unwrap().owner_uid
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(owner(&s, "docker", "public").await, None);
+        assert_eq!(owner(&s, "docker", "mine").await, Some(1001));
+        assert_eq!(owner(&s, "docker", "shared").await, None);
+        assert_eq!(owner(&s, "custom", "grp").await, None);
+        // An admin later narrows the public row to one uid: reopening must not
+        // hand the row to that uid.
+        let key = ImageKey {
+            system: "s".into(),
+            itype: "docker".into(),
+            tag: "public".into(),
+        };
+        let mut row = s.get(&key).await.unwrap().unwrap();
+        row.acl.uids = vec![1002];
+        s.put(&row).await.unwrap();
+        drop(s);
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(owner(&s, "docker", "public").await, None);
     }
 
     #[tokio::test]
