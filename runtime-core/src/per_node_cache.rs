@@ -334,14 +334,22 @@ pub fn format(
             cause,
         }
     };
-    // 0700 only when we create it; an existing one is checked below.
-    sys.mkdir_all(dir, 0o700)
-        .map_err(err("creating the cache directory"))?;
-    let file = create_backing(sys, dir, req, index, uid, destination)?;
+    // 0700 only when we create it; an existing one must be root's alone.
+    let dir_fd = sys
+        .open_private_dir(dir, 0o700)
+        .map_err(|cause| match cause.errno {
+            nix::errno::Errno::EPERM | nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR => {
+                CacheError::UnsafeDir {
+                    dir: dir.to_owned(),
+                }
+            }
+            _ => err("opening the cache directory")(cause),
+        })?;
+    let (file, name) = create_backing(sys, &dir_fd, dir, req, index, uid, destination)?;
     let attached = sys.attach_loop_rw(&file);
     // The loop device holds the file now (or failed to): its name can go,
     // so a crash from here on leaves no file behind.
-    let unlinked = sys.unlink(file.host_path());
+    let unlinked = sys.unlink_at(&dir_fd, &name);
     drop(file);
     let device = attached.map_err(err("attaching a loop device"))?;
     unlinked.map_err(err("removing the backing file's name"))?;
@@ -369,12 +377,13 @@ pub fn format(
 
 fn create_backing(
     sys: &dyn Sys,
+    dir_fd: &Handle,
     dir: &Path,
     req: &CacheRequest,
     index: usize,
     uid: u32,
     destination: &Path,
-) -> Result<Handle, CacheError> {
+) -> Result<(Handle, String), CacheError> {
     // Unique per process and cache; O_EXCL refuses anything already there.
     // The uid in the name is how the node counts a user's caches.
     let name = format!(
@@ -386,7 +395,8 @@ fn create_backing(
             .map(|d| d.as_nanos())
             .unwrap_or(0)
     );
-    sys.create_sparse_file(dir, &name, req.size)
+    let file = sys
+        .create_sparse_file(dir_fd, &name, req.size)
         .map_err(|cause| match cause.errno {
             nix::errno::Errno::ENOSPC => CacheError::NoSpace {
                 destination: destination.to_owned(),
@@ -403,7 +413,8 @@ fn create_backing(
                 step: "creating the backing file",
                 cause,
             },
-        })
+        })?;
+    Ok((file, name))
 }
 
 #[cfg(test)]
@@ -534,7 +545,7 @@ mod tests {
         let f = run(&sys).unwrap();
         assert_eq!(f.device.path, Path::new("/dev/loop8"));
         let calls = sys.calls();
-        assert_eq!(calls[0], Call::MkdirAll("/tmp/cache".into()));
+        assert_eq!(calls[0], Call::OpenPrivateDir("/tmp/cache".into()));
         let Call::CreateSparse { dir, name, size } = &calls[1] else {
             panic!("{calls:?}")
         };

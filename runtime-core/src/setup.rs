@@ -1508,7 +1508,7 @@ mod tests {
         assert!(p.mounts.contains(&PathBuf::from("/run/shifter/root/cache")));
         let calls = sys.calls();
         let at = position(&calls, "cache dir", |c| {
-            *c == Call::MkdirAll("/var/cache/shifter".into())
+            *c == Call::OpenPrivateDir("/var/cache/shifter".into())
         });
         // The destination was resolved (created on the writable layer) first.
         assert_eq!(
@@ -1587,7 +1587,7 @@ mod tests {
             ),
             (
                 "mkdir",
-                |c| matches!(c, Call::MkdirAll(p) if p == Path::new("/var/cache/shifter")),
+                |c| matches!(c, Call::OpenPrivateDir(p) if p == Path::new("/var/cache/shifter")),
             ),
             ("create", |c| matches!(c, Call::CreateSparse { .. })),
             ("attach", |c| matches!(c, Call::AttachLoopRw(_))),

@@ -72,6 +72,7 @@ pub enum Call {
         mode: u32,
     },
     MkdirAll(PathBuf),
+    OpenPrivateDir(PathBuf),
     Resolve {
         root: PathBuf,
         path: PathBuf,
@@ -332,7 +333,13 @@ impl Sys for FakeSys {
         })
     }
 
-    fn create_sparse_file(&self, dir: &Path, name: &str, size: u64) -> SysResult<Handle> {
+    fn open_private_dir(&self, path: &Path, _mode: u32) -> SysResult<Handle> {
+        self.record(Call::OpenPrivateDir(path.to_owned()), path, "open")?;
+        Ok(Self::handle(path.to_owned()))
+    }
+
+    fn create_sparse_file(&self, dir: &Handle, name: &str, size: u64) -> SysResult<Handle> {
+        let dir = dir.host_path();
         let path = dir.join(name);
         self.record(
             Call::CreateSparse {
@@ -355,8 +362,9 @@ impl Sys for FakeSys {
         })
     }
 
-    fn unlink(&self, path: &Path) -> SysResult<()> {
-        self.record(Call::Unlink(path.to_owned()), path, "unlink")
+    fn unlink_at(&self, dir: &Handle, name: &str) -> SysResult<()> {
+        let path = dir.host_path().join(name);
+        self.record(Call::Unlink(path.clone()), &path, "unlink")
     }
 
     fn run_tool(&self, argv: &[&OsStr], _timeout: Duration) -> SysResult<ToolOutput> {

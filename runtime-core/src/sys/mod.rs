@@ -250,16 +250,22 @@ pub trait Sys {
     /// (`LOOP_CTL_GET_FREE` + `LOOP_CONFIGURE`, retried when another process
     /// grabbed the same device).
     fn attach_loop(&self, image: &Path) -> SysResult<LoopDev>;
-    /// Creates `dir/name` (`O_CREAT|O_EXCL|O_NOFOLLOW`, mode 0600) and sizes it
-    /// to `size` bytes without writing (sparse). `dir` itself must not be a
-    /// symlink and must be owned by root and not writable by group or others
-    /// (`EPERM` otherwise), so no user can swap names inside it.
-    fn create_sparse_file(&self, dir: &Path, name: &str, size: u64) -> SysResult<Handle>;
+    /// Opens the host directory `path`, creating missing components with
+    /// `mode`, walking from `/` one component at a time by descriptor with
+    /// no symlink followed. Every component must be root's; one that others
+    /// may write must be sticky (so nobody can rename root's entry in it),
+    /// and the last must be writable by root only (`EPERM` otherwise). For
+    /// the per-node cache directories, which may sit below `/tmp`.
+    fn open_private_dir(&self, path: &Path, mode: u32) -> SysResult<Handle>;
+    /// Creates `name` in the directory `dir` (from [`Sys::open_private_dir`];
+    /// `O_CREAT|O_EXCL|O_NOFOLLOW`, mode 0600) and sizes it to `size` bytes
+    /// without writing (sparse); `ENOSPC` when the filesystem has less free.
+    fn create_sparse_file(&self, dir: &Handle, name: &str, size: u64) -> SysResult<Handle>;
     /// A free loop device attached read-write with autoclear to the open
     /// file `file` (as [`Sys::attach_loop`], but writable and by descriptor).
     fn attach_loop_rw(&self, file: &Handle) -> SysResult<LoopDev>;
-    /// `unlink(2)`; a final symlink is removed, never followed.
-    fn unlink(&self, path: &Path) -> SysResult<()>;
+    /// `unlinkat(2)` of `name` in the directory `dir`.
+    fn unlink_at(&self, dir: &Handle, name: &str) -> SysResult<()>;
     /// Runs `argv[0]` (an absolute path) with an empty environment and
     /// stdin/stdout on `/dev/null`, killing it after `timeout` (`ETIMEDOUT`).
     fn run_tool(&self, argv: &[&OsStr], timeout: Duration) -> SysResult<ToolOutput>;

@@ -259,23 +259,24 @@ impl Sys for RealSys {
         attach_loop_fd(backing.as_raw_fd(), image, LO_FLAGS_READ_ONLY)
     }
 
-    fn create_sparse_file(&self, dir: &Path, name: &str, size: u64) -> SysResult<Handle> {
-        let shown = dir.join(name);
-        // O_NOFOLLOW: the directory itself must not be a symlink a user planted.
-        let dirfd = nix::fcntl::open(
-            dir,
-            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| SysError::new("open", dir, e))?;
-        // SAFETY: open(2) just returned this descriptor and nothing else owns it.
-        let dirfd = unsafe { OwnedFd::from_raw_fd(dirfd) };
-        let st =
-            nix::sys::stat::fstat(dirfd.as_raw_fd()).map_err(|e| SysError::new("stat", dir, e))?;
-        // Checked on the descriptor we create through, so the check and the
-        // creation concern the same directory.
+    fn open_private_dir(&self, path: &Path, mode: u32) -> SysResult<Handle> {
+        open_private_dir(path, mode)
+    }
+
+    fn create_sparse_file(&self, dir: &Handle, name: &str, size: u64) -> SysResult<Handle> {
+        let shown = dir.host_path().join(name);
+        let dirfd = dir
+            .fd()
+            .ok_or_else(|| SysError::new("create", &shown, Errno::EBADF))?;
+        let st = nix::sys::stat::fstat(dirfd.as_raw_fd())
+            .map_err(|e| SysError::new("stat", dir.host_path(), e))?;
+        // Checked again on the descriptor we create through.
         if st.st_uid != 0 || st.st_mode & 0o022 != 0 {
-            return Err(SysError::new("check owner and mode of", dir, Errno::EPERM));
+            return Err(SysError::new(
+                "check owner and mode of",
+                dir.host_path(),
+                Errno::EPERM,
+            ));
         }
         if name.contains('/') {
             return Err(SysError::new("create", &shown, Errno::EINVAL));
@@ -283,7 +284,7 @@ impl Sys for RealSys {
         // A sparse file promises space it does not take: refuse to promise
         // more than the filesystem has free for unprivileged use now.
         let vfs =
-            nix::sys::statvfs::fstatvfs(&dirfd).map_err(|e| SysError::new("statvfs", dir, e))?;
+            nix::sys::statvfs::fstatvfs(dirfd).map_err(|e| SysError::new("statvfs", &shown, e))?;
         let free = (vfs.blocks_available() as u64).saturating_mul(vfs.fragment_size() as u64);
         if size > free {
             return Err(SysError::new("create", &shown, Errno::ENOSPC));
@@ -318,8 +319,17 @@ impl Sys for RealSys {
         attach_loop_fd(fd.as_raw_fd(), file.host_path(), 0)
     }
 
-    fn unlink(&self, path: &Path) -> SysResult<()> {
-        nix::unistd::unlink(path).map_err(|e| SysError::new("unlink", path, e))
+    fn unlink_at(&self, dir: &Handle, name: &str) -> SysResult<()> {
+        let shown = dir.host_path().join(name);
+        let dirfd = dir
+            .fd()
+            .ok_or_else(|| SysError::new("unlink", &shown, Errno::EBADF))?;
+        nix::unistd::unlinkat(
+            Some(dirfd.as_raw_fd()),
+            name,
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        )
+        .map_err(|e| SysError::new("unlink", &shown, e))
     }
 
     fn run_tool(&self, argv: &[&OsStr], timeout: Duration) -> SysResult<ToolOutput> {
@@ -665,6 +675,63 @@ fn resolve(
         return Err(SysError::new("openat2", &shown, Errno::ENOENT));
     };
     create_in_root(&rootfd, root, &comps, create, &shown)
+}
+
+/// See [`Sys::open_private_dir`].
+fn open_private_dir(path: &Path, mode: u32) -> SysResult<Handle> {
+    let op = "open private dir";
+    if !path.is_absolute() {
+        return Err(SysError::new(op, path, Errno::EINVAL));
+    }
+    let comps = components(op, path)?;
+    let mut dir = open_root(Path::new("/"))?;
+    let mut sofar = PathBuf::from("/");
+    check_private_component(&dir, &sofar, comps.is_empty())?;
+    let beneath = ResolveFlag::RESOLVE_BENEATH
+        | ResolveFlag::RESOLVE_NO_SYMLINKS
+        | ResolveFlag::RESOLVE_NO_MAGICLINKS;
+    let how = || {
+        OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+            .resolve(beneath)
+    };
+    for (i, name) in comps.iter().enumerate() {
+        sofar.push(name);
+        let next = match nix::fcntl::openat2(dir.as_raw_fd(), Path::new(name), how()) {
+            Err(Errno::ENOENT) => {
+                match nix::sys::stat::mkdirat(
+                    Some(dir.as_raw_fd()),
+                    Path::new(name),
+                    Mode::from_bits_truncate(mode),
+                ) {
+                    Ok(()) | Err(Errno::EEXIST) => {}
+                    Err(e) => return Err(SysError::new("mkdir", &sofar, e)),
+                }
+                nix::fcntl::openat2(dir.as_raw_fd(), Path::new(name), how())
+            }
+            other => other,
+        }
+        .map_err(|e| SysError::new("openat2", &sofar, e))?;
+        // SAFETY: openat2(2) just returned this descriptor and nothing else owns it.
+        dir = unsafe { OwnedFd::from_raw_fd(next) };
+        check_private_component(&dir, &sofar, i + 1 == comps.len())?;
+    }
+    Ok(handle_from_fd(dir))
+}
+
+/// Root's, and writable by others only when sticky (never for the last).
+fn check_private_component(dir: &OwnedFd, shown: &Path, last: bool) -> SysResult<()> {
+    let st = nix::sys::stat::fstat(dir.as_raw_fd()).map_err(|e| SysError::new("stat", shown, e))?;
+    let others_write = st.st_mode & 0o022 != 0;
+    let sticky = st.st_mode & libc::S_ISVTX != 0;
+    if st.st_uid != 0 || (others_write && (last || !sticky)) {
+        return Err(SysError::new(
+            "check owner and mode of",
+            shown,
+            Errno::EPERM,
+        ));
+    }
+    Ok(())
 }
 
 /// Creates the missing tail of `comps` inside `root`, one component at a
@@ -1501,44 +1568,54 @@ mod tests {
         let dir = top.path().join("cache");
         std::fs::create_dir(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let h = RealSys.create_sparse_file(&dir, "c.xfs", 1 << 30).unwrap();
+        let open = |p: &Path| RealSys.open_private_dir(p, 0o700);
+        let d = open(&dir).unwrap();
+        let h = RealSys.create_sparse_file(&d, "c.xfs", 1 << 30).unwrap();
         let md = std::fs::metadata(dir.join("c.xfs")).unwrap();
         assert_eq!(md.len(), 1 << 30);
         assert_eq!(md.mode() & 0o7777, 0o600);
         assert!(md.blocks() < 16, "not sparse: {} blocks", md.blocks());
         assert_eq!(h.host_path(), dir.join("c.xfs"));
+        RealSys.unlink_at(&d, "c.xfs").unwrap();
+        assert!(!dir.join("c.xfs").exists());
         // More than the filesystem has free is never promised.
         let err = RealSys
-            .create_sparse_file(&dir, "huge.xfs", 1 << 60)
+            .create_sparse_file(&d, "huge.xfs", 1 << 60)
             .unwrap_err();
         assert_eq!(err.errno, Errno::ENOSPC);
         assert!(!dir.join("huge.xfs").exists());
         // O_EXCL: an existing name is never reused.
+        std::fs::write(dir.join("taken"), "").unwrap();
         let err = RealSys
-            .create_sparse_file(&dir, "c.xfs", 1 << 20)
+            .create_sparse_file(&d, "taken", 1 << 20)
             .unwrap_err();
         assert_eq!(err.errno, Errno::EEXIST);
-        // A directory others can write to, one owned by a user, or a symlink to
-        // a good one are all refused, and nothing is created there.
+        // Missing components are made 0700 by root, through /tmp (sticky).
+        let made = dir.join("a/b");
+        open(&made).unwrap();
+        assert_eq!(std::fs::metadata(&made).unwrap().mode() & 0o7777, 0o700);
+        // A directory others can write to, one owned by a user, a symlink
+        // anywhere on the way, or a user's directory above a good one are all
+        // refused, and nothing is created there.
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
-        let err = RealSys
-            .create_sparse_file(&dir, "d.xfs", 1 << 20)
-            .unwrap_err();
-        assert_eq!(err.errno, Errno::EPERM);
+        assert_eq!(open(&dir).unwrap_err().errno, Errno::EPERM);
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
         nix::unistd::chown(&dir, Some(Uid::from_raw(65534)), None).unwrap();
-        let err = RealSys
-            .create_sparse_file(&dir, "d.xfs", 1 << 20)
-            .unwrap_err();
-        assert_eq!(err.errno, Errno::EPERM);
+        assert_eq!(open(&dir).unwrap_err().errno, Errno::EPERM);
+        assert_eq!(open(&dir.join("a")).unwrap_err().errno, Errno::EPERM);
+        assert_eq!(open(&dir.join("new")).unwrap_err().errno, Errno::EPERM);
+        assert!(!dir.join("new").exists());
         nix::unistd::chown(&dir, Some(Uid::from_raw(0)), None).unwrap();
         let link = top.path().join("link");
         std::os::unix::fs::symlink(&dir, &link).unwrap();
-        let err = RealSys
-            .create_sparse_file(&link, "d.xfs", 1 << 20)
-            .unwrap_err();
-        // O_PATH|O_NOFOLLOW opens the link itself, which is not a directory.
-        assert!(matches!(err.errno, Errno::ENOTDIR | Errno::ELOOP), "{err}");
-        assert!(!dir.join("d.xfs").exists());
+        for p in [link.clone(), link.join("planted")] {
+            let e = open(&p).unwrap_err().errno;
+            assert!(
+                matches!(e, Errno::ELOOP | Errno::ENOTDIR),
+                "{}: {e}",
+                p.display()
+            );
+        }
+        assert!(!dir.join("planted").exists());
     }
 }
