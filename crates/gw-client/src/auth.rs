@@ -17,8 +17,9 @@ pub trait Authenticator: Send + Sync {
 pub struct MungeAuth {
     /// munged's socket; `None` for libmunge's default.
     pub socket: Option<PathBuf>,
-    /// The gateway's account: when set, only it (and root) can decode our
-    /// credentials, so one sent to an impostor cannot be replayed at the gateway.
+    /// The gateway's account: when set, only it can decode our credentials
+    /// (munged refuses even root), so one sent to an impostor cannot be
+    /// replayed at the gateway.
     pub gateway_uid: Option<u32>,
 }
 

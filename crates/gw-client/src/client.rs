@@ -52,7 +52,7 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// A client signing requests with the local munged (`munge_socket`, or
     /// libmunge's default), each credential decodable only by `gateway_uid`
-    /// (and root) when it is given: every caller passes the site's
+    /// (not even by root) when it is given: every caller passes the site's
     /// `gateway_uid`/`gateway_user` here. `timeout` bounds each request to
     /// each gateway.
     pub fn new(

@@ -427,8 +427,8 @@ fn credentials_can_be_restricted_to_the_gateway_account() {
     .unwrap();
     c.lookup(&busybox()).unwrap();
     let cred = s.seen()[0].auth.clone().unwrap();
-    // Root may decode anything, so the restriction shows in munged's answer to
-    // another user: nobody (65534) may, daemon (1) may not.
+    // The restriction shows in munged's answer to other users: nobody
+    // (65534) may decode it, daemon (1) may not.
     let unmunge = |user: &str| {
         use std::io::Write;
         let mut child = std::process::Command::new("runuser")
