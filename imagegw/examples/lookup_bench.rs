@@ -75,9 +75,14 @@ async fn main() {
     let total: usize = args[1].parse().expect("REQUESTS");
     let conc: usize = args[2].parse().expect("CONCURRENCY");
     let auth = !args.iter().any(|a| a == "--no-auth");
+    // Each bound to the lookup, as the gateway requires.
+    let payload = shifter_api::credential::request_payload("GET", &target.path, b"");
     let creds: Arc<Vec<String>> = Arc::new(if auth {
         (0..total)
-            .map(|_| munge_sys::encode(b"", None).expect("munge encode (is munged running?)"))
+            .map(|_| {
+                munge_sys::encode(payload.as_bytes(), None)
+                    .expect("munge encode (is munged running?)")
+            })
             .collect()
     } else {
         Vec::new()

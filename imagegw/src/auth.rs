@@ -1,13 +1,20 @@
 //! Munge authentication as an axum extractor. Every authenticated request
 //! carries `authentication: <munge credential>`; decoding talks to munged over
-//! a socket, so it runs on a blocking thread. Credentials are never logged.
+//! a socket, so it runs on a blocking thread. The credential's payload must
+//! name the gateway and this very request (`shifter_api::credential`): the
+//! [`bind_body`] layer, on every authenticated route, hashes the body for the
+//! extractor to compare. Credentials are never logged.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{FromRequestParts, RawPathParams};
+use axum::body::Body;
+use axum::extract::{FromRequestParts, RawPathParams, Request};
 use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::Response;
+use shifter_api::credential::{self, PayloadError};
 use thiserror::Error;
 
 use crate::error::ApiError;
@@ -15,11 +22,45 @@ use crate::state::{AppState, SystemState};
 
 pub const HEADER: &str = "authentication";
 
-/// Who munged says signed the credential.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Who munged says signed the credential, and what they wrote into it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credential {
     pub uid: u32,
     pub gid: u32,
+    /// The payload; for the gateway, [`credential::PURPOSE`] and the request.
+    pub payload: Vec<u8>,
+}
+
+/// Bodies of authenticated requests are read whole (to hash them) up to this
+/// size; every such body is a small JSON document.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// The sha256 (hex) of the request body, put by [`bind_body`] for the
+/// extractor. Its absence on an authenticated route is a wiring bug, and the
+/// request is refused.
+#[derive(Debug, Clone)]
+pub struct BodyDigest(pub String);
+
+/// Reads the body (at most [`MAX_BODY`]), records its sha256 and hands the
+/// same bytes on to the handler. A request without a credential is passed on
+/// unread, to be refused by the extractor: nobody unauthenticated makes the
+/// gateway buffer anything.
+pub async fn bind_body(req: Request, next: Next) -> Result<Response, ApiError> {
+    if !req.headers().contains_key(HEADER) {
+        return Ok(next.run(req).await);
+    }
+    let (mut parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
+        ApiError::BadRequest(format!(
+            "request body unreadable or larger than {MAX_BODY} bytes"
+        ))
+    })?;
+    parts
+        .extensions
+        .insert(BodyDigest(credential::body_sha256(&bytes)));
+    Ok(next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await)
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -33,6 +74,10 @@ pub enum AuthError {
     /// munged is unreachable: our problem, not the caller's.
     #[error("munged unavailable: {0}")]
     Unavailable(String),
+    /// A genuine credential whose payload is not this request's: made for
+    /// another service (no payload, or another one) or another request.
+    #[error("{0}")]
+    NotForThisRequest(PayloadError),
 }
 
 /// Decodes credentials; the real one is libmunge, tests use fakes.
@@ -130,18 +175,17 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let params = RawPathParams::from_request_parts(parts, state)
-            .await
-            .map_err(|_| {
-                ApiError::Internal("authenticated route without path parameters".into())
-            })?;
-        let system = params
-            .iter()
-            .find(|(k, _)| *k == "system")
-            .map(|(_, v)| v.to_owned())
-            .ok_or_else(|| ApiError::Internal("authenticated route without {system}".into()))?;
-        // An unknown system still authenticates (against the first system's
-        // munged) so a bad credential is a 401 whatever the path says.
+        // Routes without {system} (`/openapi.json`) authenticate against the
+        // first system's munged, as an unknown system does, so a bad
+        // credential is a 401 whatever the path says.
+        let system = match RawPathParams::from_request_parts(parts, state).await {
+            Ok(params) => params
+                .iter()
+                .find(|(k, _)| *k == "system")
+                .map(|(_, v)| v.to_owned())
+                .unwrap_or_default(),
+            Err(_) => String::new(),
+        };
         let sys = match state.system(&system) {
             Ok(s) => s,
             Err(e) => state.systems.values().next().ok_or(e)?,
@@ -153,6 +197,20 @@ impl FromRequestParts<Arc<AppState>> for Caller {
                     .into(),
             ));
         };
+        let body_sha256 = parts
+            .extensions
+            .get::<BodyDigest>()
+            .map(|d| d.0.clone())
+            .ok_or_else(|| {
+                ApiError::Internal("authenticated route without the bind_body layer".into())
+            })?;
+        // The request target exactly as received: what the client signed.
+        let target = parts
+            .uri
+            .path_and_query()
+            .map(|pq| pq.as_str().to_owned())
+            .unwrap_or_else(|| parts.uri.path().to_owned());
+        let method = parts.method.as_str().to_owned();
         let Ok(credential) = header.to_str().map(|c| c.trim().to_owned()) else {
             state.metrics.auth_failure("invalid");
             return Err(ApiError::Unauthorized(
@@ -169,6 +227,16 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         })
         .await
         .map_err(ApiError::internal)?;
+        let decoded = decoded.and_then(|(c, gids)| {
+            credential::verify_payload(&c.payload, &method, &target, &body_sha256).map_err(
+                |why| {
+                    // Who tried is worth knowing; the credential never is.
+                    tracing::info!(uid = c.uid, reason = %why, "credential refused: not for this request");
+                    AuthError::NotForThisRequest(why)
+                },
+            )?;
+            Ok((c, gids))
+        });
         match decoded {
             Ok((c, gids)) => {
                 tracing::debug!(uid = c.uid, gid = c.gid, "authenticated");
@@ -189,6 +257,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
                 state.metrics.auth_failure(match e {
                     AuthError::Expired => "expired",
                     AuthError::Replayed => "replayed",
+                    AuthError::NotForThisRequest(_) => "unbound",
                     _ => "invalid",
                 });
                 Err(ApiError::Unauthorized(e.to_string()))

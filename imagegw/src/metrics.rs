@@ -67,7 +67,7 @@ impl Metrics {
         let auth_failures = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "auth_failures",
-            "Refused credentials by reason (missing, expired, replayed, invalid)",
+            "Refused credentials by reason (missing, expired, replayed, invalid, unbound: made for another service or request)",
             auth_failures.clone(),
         );
         registry.register(

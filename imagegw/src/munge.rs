@@ -11,6 +11,7 @@ pub fn decode(socket: &Path, credential: &str) -> Result<Credential, AuthError> 
         Ok(d) => Ok(Credential {
             uid: d.uid,
             gid: d.gid,
+            payload: d.payload,
         }),
         Err(e) => Err(map_error(e)),
     }

@@ -49,11 +49,11 @@ pub const ROUTES: &[RouteSpec] = &[
     r("GET", "/api/expire/{system}/{type}/{tag}/", "Remove an image and its record (administrators)", Access::Admin, None, "ImageRecord"),
     r("GET", "/api/autoexpire/{system}/", "Remove images not pulled for expire_after_days, and old failed records (administrators)", Access::Admin, None, "ExpireResult"),
     r("GET", "/api/metrics/{system}/", "Image counts and sizes by status (administrators)", Access::Admin, None, "SystemMetrics"),
-    r("GET", "/api/queue/{system}/", "Pulls queued or running", Access::Public, None, "Queue"),
+    r("GET", "/api/queue/{system}/", "Pulls queued or running that the caller may see (their ACL admits the caller; administrators see all)", Access::User, None, "Queue"),
     r("POST", "/api/login/{system}/", "Store the caller's credentials for a registry, used for the caller's later pulls from it", Access::User, Some("LoginRequest"), "LoginResult"),
     r("GET", "/healthz", "Liveness: the gateway and its store answer", Access::Public, None, "text"),
     r("GET", "/metrics", "Prometheus metrics", Access::Public, None, "text"),
-    r("GET", "/openapi.json", "This document", Access::Public, None, "object"),
+    r("GET", "/openapi.json", "This document", Access::User, None, "object"),
 ];
 
 /// `{name}` placeholders of a path, in order.
@@ -93,7 +93,7 @@ fn components() -> Value {
     json!({
         "securitySchemes": {
             "munge": {"type": "apiKey", "in": "header", "name": "authentication",
-                      "description": "a fresh munge credential (munge -n); each is accepted once"}
+                      "description": "a fresh munge credential whose payload is `shifter-imagegw v1 METHOD PATH?QUERY SHA256HEX(body)` for this very request (munge -s PAYLOAD); each is accepted once"}
         },
         "schemas": {
             "ImageRecord": {"type": "object", "properties": {

@@ -27,7 +27,9 @@ const USER2: u32 = 1002;
 const IMPORTER: u32 = 1003;
 const IMPORTER2: u32 = 1004;
 
-/// Credentials are `uid:gid`; `expired`, `replayed` and anything else mimic munged.
+/// Credentials are `uid:gid|payload` (`Gw::call` adds the payload of the
+/// request to a bare `uid:gid`); `expired`, `replayed` and anything else
+/// mimic munged.
 struct FakeMunge;
 
 impl CredentialDecoder for FakeMunge {
@@ -39,16 +41,24 @@ impl CredentialDecoder for FakeMunge {
                 "socket /run/munge/x: refused".into(),
             )),
             c => {
-                let (u, g) = c
+                let (ids, payload) = c.split_once('|').unwrap_or((c, ""));
+                let (u, g) = ids
                     .split_once(':')
                     .ok_or_else(|| AuthError::Invalid("unreadable".into()))?;
                 Ok(Credential {
                     uid: u.parse().map_err(|_| AuthError::Invalid("uid".into()))?,
                     gid: g.parse().map_err(|_| AuthError::Invalid("gid".into()))?,
+                    payload: payload.as_bytes().to_vec(),
                 })
             }
         }
     }
+}
+
+/// A credential of `uid` bound to one request, as gw-client makes them.
+fn bound(uid: u32, method: &str, uri: &str, body: &str) -> String {
+    let payload = shifter_api::credential::request_payload(method, uri, body.as_bytes());
+    format!("{uid}:{uid}|{payload}")
 }
 
 /// Writes a small file as the squashfs; the id is derived from the reference.
@@ -152,6 +162,18 @@ impl Gw {
     ) -> (StatusCode, Value) {
         let mut req = Request::builder().method(method).uri(uri);
         if let Some(c) = cred {
+            // A bare `uid:gid` is bound to this request; anything else is
+            // sent as given (refusal tests).
+            let is_ids = c.split_once(':').is_some_and(|(u, g)| {
+                u.bytes().all(|b| b.is_ascii_digit()) && g.bytes().all(|b| b.is_ascii_digit())
+            });
+            let c = if is_ids {
+                let payload =
+                    shifter_api::credential::request_payload(method, uri, body.as_bytes());
+                format!("{c}|{payload}")
+            } else {
+                c.to_owned()
+            };
             req = req.header("authentication", c);
         }
         let resp = shifter_imagegw::app(self.state.clone())
@@ -363,8 +385,8 @@ async fn pull_reports_in_flight_status_and_queue_shows_it() {
     assert_eq!(st, StatusCode::OK);
     let rec: ImageRecord = serde_json::from_value(v).unwrap();
     assert!(!rec.status.is_final(), "{rec:?}");
-    let (st, v) = gw.call("GET", "/api/queue/testbed/", None, "").await;
-    assert_eq!(st, StatusCode::OK, "queue needs no credential");
+    let (st, v) = gw.get("/api/queue/testbed/", USER2).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
     assert_eq!(v["queue"][0]["tag"], "127.0.0.1:5000/busybox:latest", "{v}");
     let (st, v) = gw
         .get(&format!("/api/lookup/testbed/{BUSYBOX}/"), USER1)
@@ -619,7 +641,7 @@ async fn import_publishes_custom_image_for_import_users_only() {
 #[tokio::test]
 async fn openapi_documents_every_route_and_every_documented_route_answers() {
     let gw = gateway();
-    let (st, doc) = gw.call("GET", "/openapi.json", None, "").await;
+    let (st, doc) = gw.get("/openapi.json", USER1).await;
     assert_eq!(st, StatusCode::OK);
     let paths = doc["paths"].as_object().unwrap();
     let mut documented = Vec::new();
@@ -671,6 +693,150 @@ async fn openapi_documents_every_route_and_every_documented_route_answers() {
     let (st, v) = gw.call("GET", "/api/nothing/here", None, "").await;
     assert_eq!(st, StatusCode::NOT_FOUND);
     assert_error_body(&v, "not_found");
+}
+
+#[tokio::test]
+async fn every_route_but_healthz_and_metrics_refuses_a_request_without_credential() {
+    let gw = gateway();
+    let mut public = Vec::new();
+    for r in shifter_imagegw::openapi::ROUTES {
+        let concrete = r
+            .path
+            .replace("{system}", "testbed")
+            .replace("{type}", "docker")
+            .replace("{tag}", "busybox");
+        let (st, v) = gw.call(r.method, &concrete, None, "").await;
+        if st == StatusCode::UNAUTHORIZED {
+            assert_error_body(&v, "unauthorized");
+        } else {
+            public.push(r.path);
+        }
+        let documented_public = r.access == shifter_imagegw::openapi::Access::Public;
+        assert_eq!(
+            documented_public,
+            st != StatusCode::UNAUTHORIZED,
+            "{} {}",
+            r.method,
+            r.path
+        );
+    }
+    assert_eq!(public, ["/healthz", "/metrics"]);
+}
+
+#[tokio::test]
+async fn queue_lists_a_private_pull_only_to_its_acl_and_admins() {
+    let gw = gateway_with(FakeEngine {
+        delay: Duration::from_millis(400),
+        ..Default::default()
+    });
+    let body = format!(r#"{{"allowed_uids":"{USER1}"}}"#);
+    let (st, v) = gw.pull(BUSYBOX, USER1, &body).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (st, v) = gw.call("GET", "/api/queue/testbed/", None, "").await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "{v}");
+    let (_, v) = gw.get("/api/queue/testbed/", USER2).await;
+    assert_eq!(v["queue"], serde_json::json!([]), "hidden from user2: {v}");
+    for uid in [USER1, ADMIN] {
+        let (_, v) = gw.get("/api/queue/testbed/", uid).await;
+        assert_eq!(
+            v["queue"][0]["tag"], "127.0.0.1:5000/busybox:latest",
+            "{uid}: {v}"
+        );
+    }
+    gw.pull_until_final(BUSYBOX, USER1, &body).await;
+}
+
+#[tokio::test]
+async fn a_credential_without_the_gateway_payload_is_refused_with_401() {
+    let gw = gateway();
+    let other = format!(
+        "{USER1}:{USER1}|slurm v1 GET /api/list/testbed/ {}",
+        shifter_api::credential::body_sha256(b"")
+    );
+    for (cred, needle) in [
+        (format!("{USER1}:{USER1}|"), "no payload"),
+        (other, "another service"),
+        (
+            format!("{USER1}:{USER1}|shifter-imagegw v1 GET"),
+            "malformed",
+        ),
+    ] {
+        let (st, v) = gw.call("GET", "/api/list/testbed/", Some(&cred), "").await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED, "{cred}: {v}");
+        assert_error_body(&v, "unauthorized");
+        assert!(
+            v["message"].as_str().unwrap().contains(needle),
+            "{cred}: {v}"
+        );
+    }
+    assert!(gw
+        .state
+        .metrics
+        .render()
+        .contains("shifter_imagegw_auth_failures_total{reason=\"unbound\"} 3"));
+}
+
+#[tokio::test]
+async fn a_credential_for_another_method_path_query_or_body_is_refused_with_401() {
+    let gw = gateway();
+    let list = "/api/list/testbed/";
+    let pull = format!("/api/pull/testbed/{BUSYBOX}/");
+    let lookup = format!("/api/lookup/testbed/{BUSYBOX}/");
+    // (signed for: method, uri, body) → (sent: method, uri, body)
+    let cases = [
+        (
+            ("GET", list, ""),
+            ("POST", "/api/login/testbed/".to_owned(), ""),
+        ),
+        (("GET", list, ""), ("GET", format!("{list}?x=1"), "")),
+        (
+            ("GET", lookup.as_str(), ""),
+            ("GET", "/api/lookup/testbed/docker/other/".to_owned(), ""),
+        ),
+        (
+            ("POST", pull.as_str(), r#"{"allowed_uids":"1001"}"#),
+            ("POST", pull.clone(), ""),
+        ),
+        (
+            ("POST", pull.as_str(), ""),
+            ("POST", pull.clone(), r#"{"allowed_uids":"1001"}"#),
+        ),
+    ];
+    for ((sm, su, sb), (m, u, b)) in cases {
+        let cred = bound(USER1, sm, su, sb);
+        let (st, v) = gw.call(m, &u, Some(&cred), b).await;
+        assert_eq!(
+            st,
+            StatusCode::UNAUTHORIZED,
+            "{sm} {su} used for {m} {u}: {v}"
+        );
+        let msg = v["message"].as_str().unwrap();
+        assert!(
+            msg.contains("cannot be used for") || msg.contains("body does not match"),
+            "{msg}"
+        );
+    }
+    // A body past the cap is refused before any handler sees it.
+    let huge = "x".repeat(shifter_imagegw::auth::MAX_BODY + 1);
+    let login = "/api/login/testbed/";
+    let (st, v) = gw
+        .call(
+            "POST",
+            login,
+            Some(&bound(USER1, "POST", login, &huge)),
+            &huge,
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("larger than"),
+        "{v}"
+    );
+    // And the one it was made for works.
+    let (st, v) = gw
+        .call("GET", list, Some(&bound(USER1, "GET", list, "")), "")
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
 }
 
 #[tokio::test]

@@ -48,15 +48,17 @@ RUST_LOG=warn setpriv --reuid="$SHIFTER_GW_USER" --regid="$(id -g "$SHIFTER_GW_U
 pids+=($!)
 for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$gw_port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
 
+# A credential bound to one request (docs/gateway.md "Credentials"): body-less here.
+cred() { munge -s "shifter-imagegw v1 $1 $2 $(printf '' | sha256sum | cut -d' ' -f1)"; }
 tag=$(python3 -c 'import sys,urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$SHIFTER_REGISTRY/busybox:latest")
 for _ in $(seq 100); do
-    st=$(curl -fsS -X POST -H "authentication: $(munge -n)" "http://127.0.0.1:$gw_port/api/pull/bench/docker/$tag/" | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])')
+    st=$(curl -fsS -X POST -H "authentication: $(cred POST "/api/pull/bench/docker/$tag/")" "http://127.0.0.1:$gw_port/api/pull/bench/docker/$tag/" | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])')
     [ "$st" = READY ] && break
     [ "$st" = FAILURE ] && { echo "pull failed; see $dir/gateway.log" >&2; exit 1; }
     sleep 0.5
 done
 lookup="http://127.0.0.1:$gw_port/api/lookup/bench/docker/$tag/"
-curl -fsS -H "authentication: $(munge -n)" "$lookup" >"$dir/record.json"
+curl -fsS -H "authentication: $(cred GET "/api/lookup/bench/docker/$tag/")" "$lookup" >"$dir/record.json"
 
 RUST_LOG=warn "$bin/examples/static_floor" "127.0.0.1:$floor_port" "$dir/record.json" >"$dir/floor.log" 2>&1 &
 pids+=($!)

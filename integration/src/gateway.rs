@@ -33,6 +33,8 @@ pub struct GatewayOptions {
     pub munge_socket: Option<PathBuf>,
     /// Lines for the `[limits]` table.
     pub limits: String,
+    /// `RUST_LOG` of the gateway process; `info` by default.
+    pub rust_log: Option<String>,
 }
 
 #[derive(Debug)]
@@ -45,6 +47,7 @@ pub struct Gateway {
     pub system: String,
     images: PathBuf,
     munge_socket: Option<PathBuf>,
+    rust_log: String,
     child: Option<Child>,
 }
 
@@ -110,6 +113,7 @@ plain_http = true
             system: tb.var("SHIFTER_GW_SYSTEM").to_owned(),
             images,
             munge_socket: opts.munge_socket,
+            rust_log: opts.rust_log.unwrap_or_else(|| "info".into()),
             child: None,
         };
         gw.spawn();
@@ -132,7 +136,7 @@ plain_http = true
             .arg(self.tb.bin_dir().join("shifter-imagegw"))
             .arg("--config")
             .arg(self.dir.join("imagegw.toml"))
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", &self.rust_log)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -207,9 +211,21 @@ plain_http = true
     }
 
     /// A fresh credential for `user` (`root` for the admin) from the munged this
-    /// gateway trusts.
-    pub fn cred(&self, user: &str) -> String {
-        let mut args = vec!["munge", "-n"];
+    /// gateway trusts, bound to one request (`body` as [`Gateway::call`] sends it).
+    pub fn cred_for(&self, user: &str, method: &str, path: &str, body: Option<&Value>) -> String {
+        let payload = request_payload(method, path, body);
+        self.munge(user, &["-s", &payload])
+    }
+
+    /// A fresh credential for `user` with no payload (plain `munge -n`), as
+    /// any other Munge client makes them: the gateway must refuse it.
+    pub fn cred_unbound(&self, user: &str) -> String {
+        self.munge(user, &["-n"])
+    }
+
+    fn munge(&self, user: &str, input: &[&str]) -> String {
+        let mut args = vec!["munge"];
+        args.extend(input);
         let sock;
         if let Some(s) = &self.munge_socket {
             sock = s.display().to_string();
@@ -236,8 +252,11 @@ plain_http = true
         if let Some(c) = cred {
             req = req.set("authentication", c);
         }
+        // The bytes [`Gateway::cred_for`] hashed.
         let result = match body {
-            Some(b) => req.send_json(b.clone()),
+            Some(b) => req
+                .set("content-type", "application/json")
+                .send_bytes(&body_bytes(b)),
             None => req.call(),
         };
         let resp = match result {
@@ -260,7 +279,7 @@ plain_http = true
         path: &str,
         body: Option<&Value>,
     ) -> (u16, Value) {
-        let c = self.cred(user);
+        let c = self.cred_for(user, method, path, body);
         self.call(method, path, Some(&c), body)
     }
 
@@ -338,6 +357,17 @@ plain_http = true
             }
         }
     }
+}
+
+/// How [`Gateway::call`] sends a JSON body.
+fn body_bytes(body: &Value) -> Vec<u8> {
+    serde_json::to_vec(body).expect("JSON values serialise")
+}
+
+/// The credential payload of one request (docs/gateway.md, "Credentials").
+pub fn request_payload(method: &str, path: &str, body: Option<&Value>) -> String {
+    let bytes = body.map(body_bytes).unwrap_or_default();
+    shifter_api::credential::request_payload(method, path, &bytes)
 }
 
 /// `docker/<registry>/<repo:tag>` of the cluster's registry, percent-encoded for

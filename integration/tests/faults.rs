@@ -190,7 +190,7 @@ fn munged_stopped_gives_503_with_a_message_and_the_gateway_recovers_when_it_retu
     assert_eq!(st, 200, "with munged up: {v}\n{}", gw.log_tail());
 
     // A valid credential, made while munged still ran, that nobody could decode.
-    let cred = gw.cred(&user);
+    let cred = gw.cred_for(&user, "GET", "/api/list/testbed/", None);
     munged.stop();
     let (st, v) = gw.call("GET", "/api/list/testbed/", Some(&cred), None);
     assert_eq!(st, 503, "with munged down: {v}\n{}", gw.log_tail());
@@ -461,11 +461,17 @@ fn sqlite_store_stays_consistent_when_the_gateway_is_killed_during_writes() {
                 std::thread::spawn(move || {
                     let mut n = 0;
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        let out = Command::new("munge").arg("-n").output().unwrap();
-                        let cred = String::from_utf8_lossy(&out.stdout).trim().to_owned();
                         let tag = format!("{registry}/faults-missing:r{rounds}-w{w}-{n}")
                             .replace('/', "%2F")
                             .replace(':', "%3A");
+                        let target = format!("/api/pull/testbed/docker/{tag}/");
+                        let payload =
+                            shifter_api::credential::request_payload("POST", &target, b"");
+                        let out = Command::new("munge")
+                            .args(["-s", &payload])
+                            .output()
+                            .unwrap();
+                        let cred = String::from_utf8_lossy(&out.stdout).trim().to_owned();
                         let _ = ureq::post(&format!("{url}docker/{tag}/"))
                             .timeout(Duration::from_secs(2))
                             .set("authentication", &cred)

@@ -87,9 +87,12 @@ fn twenty_concurrent_pulls_of_one_tag_run_one_job() {
     };
     let user = gw.tb.user().to_owned();
     let path = image_path(&gw.tb, "layered:latest");
-    let creds: Vec<String> = (0..20).map(|_| gw.cred(&user)).collect();
+    let target = format!("/api/pull/testbed/{path}/");
+    let creds: Vec<String> = (0..20)
+        .map(|_| gw.cred_for(&user, "POST", &target, None))
+        .collect();
     let barrier = Arc::new(Barrier::new(creds.len()));
-    let url = gw.url(&format!("/api/pull/testbed/{path}/"));
+    let url = gw.url(&target);
     let threads: Vec<_> = creds
         .into_iter()
         .map(|c| {
@@ -126,14 +129,17 @@ fn replayed_expired_and_missing_credentials_are_refused() {
         return;
     };
     let user = gw.tb.user().to_owned();
-    let c = gw.cred(&user);
+    let c = gw.cred_for(&user, "GET", "/api/list/testbed/", None);
     let (st, v) = gw.call("GET", "/api/list/testbed/", Some(&c), None);
     assert_eq!(st, 200, "{v}");
     let (st, v) = gw.call("GET", "/api/list/testbed/", Some(&c), None);
     assert_eq!(st, 401, "replayed: {v}");
     assert!(v["message"].as_str().unwrap().contains("replayed"), "{v}");
 
-    let r = gw.tb.run_as(&user, &["munge", "-n", "-t", "1"], T);
+    let payload = shifter_integration::gateway::request_payload("GET", "/api/list/testbed/", None);
+    let r = gw
+        .tb
+        .run_as(&user, &["munge", "-s", &payload, "-t", "1"], T);
     r.assert_ok();
     std::thread::sleep(Duration::from_millis(2500));
     let (st, v) = gw.call("GET", "/api/list/testbed/", Some(r.stdout.trim()), None);

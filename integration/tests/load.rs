@@ -58,13 +58,27 @@ fn gateway_answers_200_concurrent_lookups_with_fresh_credentials_for_30s_without
         parsed.url_path()
     );
     let socket = PathBuf::from(tb.var("SHIFTER_MUNGE_SOCKET"));
+    // Every credential bound to the lookup (the gateway refuses others).
+    let target = url
+        .split_once("//")
+        .and_then(|(_, r)| r.find('/').map(|i| &r[i..]));
+    let payload = Arc::new(shifter_api::credential::request_payload(
+        "GET",
+        target.expect("gateway URL with a path"),
+        b"",
+    ));
     let tally = Arc::new(Mutex::new(LookupTally::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
     let workers: Vec<_> = (0..LOOKUP_CLIENTS)
         .map(|_| {
-            let (url, socket, tally, stop) =
-                (url.clone(), socket.clone(), tally.clone(), stop.clone());
+            let (url, socket, tally, stop, payload) = (
+                url.clone(),
+                socket.clone(),
+                tally.clone(),
+                stop.clone(),
+                payload.clone(),
+            );
             std::thread::spawn(move || {
                 let agent = ureq::AgentBuilder::new()
                     .timeout(Duration::from_secs(20))
@@ -73,7 +87,7 @@ fn gateway_answers_200_concurrent_lookups_with_fresh_credentials_for_30s_without
                 while !stop.load(Ordering::Relaxed) {
                     let t = Instant::now();
                     // A fresh credential every time: the gateway refuses replays.
-                    let outcome = munge_sys::encode(b"", Some(&socket))
+                    let outcome = munge_sys::encode(payload.as_bytes(), Some(&socket))
                         .map_err(|e| format!("munge encode: {e}"))
                         .and_then(|cred| {
                             agent

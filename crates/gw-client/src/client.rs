@@ -51,12 +51,16 @@ impl std::fmt::Debug for Client {
 
 impl Client {
     /// A client signing requests with the local munged (`munge_socket`, or
-    /// libmunge's default). `timeout` bounds each request to each gateway.
+    /// libmunge's default), each credential decodable only by `gateway_uid`
+    /// (not even by root) when it is given: every caller passes the site's
+    /// `gateway_uid`/`gateway_user` here. `timeout` bounds each request to
+    /// each gateway.
     pub fn new(
         gateways: Vec<String>,
         system: impl Into<String>,
         timeout: Duration,
         munge_socket: Option<PathBuf>,
+        gateway_uid: Option<u32>,
     ) -> Result<Self, ClientError> {
         Self::with_authenticator(
             gateways,
@@ -64,7 +68,7 @@ impl Client {
             timeout,
             Box::new(MungeAuth {
                 socket: munge_socket,
-                gateway_uid: None,
+                gateway_uid,
             }),
         )
     }
@@ -203,11 +207,17 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> Result<T, ClientError> {
+        // Serialised once: the bytes sent are the bytes the credential binds.
+        let body = body.map(|b| serde_json::to_vec(b).expect("JSON values serialise"));
         let mut tried = Vec::new();
         for gw in &self.gateways {
             let url = format!("{gw}{path}");
-            let credential = self.auth.credential()?;
-            match transport::send(&self.agent, method, &url, &credential, body, self.timeout) {
+            // A fresh credential per gateway: each decode consumes it.
+            let credential =
+                self.auth
+                    .credential(method, path, body.as_deref().unwrap_or_default())?;
+            let sent = body.as_deref();
+            match transport::send(&self.agent, method, &url, &credential, sent, self.timeout) {
                 Attempt::Success(text) => {
                     return serde_json::from_str(&text).map_err(|e| ClientError::BadResponse {
                         gateway: gw.clone(),
@@ -312,6 +322,7 @@ mod tests {
             "my sys",
             Duration::from_secs(1),
             None,
+            None,
         )
         .unwrap();
         let r = ImageRef::parse("127.0.0.1:5000/busybox:latest").unwrap();
@@ -324,7 +335,7 @@ mod tests {
     #[test]
     fn empty_gateway_list_is_refused() {
         assert!(matches!(
-            Client::new(vec![], "s", Duration::from_secs(1), None),
+            Client::new(vec![], "s", Duration::from_secs(1), None, None),
             Err(ClientError::NoGateways)
         ));
     }

@@ -31,15 +31,16 @@ pub(crate) fn send(
     method: &str,
     url: &str,
     credential: &str,
-    body: Option<&serde_json::Value>,
+    body: Option<&[u8]>,
     timeout: Duration,
 ) -> Attempt {
     let req = agent
         .request(method, url)
         .set("authentication", credential)
         .set("accept", "application/json");
+    // The body goes out as the very bytes the credential's payload hashed.
     let res = match body {
-        Some(b) => req.send_json(b),
+        Some(b) => req.set("content-type", "application/json").send_bytes(b),
         None => req.call(),
     };
     match res {
@@ -103,6 +104,17 @@ fn describe_io(e: &io::Error, timeout: Duration, doing: &str) -> String {
     }
 }
 
+/// Whether a log record of an HTTP library may be printed: ureq writes every
+/// request's headers (our `authentication` credential among them; it redacts
+/// only `Authorization`) at debug level under `ureq::unit`, so nothing of
+/// ureq's above `info` is ever shown, whatever filter the user asked for.
+/// Binaries add this as a filter of their own beside the user's `EnvFilter`
+/// (a directive such as `ureq=info` would lose to a user's `ureq::unit=debug`).
+pub fn http_log_allowed(target: &str, level: &tracing::Level) -> bool {
+    let http = target == "ureq" || target.starts_with("ureq::");
+    !http || *level <= tracing::Level::INFO
+}
+
 pub(crate) fn human_duration(d: Duration) -> String {
     if d.subsec_millis() == 0 {
         format!("{} s", d.as_secs())
@@ -114,6 +126,19 @@ pub(crate) fn human_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ureq_logs_above_info_are_never_allowed_whatever_the_target() {
+        use tracing::Level;
+        for t in ["ureq", "ureq::unit", "ureq::stream"] {
+            assert!(!http_log_allowed(t, &Level::DEBUG), "{t}");
+            assert!(!http_log_allowed(t, &Level::TRACE), "{t}");
+            assert!(http_log_allowed(t, &Level::INFO), "{t}");
+            assert!(http_log_allowed(t, &Level::WARN), "{t}");
+        }
+        assert!(http_log_allowed("gw_client::client", &Level::TRACE));
+        assert!(http_log_allowed("ureqx", &Level::TRACE));
+    }
 
     #[test]
     fn durations_read_naturally() {

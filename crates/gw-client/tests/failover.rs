@@ -15,7 +15,7 @@ use shifter_api::{ImageRef, ImageStatus, PullRequest};
 struct Counter(AtomicUsize);
 
 impl Authenticator for Counter {
-    fn credential(&self) -> Result<String, MungeError> {
+    fn credential(&self, _: &str, _: &str, _: &[u8]) -> Result<String, MungeError> {
         Ok(format!(
             "cred-{}",
             self.0.fetch_add(1, Ordering::SeqCst) + 1
@@ -26,7 +26,7 @@ impl Authenticator for Counter {
 struct NoMunge;
 
 impl Authenticator for NoMunge {
-    fn credential(&self) -> Result<String, MungeError> {
+    fn credential(&self, _: &str, _: &str, _: &[u8]) -> Result<String, MungeError> {
         Err(MungeError::SocketUnavailable {
             socket: "/run/munge/munge.socket.2".into(),
             message: "Failed to connect".into(),
@@ -324,6 +324,7 @@ fn real_munge_credential_on_the_wire_decodes_to_the_caller() {
         "tb",
         Duration::from_secs(5),
         Some(sock.into()),
+        None,
     )
     .unwrap();
     c.lookup(&busybox()).unwrap();
@@ -332,6 +333,11 @@ fn real_munge_credential_on_the_wire_decodes_to_the_caller() {
         .clone()
         .expect("authentication header sent");
     let decoded = munge_sys::decode(&cred, Some(sock)).unwrap();
+    assert_eq!(
+        String::from_utf8(decoded.payload).unwrap(),
+        shifter_api::credential::request_payload("GET", &s.seen()[0].path, b""),
+        "the payload names the gateway and this request"
+    );
     let euid = std::fs::read_to_string("/proc/self/status")
         .unwrap()
         .lines()
@@ -339,6 +345,54 @@ fn real_munge_credential_on_the_wire_decodes_to_the_caller() {
         .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
         .unwrap();
     assert_eq!(decoded.uid.to_string(), euid);
+}
+
+/// Binds what the authenticator was asked to sign, so the test can compare
+/// it with what went on the wire.
+#[derive(Default, Clone)]
+struct Recorder(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Authenticator for Recorder {
+    fn credential(&self, method: &str, path: &str, body: &[u8]) -> Result<String, MungeError> {
+        let p = shifter_api::credential::request_payload(method, path, body);
+        self.0.lock().unwrap().push(p.clone());
+        Ok(p.replace(' ', "_"))
+    }
+}
+
+#[test]
+fn each_credential_binds_the_method_path_and_exact_body_bytes_sent_to_each_gateway() {
+    let dead = dead_gateway();
+    let live = Server::start(vec![(200, record("READY"))]);
+    let rec = Recorder::default();
+    // The gateway URL's own prefix is not signed: the gateway sees its own paths.
+    let c = Client::with_authenticator(
+        vec![dead, format!("{}/", live.url)],
+        "tb",
+        Duration::from_secs(5),
+        Box::new(rec.clone()),
+    )
+    .unwrap();
+    let req = PullRequest {
+        allowed_uids: Some("1001".into()),
+        allowed_gids: None,
+    };
+    c.pull(&busybox(), &req).unwrap();
+    let seen = live.seen();
+    let signed = rec.0.lock().unwrap().clone();
+    assert_eq!(
+        signed.len(),
+        2,
+        "one fresh credential per gateway tried: {signed:?}"
+    );
+    let want =
+        shifter_api::credential::request_payload("POST", &seen[0].path, seen[0].body.as_bytes());
+    assert_eq!(signed[1], want);
+    assert_eq!(
+        seen[0].auth.as_deref(),
+        Some(want.replace(' ', "_").as_str())
+    );
+    assert!(seen[0].body.contains("1001"), "{:?}", seen[0].body);
 }
 
 #[test]
@@ -374,8 +428,8 @@ fn credentials_can_be_restricted_to_the_gateway_account() {
     .unwrap();
     c.lookup(&busybox()).unwrap();
     let cred = s.seen()[0].auth.clone().unwrap();
-    // Root may decode anything, so the restriction shows in munged's answer to
-    // another user: nobody (65534) may, daemon (1) may not.
+    // The restriction shows in munged's answer to other users: nobody
+    // (65534) may decode it, daemon (1) may not.
     let unmunge = |user: &str| {
         use std::io::Write;
         let mut child = std::process::Command::new("runuser")

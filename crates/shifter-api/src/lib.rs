@@ -2,6 +2,7 @@
 //! image references, the gateway's image record, the on-disk `<id>.json` image
 //! metadata and the pull status machine. No I/O lives here.
 
+pub mod credential;
 pub mod meta;
 pub mod record;
 pub mod reference;

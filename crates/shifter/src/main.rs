@@ -51,14 +51,21 @@ fn init_logging(setuid: bool) {
     } else {
         tracing_subscriber::EnvFilter::try_from_env("SHIFTER_LOG")
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"))
-            // ureq logs request headers at debug level, and ours carry the
-            // Munge credential.
-            .add_directive("ureq=info".parse().expect("static directive"))
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    // Beside the user's filter, never instead of it: no directive of theirs
+    // can re-enable ureq's header dump.
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::filter::filter_fn(|m| {
+            gw_client::http_log_allowed(m.target(), m.level())
+        }))
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false),
+        )
         .init();
 }
 
@@ -204,11 +211,14 @@ fn resolve_image(cfg: &Config, reference: &ImageRef) -> Result<ImageId> {
     if cfg.gateways.is_empty() {
         bail!("tag lookup needs a gateway: set `gateways` in the site config, or use --image=id:<id> (see `shifterimg lookup`)");
     }
+    // Restricted to the gateway's account: a credential sent to an impostor
+    // at a gateway address cannot be replayed at the real gateway.
     let client = gw_client::Client::new(
         cfg.gateways.clone(),
         cfg.system.clone(),
         Duration::from_secs(cfg.lookup_timeout_secs),
         Some(cfg.munge_socket.clone()),
+        cfg.gateway_account()?,
     )?;
     // The same rule as the plugin's: only a READY image runs.
     gw_client::resolve_ready(&client, reference).with_context(|| {

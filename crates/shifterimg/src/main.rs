@@ -85,16 +85,23 @@ fn init_logging(verbose: u8) {
         1 => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_env("SHIFTER_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(default))
-        // ureq logs request headers at debug level, and ours carry the Munge
-        // credential.
-        .add_directive("ureq=info".parse().expect("static directive"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .with_target(false)
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let filter = EnvFilter::try_from_env("SHIFTER_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    // ureq logs request headers (our Munge credential among them) at debug;
+    // this filter sits beside the user's, so no directive of theirs
+    // (`ureq::unit=trace`) can turn that back on.
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::filter::filter_fn(|m| {
+            gw_client::http_log_allowed(m.target(), m.level())
+        }))
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(std::io::stderr)
+                .with_target(false),
+        )
         .init();
 }
 

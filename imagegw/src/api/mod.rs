@@ -17,7 +17,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::openapi::{RouteSpec, ROUTES};
+use crate::openapi::{Access, RouteSpec, ROUTES};
 use crate::state::{AppState, SystemState};
 use crate::store::{ImageKey, StoredImage};
 
@@ -34,7 +34,7 @@ fn handler_for(spec: &RouteSpec) -> AppRouter {
         "POST" => MethodFilter::POST,
         other => panic!("route table uses unsupported method {other}"),
     };
-    match spec.path {
+    let handler = match spec.path {
         "/api/lookup/{system}/{type}/{tag}/" => on(filter, images::lookup),
         "/api/pull/{system}/{type}/{tag}/" => on(filter, images::pull),
         "/api/list/{system}/" => on(filter, images::list),
@@ -48,6 +48,13 @@ fn handler_for(spec: &RouteSpec) -> AppRouter {
         "/metrics" => on(filter, service::prometheus),
         "/openapi.json" => on(filter, service::openapi),
         other => panic!("route {other} is documented but has no handler"),
+    };
+    // Every authenticated route hashes its body for the credential check;
+    // the `Caller` extractor refuses a request that did not pass here.
+    if spec.access == Access::Public {
+        handler
+    } else {
+        handler.route_layer(axum::middleware::from_fn(crate::auth::bind_body))
     }
 }
 

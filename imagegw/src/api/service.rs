@@ -66,17 +66,23 @@ pub(super) async fn login(
     ))
 }
 
+/// In-flight pulls the caller could use once READY: a private pull's tag is
+/// nobody else's business.
 pub(super) async fn queue(
+    caller: Caller,
     State(state): State<Arc<AppState>>,
     Path(system): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    state.system(&system)?;
+    let sys = state.system(&system)?;
     let mut queue = Vec::new();
     for key in state.jobs.running_keys().await {
         if key.system != system {
             continue;
         }
         if let Some(row) = state.store.get(&key).await? {
+            if !(caller.is_admin(sys) || row.acl.admits(caller.uid, &caller.gids)) {
+                continue;
+            }
             queue.push(json!({"itype": key.itype, "tag": key.tag, "status": row.status}));
         }
     }
@@ -105,6 +111,6 @@ pub(super) async fn prometheus(State(state): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-pub(super) async fn openapi() -> Json<serde_json::Value> {
+pub(super) async fn openapi(_caller: Caller) -> Json<serde_json::Value> {
     Json(crate::openapi::document())
 }
