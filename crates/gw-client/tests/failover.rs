@@ -376,6 +376,7 @@ fn each_credential_binds_the_method_path_and_exact_body_bytes_sent_to_each_gatew
     let req = PullRequest {
         allowed_uids: Some("1001".into()),
         allowed_gids: None,
+        private: false,
     };
     c.pull(&busybox(), &req).unwrap();
     let seen = live.seen();
