@@ -344,6 +344,10 @@ fn kill_9_at_each_pull_phase_leaves_no_partial_file_and_a_retry_succeeds() {
     // One image per phase so no pull joins or repeats another's result.
     // Each phase gets the next unused image, so no pull joins or repeats an
     // earlier one; a phase missed by the sampling is tried again on another.
+    // TRANSFER lasts a few milliseconds: on a loaded machine several pulls
+    // may pass it between two samples, so every small image of the
+    // registry is a candidate.
+    let attack_images = tb.var_opt("SHIFTER_ATTACK_IMAGES").unwrap_or_default();
     let mut unused = vec![
         "layered:latest",
         "layered:oci",
@@ -352,6 +356,7 @@ fn kill_9_at_each_pull_phase_leaves_no_partial_file_and_a_retry_succeeds() {
         "busybox:oci",
         "busybox:latest",
     ];
+    unused.extend(attack_images.split_whitespace());
     let phases = ["PULLING", "CONVERSION", "TRANSFER"];
     let mut tried = Vec::new();
     let mut hit = Vec::new();

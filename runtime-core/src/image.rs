@@ -3,8 +3,11 @@
 //! could have written, the metadata must describe this image, and its ACL
 //! must admit the user.
 
+use std::fs::File;
 use std::io::Read;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use shifter_api::{ImageId, ImageMeta};
 use thiserror::Error;
@@ -30,6 +33,8 @@ pub enum ImageError {
     BadMeta { path: PathBuf, why: String },
     #[error("{path} is not a squashfs image (bad magic): re-pull or re-import the image")]
     NotSquashfs { path: PathBuf },
+    #[error("{path} was replaced while it was being checked: retry, and if it persists ask an administrator who writes to the image directory")]
+    Replaced { path: PathBuf },
     #[error("image {id} is restricted and user {user} (uid {uid}) is not in its ACL: ask the image owner for access")]
     Denied { id: ImageId, user: String, uid: u32 },
     #[error(transparent)]
@@ -41,6 +46,9 @@ pub enum ImageError {
 pub struct CheckedImage {
     id: ImageId,
     squashfs: PathBuf,
+    /// The file the checks were made on: the loop device is attached to
+    /// this descriptor, never to whatever the path names later.
+    file: Arc<File>,
     meta: ImageMeta,
 }
 
@@ -51,14 +59,22 @@ impl CheckedImage {
     pub fn squashfs(&self) -> &Path {
         &self.squashfs
     }
+    pub fn file(&self) -> &File {
+        &self.file
+    }
     pub fn meta(&self) -> &ImageMeta {
         &self.meta
     }
 
     /// Skips every check. For unit tests with the fake syscall layer only.
     #[cfg(any(test, feature = "test-utils"))]
-    pub fn unchecked(id: ImageId, squashfs: PathBuf, meta: ImageMeta) -> Self {
-        CheckedImage { id, squashfs, meta }
+    pub fn unchecked(id: ImageId, squashfs: PathBuf, file: File, meta: ImageMeta) -> Self {
+        CheckedImage {
+            id,
+            squashfs,
+            file: Arc::new(file),
+            meta,
+        }
     }
 }
 
@@ -83,8 +99,25 @@ pub fn check_image(
         id: id.clone(),
         cause: source,
     };
-    trust::check_file_and_parents(&squashfs, dir, &owners).map_err(untrusted)?;
+    let checked = trust::check_file_and_parents(&squashfs, dir, &owners).map_err(untrusted)?;
     trust::check_file_and_parents(&meta_path, dir, &owners).map_err(untrusted)?;
+    let read_err = |source| ImageError::Read {
+        path: squashfs.clone(),
+        cause: source,
+    };
+    // The file the path checks were about, by device and inode: a rename
+    // over it after the checks is caught here, and from here on only this
+    // descriptor is used.
+    let canonical = std::fs::canonicalize(&squashfs).map_err(read_err)?;
+    let mut file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&canonical)
+        .map_err(read_err)?;
+    let opened = file.metadata().map_err(read_err)?;
+    if (opened.dev(), opened.ino()) != (checked.dev(), checked.ino()) {
+        return Err(ImageError::Replaced { path: squashfs });
+    }
 
     let bytes = std::fs::read(&meta_path).map_err(|source| ImageError::Read {
         path: meta_path.clone(),
@@ -113,18 +146,14 @@ pub fn check_image(
     }
 
     let mut magic = [0u8; 4];
-    std::fs::File::open(&squashfs)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .map_err(|source| ImageError::Read {
-            path: squashfs.clone(),
-            cause: source,
-        })?;
+    file.read_exact(&mut magic).map_err(read_err)?;
     if &magic != SQUASHFS_MAGIC {
         return Err(ImageError::NotSquashfs { path: squashfs });
     }
     Ok(CheckedImage {
         id: id.clone(),
         squashfs,
+        file: Arc::new(file),
         meta,
     })
 }
@@ -193,6 +222,28 @@ mod tests {
         let img = check_image(&s.cfg, &s.id, &user(1001)).unwrap();
         assert_eq!(img.meta().id, ID);
         assert!(img.squashfs().ends_with(s.id.squashfs_name()));
+    }
+
+    /// What is loop-attached is the file that was checked: a rename over
+    /// the path afterwards (by whoever writes the image directory) changes
+    /// nothing for this run.
+    #[test]
+    fn the_checked_descriptor_keeps_the_checked_file_after_a_rename_over_it() {
+        if !needs_root("the_checked_descriptor_keeps_the_checked_file_after_a_rename_over_it") {
+            return;
+        }
+        let s = store(&[]);
+        let img = check_image(&s.cfg, &s.id, &user(1001)).unwrap();
+        let path = img.squashfs().to_owned();
+        let other = path.with_extension("other");
+        std::fs::write(&other, b"hsqs but another image").unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        let mut content = String::new();
+        use std::io::{Seek, SeekFrom};
+        let mut f = img.file();
+        f.seek(SeekFrom::Start(0)).unwrap();
+        f.read_to_string(&mut content).unwrap();
+        assert_eq!(content, "hsqs and the rest");
     }
 
     #[test]

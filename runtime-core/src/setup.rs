@@ -434,7 +434,7 @@ fn assemble(
 
     let loopdev = a.step(
         "attaching the image to a loop device",
-        sys.attach_loop(image.squashfs()),
+        sys.attach_loop(image.file(), image.squashfs()),
     )?;
     let device = loopdev.path.to_string_lossy().into_owned();
     let squash = match sys.fs_mount(&FsSpec {
@@ -837,6 +837,7 @@ mod tests {
         CheckedImage::unchecked(
             ImageId::parse(ID).unwrap(),
             PathBuf::from(format!("/images/{ID}.squashfs")),
+            std::fs::File::open("/dev/null").unwrap(),
             ImageMeta::default(),
         )
     }

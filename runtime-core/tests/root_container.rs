@@ -584,15 +584,20 @@ fn concurrent_setups_each_get_their_own_loop_device() {
     // losers must retry instead of failing (testbed §7).
     let children: Vec<_> = (0..6)
         .map(|_| {
-            spawn_child(|| match RealSys.attach_loop(&image) {
-                Ok(dev) => {
-                    std::thread::sleep(Duration::from_millis(300));
-                    drop(dev);
-                    0
-                }
-                Err(e) => {
-                    eprintln!("attach failed: {e}");
-                    1
+            spawn_child(|| {
+                match std::fs::File::open(&image)
+                    .map_err(|e| e.to_string())
+                    .and_then(|f| RealSys.attach_loop(&f, &image).map_err(|e| e.to_string()))
+                {
+                    Ok(dev) => {
+                        std::thread::sleep(Duration::from_millis(300));
+                        drop(dev);
+                        0
+                    }
+                    Err(e) => {
+                        eprintln!("attach failed: {e}");
+                        1
+                    }
                 }
             })
             .unwrap()

@@ -325,8 +325,8 @@ impl Sys for FakeSys {
         )
     }
 
-    fn attach_loop(&self, image: &Path) -> SysResult<LoopDev> {
-        self.record(Call::AttachLoop(image.to_owned()), image, "LOOP_CONFIGURE")?;
+    fn attach_loop(&self, _image: &std::fs::File, shown: &Path) -> SysResult<LoopDev> {
+        self.record(Call::AttachLoop(shown.to_owned()), shown, "LOOP_CONFIGURE")?;
         Ok(LoopDev {
             path: "/dev/loop7".into(),
             _fd: None,

@@ -246,10 +246,11 @@ pub trait Sys {
     /// refers to (`move_mount(2)`, both `*_EMPTY_PATH`). Afterwards `mount`
     /// names the root of the attached mount.
     fn move_mount(&self, mount: &Handle, target: &Handle) -> SysResult<()>;
-    /// A free loop device attached read-only with autoclear to `image`
+    /// A free loop device attached read-only with autoclear to the open file
+    /// `image` (`shown` names it in errors)
     /// (`LOOP_CTL_GET_FREE` + `LOOP_CONFIGURE`, retried when another process
     /// grabbed the same device).
-    fn attach_loop(&self, image: &Path) -> SysResult<LoopDev>;
+    fn attach_loop(&self, image: &std::fs::File, shown: &Path) -> SysResult<LoopDev>;
     /// Opens the host directory `path`, creating missing components with
     /// `mode`, walking from `/` one component at a time by descriptor with
     /// no symlink followed. Every component must be root's; one that others

@@ -254,9 +254,8 @@ impl Sys for RealSys {
         Ok(())
     }
 
-    fn attach_loop(&self, image: &Path) -> SysResult<LoopDev> {
-        let backing = File::open(image).map_err(|e| SysError::new("open", image, io_errno(&e)))?;
-        attach_loop_fd(backing.as_raw_fd(), image, LO_FLAGS_READ_ONLY)
+    fn attach_loop(&self, image: &File, shown: &Path) -> SysResult<LoopDev> {
+        attach_loop_fd(image.as_raw_fd(), shown, LO_FLAGS_READ_ONLY)
     }
 
     fn open_private_dir(&self, path: &Path, mode: u32) -> SysResult<Handle> {
