@@ -15,6 +15,11 @@ onto a volume or a module mount that is a host directory:
   attack-opt-shifter-link /opt/shifter -> NODE_SPOOL (module destinations
                           /opt/shifter/<module>/...; NODE_SPOOL is a slurmd
                           spool dir that the pmix module binds from the host)
+  attack-{proc,sys,dev,tmp}-link  /proc (/sys, /dev, /tmp) -> /data (the
+                          runtime's own mounts onto a volume)
+  attack-site-proc-link   /sitefake -> /proc (a site mount of a user-writable
+                          directory at /sitefake would land on /proc: a fake
+                          /proc for the runtime's later reads)
 
 build.sh pushes them as attack/<name without "attack-">:latest.
 """
@@ -42,7 +47,8 @@ def linked_layer(busybox_bin, applets, capcheck, name, link, target, omit=()):
     for d in DIRS:
         if kept(d):
             l.dir(d, 0o700 if d == "root" else 0o755)
-    l.dir("tmp", 0o1777)
+    if kept("tmp"):
+        l.dir("tmp", 0o1777)
     parent = os.path.dirname(link)
     if parent and parent not in DIRS:
         l.dir(parent)
@@ -78,6 +84,11 @@ def main():
         "attack-etc-link": ("etc", "/data", ("bin/sh",)),
         "attack-usr-bin-link": ("usr/bin", "/data", ()),
         "attack-opt-shifter-link": ("opt/shifter", args.node_spool, ()),
+        "attack-proc-link": ("proc", "/data", ()),
+        "attack-sys-link": ("sys", "/data", ()),
+        "attack-dev-link": ("dev", "/data", ()),
+        "attack-tmp-link": ("tmp", "/data", ()),
+        "attack-site-proc-link": ("sitefake", "/proc", ()),
     }
     for name, (link, target, omit) in images.items():
         config = {

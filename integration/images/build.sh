@@ -44,7 +44,7 @@ printf "export SHIFTER_IMAGES='%s'\n" \
     "busybox:latest busybox:oci layered:latest layered:oci multi:latest multi:dockerlist" >>"$tb/env"
 # Kept out of SHIFTER_IMAGES: only integration/tests/attacks.rs runs them.
 attack_images=""
-for a in etc-ssh-link etc-link usr-bin-link opt-shifter-link; do
+for a in etc-ssh-link etc-link usr-bin-link opt-shifter-link proc-link sys-link dev-link tmp-link site-proc-link; do
     push "attack-$a" "attack/$a:latest" --format v2s2
     attack_images="$attack_images attack/$a:latest"
 done

@@ -1912,3 +1912,173 @@ fn volume_binds_keep_host_submounts_over_what_they_hide_and_ro_reaches_every_sub
         );
     }
 }
+
+// ---- 6. the runtime's own mount points as image symlinks --------------------
+
+/// `/proc`, `/sys`, `/dev` and `/tmp` are the runtime's own mounts: an image
+/// that makes one of them a symlink onto a volume (a host directory of the
+/// user's) would have root mount proc, sysfs or a tmpfs there, or bind device
+/// nodes into it. They are opened beneath the overlay with no symlink
+/// followed: the run is refused naming the path, through `srun` and the
+/// setuid `shifter`, and the volume is untouched.
+#[test]
+fn image_symlinks_at_the_runtimes_own_mount_points_are_refused_by_name_and_leave_the_volume_alone()
+{
+    let Some(tb) = Testbed::get() else { return };
+    let _serial = serial();
+    for (name, path) in [
+        ("proc-link", "/proc"),
+        ("sys-link", "/sys"),
+        ("dev-link", "/dev"),
+        ("tmp-link", "/tmp"),
+    ] {
+        let Some(image) = attack_image(&tb, name) else {
+            return;
+        };
+        let dir = Scratch::user_owned(&tb, name, &["sub"]);
+        let file = dir.path().join("kept");
+        std::fs::write(&file, "the user's file\n").unwrap();
+        lchown(&file, Some(uid_of(tb.user())), Some(gid_of(tb.user()))).unwrap();
+        let before = snapshot(dir.path());
+        let volume = format!("--volume={}:/data", dir.show());
+        let started = Instant::now();
+        let (child, out) = spawn_shifter(&tb, &[&format!("--image={image}"), &volume, "/bin/true"]);
+        let by_shifter = finish(child, &out, started, T);
+        let by_srun = srun(
+            &tb,
+            &[
+                "-N1",
+                "-w",
+                NODE,
+                &format!("--image={image}"),
+                &volume,
+                "/bin/true",
+            ],
+        );
+        for (how, r) in [("setuid shifter", &by_shifter), ("srun", &by_srun)] {
+            r.assert_failed();
+            let said = format!("{}{}", r.stdout, r.stderr);
+            assert!(
+                said.contains(path) && said.contains("plain directory"),
+                "{how}: the refusal names {path} and the rule: {r}"
+            );
+        }
+        assert_clean_refusal(&by_shifter);
+        let after = snapshot(dir.path());
+        assert!(
+            diff(&before, &after).is_empty(),
+            "{name}: {:?}",
+            diff(&before, &after)
+        );
+    }
+    tb.assert_no_cache_left();
+}
+
+/// The setuid `shifter` as the test user under `config` (bound over
+/// `/etc/shifter/shifter.toml` in a private mount namespace of node n1: the
+/// only config a setuid run reads).
+fn setuid_shifter_with_config(tb: &Testbed, config: &Path, args: &[&str]) -> Run {
+    let user = tb.user();
+    let script = format!(
+        "mount --bind '{}' /etc/shifter/shifter.toml && exec setpriv --reuid={} --regid={} --init-groups -- \"$@\"",
+        config.display(),
+        uid_of(user),
+        gid_of(user)
+    );
+    let started = Instant::now();
+    let out = Command::new("timeout")
+        .args(["-k", "5", &T.as_secs().to_string()])
+        .args(["nsenter", "-t", &slurmd_pid(tb, NODE), "-m", "--"])
+        .args(["unshare", "-m", "--propagation", "private", "--"])
+        .args(["sh", "-c", &script, "sh", &setuid_bin(tb)])
+        .args(args)
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("USER", user)
+        .current_dir(tb.workdir())
+        .output()
+        .expect("timeout/nsenter/unshare (coreutils, util-linux)");
+    Run {
+        status: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        elapsed: started.elapsed(),
+    }
+}
+
+/// A site mount of a directory the user writes, at a destination the image
+/// makes a symlink to `/proc`: followed, the user's fake `/proc` (a
+/// `cap_last_cap` of 0, a `status` with empty sets) would be what the
+/// runtime reads afterwards. Site destinations never cross a mount, so the
+/// run is refused naming the destination; the same config with an image
+/// that has no such link runs, with an empty bounding set read from the real
+/// `/proc`.
+#[test]
+fn a_site_mount_onto_an_image_symlink_to_proc_is_refused_so_no_fake_proc_is_read() {
+    let Some(tb) = Testbed::get() else { return };
+    let _serial = serial();
+    let Some(image) = attack_image(&tb, "site-proc-link") else {
+        return;
+    };
+    let Some(plain) = busybox(&tb) else { return };
+    let fake = Scratch::user_owned(&tb, "fake-proc", &["sys", "sys/kernel", "self"]);
+    let (uid, gid) = (uid_of(tb.user()), gid_of(tb.user()));
+    for (rel, text) in [
+        ("sys/kernel/cap_last_cap", "0\n"),
+        ("self/status", "CapBnd:\t0000000000000000\nNoNewPrivs:\t1\n"),
+    ] {
+        let p = fake.path().join(rel);
+        std::fs::write(&p, text).unwrap();
+        lchown(&p, Some(uid), Some(gid)).unwrap();
+    }
+    let conf_dir = tb
+        .dir
+        .join(format!("attack-site-proc-conf-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&conf_dir);
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    let conf = conf_dir.join("shifter.toml");
+    let cluster = std::fs::read_to_string(tb.config_path()).unwrap();
+    // [[site_fs]] before the first table, so it is a top-level array.
+    let (head, tables) = cluster.split_at(cluster.find("\n[").map_or(cluster.len(), |i| i + 1));
+    let site = format!(
+        "[[site_fs]]\nsource = \"{}\"\ndestination = \"/sitefake\"\n\n",
+        fake.show()
+    );
+    std::fs::write(&conf, format!("{head}\n{site}{tables}")).unwrap();
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let r = setuid_shifter_with_config(
+        &tb,
+        &conf,
+        &[&format!("--image={image}"), "/bin/cat", "/proc/self/status"],
+    );
+    r.assert_failed();
+    assert!(
+        r.stderr.contains("/sitefake"),
+        "the refusal names the site destination: {r}"
+    );
+    assert!(!r.stdout.contains("CapBnd"), "the command ran: {r}");
+
+    let ok = setuid_shifter_with_config(
+        &tb,
+        &conf,
+        &[
+            &format!("--image={plain}"),
+            "/bin/cat",
+            "/proc/self/status",
+            "/sitefake/self/status",
+        ],
+    );
+    ok.assert_ok();
+    let bnd: Vec<&str> = ok
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("CapBnd:"))
+        .map(str::trim)
+        .collect();
+    assert_eq!(
+        bnd, ["0000000000000000"; 2],
+        "the real status, then the fake one: {ok}"
+    );
+    let _ = std::fs::remove_dir_all(&conf_dir);
+}
