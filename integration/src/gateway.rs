@@ -33,6 +33,8 @@ pub struct GatewayOptions {
     pub munge_socket: Option<PathBuf>,
     /// Lines for the `[limits]` table.
     pub limits: String,
+    /// More config after everything else (e.g. other `[registries]` sections).
+    pub extra: String,
 }
 
 #[derive(Debug)]
@@ -92,7 +94,8 @@ image_dir = "{images}"
 import_users = ["{user}", "{user2}"]
 [registries."{registry}"]
 plain_http = true
-"#,
+internal = true
+{extra}"#,
             registry = opts.registry.as_deref().unwrap_or(tb.registry()),
             dir = dir.display(),
             cache = cache.display(),
@@ -101,6 +104,7 @@ plain_http = true
             images = images.display(),
             user = tb.user(),
             user2 = tb.user2(),
+            extra = opts.extra,
         );
         std::fs::write(dir.join("imagegw.toml"), config).unwrap();
         let mut gw = Gateway {
