@@ -140,6 +140,10 @@ impl Store for CachedStore {
         self.inner.list(system).await
     }
 
+    async fn with_id(&self, system: &str, id: &str) -> Result<Vec<StoredImage>, StoreError> {
+        self.inner.with_id(system, id).await
+    }
+
     async fn fail_in_flight(
         &self,
         message: &str,
