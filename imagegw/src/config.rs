@@ -69,6 +69,11 @@ pub struct RegistryConfig {
     /// Talk plain HTTP (e.g. a registry on loopback).
     #[serde(default)]
     pub plain_http: bool,
+    /// The registry is on a loopback, private or link-local address: let the
+    /// gateway connect there (on this host and port only). Without it such
+    /// addresses are refused, for registries, redirects and token servers alike.
+    #[serde(default)]
+    pub internal: bool,
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
     #[serde(default)]
@@ -84,8 +89,12 @@ pub struct Config {
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
     pub systems: BTreeMap<String, SystemConfig>,
+    /// The registries the gateway pulls from (with `default_registry`, the
+    /// whole allow-list) and their transport settings.
     #[serde(default)]
     pub registries: BTreeMap<String, RegistryConfig>,
+    /// Where Docker Hub references are pulled from; allowed without a
+    /// `[registries]` section.
     #[serde(default = "default_registry")]
     pub default_registry: String,
     /// Pulls running at once; further pulls wait as PENDING.
@@ -330,6 +339,7 @@ mod tests {
             compression = "zstd"
             [registries."127.0.0.1:5000"]
             plain_http = true
+            internal = true
             [registries."reg.example:443"]
             ca_file = "/etc/ca.pem"
             username = "bot"
@@ -344,6 +354,8 @@ mod tests {
         let s = &c.systems["cluster"];
         assert_eq!(resolve_users(&s.admins).unwrap(), vec![0, 0]);
         assert!(c.registries["127.0.0.1:5000"].plain_http);
+        assert!(c.registries["127.0.0.1:5000"].internal);
+        assert!(!c.registries["reg.example:443"].internal, "off unless said");
         assert_eq!(
             c.registries["reg.example:443"].username.as_deref(),
             Some("bot")

@@ -46,6 +46,8 @@ impl ShifterPullEngine {
     /// Must be called inside the tokio runtime the gateway serves from.
     pub fn from_config(cfg: &Config) -> Result<ShifterPullEngine, EngineSetupError> {
         let mut pc = PullConfig::new(&cfg.cache_dir);
+        // The allow-list: `[registries]` and the default registry.
+        pc.default_registry = Some(cfg.default_registry.clone());
         let l = &cfg.limits;
         pc.limits.max_bytes = l.max_image_bytes.unwrap_or(pc.limits.max_bytes);
         pc.limits.max_entries = l.max_image_entries.unwrap_or(pc.limits.max_entries);
@@ -82,6 +84,7 @@ impl ShifterPullEngine {
                 shifter_pull::RegistryConfig {
                     plain_http: r.plain_http,
                     insecure: r.insecure,
+                    internal: r.internal,
                     ca_file: r.ca_file.clone(),
                     credentials,
                 },

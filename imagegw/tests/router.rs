@@ -1039,6 +1039,9 @@ impl Store for BrokenStore {
     async fn list(&self, _: &str) -> Result<Vec<StoredImage>, StoreError> {
         Err(broken())
     }
+    async fn with_id(&self, _: &str, _: &str) -> Result<Vec<StoredImage>, StoreError> {
+        Err(broken())
+    }
     async fn fail_in_flight(&self, _: &str, _: &str) -> Result<Vec<ImageKey>, StoreError> {
         Err(broken())
     }

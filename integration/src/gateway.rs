@@ -35,6 +35,8 @@ pub struct GatewayOptions {
     pub limits: String,
     /// `RUST_LOG` of the gateway process; `info` by default.
     pub rust_log: Option<String>,
+    /// More config after everything else (e.g. other `[registries]` sections).
+    pub extra: String,
 }
 
 #[derive(Debug)]
@@ -95,7 +97,8 @@ image_dir = "{images}"
 import_users = ["{user}", "{user2}"]
 [registries."{registry}"]
 plain_http = true
-"#,
+internal = true
+{extra}"#,
             registry = opts.registry.as_deref().unwrap_or(tb.registry()),
             dir = dir.display(),
             cache = cache.display(),
@@ -104,6 +107,7 @@ plain_http = true
             images = images.display(),
             user = tb.user(),
             user2 = tb.user2(),
+            extra = opts.extra,
         );
         std::fs::write(dir.join("imagegw.toml"), config).unwrap();
         let mut gw = Gateway {

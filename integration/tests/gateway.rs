@@ -565,3 +565,114 @@ fn a_repull_of_an_unchanged_tag_keeps_the_image_without_converting_again() {
         gw.log()
     );
 }
+
+/// The gateway's resident memory in kB, from `/proc/<pid>/status`.
+fn vm_rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/<pid>/status")
+}
+
+/// Looks up every path in `paths` with a fresh credential each, from 8 threads;
+/// returns how many answers had each status.
+fn lookup_all(gw: &Gateway, paths: Vec<String>) -> std::collections::BTreeMap<u16, usize> {
+    let socket = PathBuf::from(gw.tb.var("SHIFTER_MUNGE_SOCKET"));
+    let chunk = paths.len().div_ceil(8);
+    let threads: Vec<_> = paths
+        .chunks(chunk)
+        .map(|c| {
+            let (c, socket) = (c.to_vec(), socket.clone());
+            let prefix = format!("/api/lookup/{}/", gw.system);
+            let base = gw.url("");
+            std::thread::spawn(move || {
+                let agent = ureq::AgentBuilder::new().timeout(T).build();
+                let mut seen = std::collections::BTreeMap::new();
+                for p in c {
+                    let path = format!("{prefix}{p}/");
+                    let payload = shifter_integration::gateway::request_payload("GET", &path, None);
+                    let cred =
+                        munge_sys::encode(payload.as_bytes(), Some(&socket)).expect("munge encode");
+                    let status = match agent
+                        .get(&format!("{base}{path}"))
+                        .set("authentication", &cred)
+                        .call()
+                    {
+                        Ok(r) => r.status(),
+                        Err(ureq::Error::Status(s, _)) => s,
+                        Err(e) => panic!("lookup: {e}"),
+                    };
+                    *seen.entry(status).or_insert(0) += 1;
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut all = std::collections::BTreeMap::new();
+    for t in threads {
+        for (s, n) in t.join().unwrap() {
+            *all.entry(s).or_insert(0) += n;
+        }
+    }
+    all
+}
+
+/// `n` distinct references from `start`: valid ones as long as the OCI limits
+/// allow (a 250-character name and a 128-character tag, unknown: 404), or, with
+/// `too_long`, an 8 KB name (refused at parse: 400).
+fn long_unknown_paths(registry: &str, start: usize, n: usize, too_long: bool) -> Vec<String> {
+    (start..start + n)
+        .map(|i| {
+            let name_len = if too_long { 8 << 10 } else { 250 };
+            let mut repo = format!("r{i}-");
+            repo.push_str(&"a".repeat(name_len - registry.len() - 1 - repo.len()));
+            let tag = format!("t{i}{}", "b".repeat(128 - 1 - i.to_string().len()));
+            let reference = format!("{registry}/{repo}:{tag}");
+            let enc: String = reference
+                .bytes()
+                .map(|b| match b {
+                    b'/' => "%2F".to_owned(),
+                    b':' => "%3A".to_owned(),
+                    _ => (b as char).to_string(),
+                })
+                .collect();
+            format!("docker/{enc}")
+        })
+        .collect()
+}
+
+#[test]
+fn twenty_thousand_distinct_unknown_long_references_leave_the_gateway_rss_flat() {
+    let Some(gw) = start("rss") else {
+        return;
+    };
+    let pid = gw.pid().unwrap();
+    let registry = gw.tb.registry().to_owned();
+    let started = std::time::Instant::now();
+    // Warm up past the miss cache's capacity (4096), so it is full, and the
+    // allocator and the connection pools have settled, before the baseline.
+    let warm = lookup_all(&gw, long_unknown_paths(&registry, 0, 6000, false));
+    assert_eq!(warm.get(&404), Some(&6000), "{warm:?}\n{}", gw.log_tail());
+    let before = vm_rss_kb(pid);
+    let mut paths = long_unknown_paths(&registry, 100_000, 10_000, false);
+    paths.extend(long_unknown_paths(&registry, 200_000, 10_000, true));
+    let seen = lookup_all(&gw, paths);
+    let after = vm_rss_kb(pid);
+    let took = started.elapsed();
+    eprintln!(
+        "(gateway: 20,000 unknown long references in {took:.1?}: {seen:?}; VmRSS {before} kB -> {after} kB)"
+    );
+    assert_eq!(seen.get(&404), Some(&10_000), "valid but unknown: {seen:?}");
+    assert_eq!(
+        seen.get(&400),
+        Some(&10_000),
+        "past the OCI limits: {seen:?}"
+    );
+    let grown = after.saturating_sub(before);
+    assert!(
+        grown < 4 << 10,
+        "VmRSS grew by {grown} kB ({before} -> {after} kB) over 20,000 distinct misses"
+    );
+}

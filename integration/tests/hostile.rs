@@ -942,3 +942,160 @@ fn a_registry_that_stalls_once_per_blob_is_retried_and_the_pull_succeeds() {
     assert_eq!(gw.files().len(), 2, "one image and its meta");
     report::figure("hostile", "blob stalled once: retried, READY", 1, 1, 0);
 }
+
+// ---- no SSRF: a pull cannot reach or probe the gateway's own network ---------
+
+/// A listening local service that is not a registry and must never be asked:
+/// it counts the requests it gets and answers with a secret.
+fn internal_service(rt: &tokio::runtime::Runtime) -> (String, Arc<Mutex<usize>>) {
+    let hits = Arc::new(Mutex::new(0));
+    let seen = Arc::clone(&hits);
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let app = Router::new().fallback(move || {
+        *seen.lock().unwrap() += 1;
+        async { "internal secret: redis_version:7.2.4" }
+    });
+    rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, hits)
+}
+
+/// A loopback port nothing listens on.
+fn closed_port() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    drop(l);
+    addr
+}
+
+/// `docker/<reference>` percent-encoded for a gateway API path.
+fn docker_path(reference: &str) -> String {
+    let enc: String = reference
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    format!("docker/{enc}")
+}
+
+/// Pulls `reference` through `gw` as the test user until final; it must fail.
+/// Returns the status message.
+#[track_caller]
+fn failed_pull_message(tb: &Testbed, gw: &Gateway, reference: &str) -> String {
+    let rec = gw.pull_until_final(tb.user(), &docker_path(reference), None);
+    assert_eq!(rec["status"], "FAILURE", "{reference}: {rec}");
+    rec["status_message"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn a_pull_naming_an_unconfigured_local_port_is_refused_alike_whether_it_is_open_or_closed() {
+    let Some(tb) = Testbed::get() else { return };
+    let rt = runtime();
+    let (secret, hits) = internal_service(&rt);
+    let gw = start_gw(&tb, "ssrf-direct", tb.registry());
+    // Open: a service of ours and the gateway's own API; closed: nothing there.
+    let own_api = format!("127.0.0.1:{}", gw.port);
+    let mut said = Vec::new();
+    for target in [secret.clone(), own_api, closed_port()] {
+        let msg = failed_pull_message(&tb, &gw, &format!("{target}/x:latest"));
+        assert!(
+            !msg.contains("secret") && !msg.contains("refused (") && !msg.contains("connect"),
+            "{target}: nothing of the target is shown: {msg}"
+        );
+        assert!(msg.contains("not one this site pulls from"), "{msg}");
+        said.push(msg.replace(&target, "TARGET"));
+    }
+    eprintln!("(hostile: unconfigured local registry: {:?})", said[0]);
+    assert!(
+        said.windows(2).all(|w| w[0] == w[1]),
+        "one message for open and closed ports: {said:#?}"
+    );
+    assert_eq!(
+        *hits.lock().unwrap(),
+        0,
+        "the local service was never asked"
+    );
+    assert_eq!(gw.files(), Vec::<String>::new());
+    report::figure("hostile", "unconfigured local registry refused", 3, 3, 0);
+}
+
+/// A registry (allowed, `internal = true` like the cluster's) whose every
+/// request is redirected: `/v2/<name>/…` goes to `targets[name]`.
+fn redirecting_registry(rt: &tokio::runtime::Runtime, targets: BTreeMap<String, String>) -> String {
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let targets = Arc::new(targets);
+    let app = Router::new().fallback(move |req: Request| {
+        let targets = Arc::clone(&targets);
+        async move {
+            let path = req.uri().path().to_owned();
+            let name = path
+                .strip_prefix("/v2/")
+                .and_then(|p| p.split('/').next())
+                .unwrap_or_default();
+            match targets.get(name) {
+                Some(to) => axum::response::Redirect::temporary(&format!("http://{to}{path}"))
+                    .into_response(),
+                None => (StatusCode::OK, "{}").into_response(),
+            }
+        }
+    });
+    rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+#[test]
+fn a_registry_redirecting_to_an_internal_service_is_refused_alike_for_open_and_closed_ports() {
+    let Some(tb) = Testbed::get() else { return };
+    let rt = runtime();
+    let (secret, hits) = internal_service(&rt);
+    let closed = closed_port();
+    let targets: BTreeMap<String, String> = [
+        ("open".to_owned(), secret.clone()),
+        ("closed".to_owned(), closed.clone()),
+        // The registry's own host on another port is just as internal.
+        ("cluster".to_owned(), tb.registry().to_owned()),
+    ]
+    .into();
+    let hostile = redirecting_registry(&rt, targets);
+    let gw = start_gw(&tb, "ssrf-redirect", &hostile);
+    let mut said = Vec::new();
+    for name in ["open", "closed", "cluster"] {
+        let msg = failed_pull_message(&tb, &gw, &format!("{hostile}/{name}/x:latest"));
+        for leak in ["secret", "redis", &secret, &closed, tb.registry()] {
+            assert!(!msg.contains(leak), "{name}: {leak:?} is not shown: {msg}");
+        }
+        assert!(
+            msg.ends_with(&format!("registry {hostile} unreachable or refused")),
+            "{name}: {msg}"
+        );
+        said.push(msg.replace(name, "NAME"));
+    }
+    eprintln!("(hostile: redirect to internal services: {:?})", said[0]);
+    assert!(
+        said.windows(2).all(|w| w[0] == w[1]),
+        "one message for open and closed ports: {said:#?}"
+    );
+    assert_eq!(
+        *hits.lock().unwrap(),
+        0,
+        "the internal service was never asked"
+    );
+    let log = gw.log();
+    assert!(
+        log.contains("registry redirect refused") && log.contains("loopback"),
+        "the administrators' log says why:\n{}",
+        gw.log_tail()
+    );
+    assert_eq!(gw.files(), Vec::<String>::new());
+    report::figure("hostile", "redirects to internal services refused", 3, 3, 0);
+}

@@ -10,6 +10,14 @@ use thiserror::Error;
 pub const DOCKER_HUB: &str = "docker.io";
 const DEFAULT_TAG: &str = "latest";
 
+/// Longest `registry/repository` Docker accepts (its `NameTotalLengthMax`).
+pub const MAX_NAME_LEN: usize = 255;
+/// Longest tag of the OCI distribution spec (`[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`).
+pub const MAX_TAG_LEN: usize = 128;
+/// How much of a refused reference an error repeats: enough to recognise it,
+/// never the whole of a hostile 60 KB string (errors reach logs and replies).
+const QUOTE_MAX: usize = 80;
+
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum RefError {
     #[error("empty image reference: give one such as docker:ubuntu:24.04")]
@@ -22,9 +30,22 @@ pub enum RefError {
     BadCustomName(String),
     #[error("invalid docker reference {reference:?}: {why}")]
     BadDocker {
+        /// The reference, cut to its first characters when long.
         reference: String,
         why: &'static str,
     },
+}
+
+/// `s`, or its first characters and the length when it is too long to repeat.
+fn quote(s: &str) -> String {
+    if s.len() <= QUOTE_MAX {
+        return s.to_owned();
+    }
+    let mut end = QUOTE_MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &s[..end], s.len())
 }
 
 /// The three kinds of image a user can name.
@@ -115,7 +136,7 @@ pub struct DockerRef {
 impl DockerRef {
     pub fn parse(s: &str) -> Result<Self, RefError> {
         let bad = |why| RefError::BadDocker {
-            reference: s.to_owned(),
+            reference: quote(s),
             why,
         };
         if s.is_empty() {
@@ -145,16 +166,18 @@ impl DockerRef {
             None => (name_tag, None),
         };
         if let Some(t) = &tag {
-            let ok = !t.is_empty()
-                && t.len() <= 128
-                && t.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-                && !t.starts_with(['.', '-']);
-            if !ok {
+            if !tag_ok(t) {
                 return Err(bad(
                     "a tag is up to 128 of [A-Za-z0-9_.-], not starting with '.' or '-'",
                 ));
             }
+        }
+        // Checked before anything else of the name, so a huge name costs no
+        // more than its length.
+        if name.len() > MAX_NAME_LEN {
+            return Err(bad(
+                "the name (registry and repository) is longer than 255 characters",
+            ));
         }
         let (registry, repository) = match name.split_once('/') {
             Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => {
@@ -162,18 +185,17 @@ impl DockerRef {
             }
             _ => (DOCKER_HUB.to_owned(), name.to_owned()),
         };
+        if !registry_ok(&registry) {
+            return Err(bad(
+                "a registry is a host name or IP address with an optional :port",
+            ));
+        }
         if repository.is_empty() {
             return Err(bad("the repository name is missing"));
         }
-        let component_ok = |c: &str| {
-            !c.is_empty()
-                && c.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-                && c.as_bytes()[0].is_ascii_alphanumeric()
-        };
         if !repository.split('/').all(component_ok) {
             return Err(bad(
-                "repository path components are lowercase letters, digits, '.', '_' and '-'",
+                "repository path components are lowercase letters and digits, joined by '.', '_', '__' or dashes",
             ));
         }
         let repository = if registry == DOCKER_HUB && !repository.contains('/') {
@@ -214,6 +236,91 @@ impl DockerRef {
             .or(self.tag.as_deref())
             .unwrap_or(DEFAULT_TAG)
     }
+}
+
+/// The OCI distribution spec's tag: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
+fn tag_ok(t: &str) -> bool {
+    let b = t.as_bytes();
+    !b.is_empty()
+        && b.len() <= MAX_TAG_LEN
+        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c))
+}
+
+/// One repository path component of the OCI distribution spec:
+/// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`.
+fn component_ok(c: &str) -> bool {
+    let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let b = c.as_bytes();
+    if b.is_empty() || !alnum(&b[0]) || !alnum(&b[b.len() - 1]) {
+        return false;
+    }
+    // Runs of separators between alphanumerics: ".", "_", "__" or any dashes.
+    let mut i = 0;
+    while i < b.len() {
+        if alnum(&b[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < b.len() && !alnum(&b[i]) {
+            i += 1;
+        }
+        let sep = &c[start..i];
+        let dashes = sep.bytes().all(|x| x == b'-');
+        if !(sep == "." || sep == "_" || sep == "__" || dashes) {
+            return false;
+        }
+    }
+    true
+}
+
+/// `host[:port]` as references name registries: DNS labels of letters, digits
+/// and inner dashes, or a bracketed IPv6 address, and a port of 1 to 65535.
+/// Nothing else may reach the URL the registry client builds from it.
+fn registry_ok(r: &str) -> bool {
+    let (host, port) = if let Some(rest) = r.strip_prefix('[') {
+        let Some((v6, after)) = rest.split_once(']') else {
+            return false;
+        };
+        if v6.parse::<std::net::Ipv6Addr>().is_err() {
+            return false;
+        }
+        match after {
+            "" => return true,
+            p => match p.strip_prefix(':') {
+                Some(p) => ("", Some(p)),
+                None => return false,
+            },
+        }
+    } else {
+        match r.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (r, None),
+        }
+    };
+    if let Some(p) = port {
+        let ok = !p.is_empty()
+            && p.len() <= 5
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && p.parse::<u32>().is_ok_and(|n| (1..=65535).contains(&n));
+        if !ok {
+            return false;
+        }
+    }
+    if r.starts_with('[') {
+        return true;
+    }
+    let label_ok = |l: &str| {
+        let b = l.as_bytes();
+        !b.is_empty()
+            && b.len() <= 63
+            && b[0].is_ascii_alphanumeric()
+            && b[b.len() - 1].is_ascii_alphanumeric()
+            && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+    };
+    !host.is_empty() && host.split('.').all(label_ok)
 }
 
 /// `5000/app:1` after `localhost:`: the colon was a registry port, not a type.
@@ -389,6 +496,71 @@ mod tests {
             "foo:bar:baz",
         ] {
             assert!(ImageRef::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn references_past_the_oci_limits_are_refused_at_parse_with_the_limit_named() {
+        let long_tag = format!("busybox:{}", "a".repeat(129));
+        let e = ImageRef::parse(&long_tag).unwrap_err().to_string();
+        assert!(e.contains("up to 128"), "{e}");
+        assert!(ImageRef::parse(&format!("busybox:{}", "a".repeat(128))).is_ok());
+        assert!(
+            ImageRef::parse("busybox:_under").is_ok(),
+            "a tag may start with '_'"
+        );
+
+        // 255 characters of registry and repository are fine, 256 are not.
+        let name = |n: usize| format!("reg.example/{}", "a".repeat(n - "reg.example/".len()));
+        assert!(ImageRef::parse(&format!("{}:1", name(255))).is_ok());
+        let e = ImageRef::parse(&format!("{}:1", name(256)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("longer than 255"), "{e}");
+
+        // A hostile 60 KB name is refused, and the error does not repeat it.
+        let huge = format!("{}:latest", "a".repeat(60 << 10));
+        let e = ImageRef::parse(&huge).unwrap_err().to_string();
+        assert!(e.len() < 400, "the error quotes only the start: {e}");
+        assert!(e.contains("61447 bytes"), "{e}");
+    }
+
+    #[test]
+    fn repository_components_follow_the_oci_grammar() {
+        for ok in ["a", "a.b", "a_b", "a__b", "a---b", "team/app-1", "x9/y.z_w"] {
+            assert!(DockerRef::parse(ok).is_ok(), "{ok:?} is a valid repository");
+        }
+        for bad in ["a.", "a..b", "a___b", "_a", "a/-b", "a/b_", "a._b", "a//b"] {
+            assert!(DockerRef::parse(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn registries_are_host_and_port_and_nothing_that_could_bend_a_url() {
+        for ok in [
+            "reg.example:5000/a",
+            "127.0.0.1:5000/a",
+            "[::1]:5000/a",
+            "[fe80::1]/a",
+            "localhost/a",
+            "my-reg.example.org/a/b",
+        ] {
+            assert!(DockerRef::parse(ok).is_ok(), "{ok:?}");
+        }
+        for bad in [
+            "reg.example:0/a",
+            "reg.example:65536/a",
+            "reg.example:/a",
+            "reg.example:http/a",
+            "-reg.example/a",
+            "reg..example/a",
+            "reg.example?x=/a",
+            "reg.example#/a",
+            "[::1/a",
+            "[nothex]:5000/a",
+            "[::1]x/a",
+        ] {
+            assert!(DockerRef::parse(bad).is_err(), "{bad:?} must be refused");
         }
     }
 

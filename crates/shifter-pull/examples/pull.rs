@@ -46,6 +46,8 @@ async fn main() -> anyhow::Result<()> {
             host,
             RegistryConfig {
                 plain_http: true,
+                // --plain-http names local test registries.
+                internal: true,
                 ..Default::default()
             },
         );

@@ -34,6 +34,10 @@ pub struct RegistryConfig {
     /// HTTPS without certificate verification. Digests are still verified.
     #[serde(default)]
     pub insecure: bool,
+    /// The registry is on a loopback, private or link-local address, and the
+    /// site means it: such addresses are refused for everything else.
+    #[serde(default)]
+    pub internal: bool,
     /// Extra CA certificate(s), PEM, trusted for this registry only.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
@@ -117,8 +121,11 @@ impl Default for Limits {
 
 #[derive(Debug, Clone)]
 pub struct PullConfig {
-    /// Per-registry settings; registries not listed use HTTPS with the system CAs.
+    /// The registries pulled from (the allow-list, with `default_registry`) and
+    /// their settings.
     pub registries: BTreeMap<String, RegistryConfig>,
+    /// Also allowed, with default settings (HTTPS, system CAs) unless listed.
+    pub default_registry: Option<String>,
     /// Platform picked from an index or manifest list.
     pub platform: Platform,
     /// Content-addressed blob cache shared by all pulls.
@@ -148,6 +155,7 @@ impl PullConfig {
     pub fn new(cache_dir: impl Into<PathBuf>) -> Self {
         PullConfig {
             registries: BTreeMap::new(),
+            default_registry: Some(shifter_api::reference::DOCKER_HUB.to_owned()),
             platform: Platform {
                 os: "linux".into(),
                 architecture: "amd64".into(),
@@ -169,6 +177,26 @@ impl PullConfig {
 
     pub fn registry(&self, host: &str) -> RegistryConfig {
         self.registries.get(host).cloned().unwrap_or_default()
+    }
+
+    /// Is `registry` (as references name it) on the allow-list: a key of
+    /// `registries` or the default registry? Host names are case-insensitive.
+    pub fn allows(&self, registry: &str) -> bool {
+        self.registries
+            .keys()
+            .chain(self.default_registry.as_ref())
+            .any(|r| r.eq_ignore_ascii_case(registry))
+    }
+
+    /// The address policy: global addresses, plus the authorities of the
+    /// registries configured `internal = true`.
+    pub fn address_policy(&self) -> crate::registry::AddressPolicy {
+        crate::registry::AddressPolicy::new(
+            self.registries
+                .iter()
+                .filter(|(_, c)| c.internal)
+                .map(|(name, c)| crate::registry::policy::authority(name, !c.plain_http)),
+        )
     }
 }
 
@@ -200,6 +228,29 @@ mod tests {
         assert_eq!(Compression::parse("lz4"), Some(Compression::Lz4));
         assert_eq!(Compression::parse("gzip:0"), None);
         assert_eq!(Compression::parse("xz"), None);
+    }
+
+    #[test]
+    fn only_listed_registries_and_the_default_are_allowed() {
+        let mut c = PullConfig::new("/tmp/x");
+        c.registries.insert(
+            "Reg.Example:5000".into(),
+            RegistryConfig {
+                internal: true,
+                plain_http: true,
+                ..Default::default()
+            },
+        );
+        assert!(c.allows("reg.example:5000"));
+        assert!(c.allows("docker.io"), "the default registry");
+        assert!(!c.allows("reg.example:5001"));
+        assert!(!c.allows("127.0.0.1:22"));
+        c.default_registry = None;
+        assert!(!c.allows("docker.io"));
+        let p = c.address_policy();
+        let u = |s: &str| reqwest::Url::parse(s).unwrap();
+        assert!(p.check_url(&u("http://reg.example:5000/v2/")).is_ok());
+        assert!(p.check_url(&u("http://reg.example:80/v2/")).is_err());
     }
 
     #[test]

@@ -56,7 +56,8 @@ impl PullError {
                 | RegistryError::TooLarge { .. }
                 | RegistryError::Schema1 { .. }
                 | RegistryError::UnsupportedMediaType { .. }
-                | RegistryError::Malformed { .. } => ErrorKind::Rejected,
+                | RegistryError::Malformed { .. }
+                | RegistryError::NotAllowed { .. } => ErrorKind::Rejected,
                 RegistryError::Cache(_) | RegistryError::Config { .. } => ErrorKind::Internal,
                 _ => ErrorKind::Registry,
             },

@@ -23,7 +23,9 @@ use crate::merge::{
 };
 use crate::meta::image_meta;
 use crate::registry::manifest::{self, Document, LayerRef};
-use crate::registry::{http_client, RegistryError, RepoClient, Retry, MAX_CONFIG_BYTES};
+use crate::registry::{
+    http_client, AddressPolicy, RegistryError, RepoClient, Retry, MAX_CONFIG_BYTES,
+};
 
 /// Where a pull is, for the gateway's status (PULLING, then CONVERSION).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +68,8 @@ pub struct PulledImage {
 
 pub struct Puller {
     cfg: PullConfig,
+    /// From `cfg`, built once: shared by every client's resolver and redirects.
+    policy: AddressPolicy,
     cache: BlobCache,
     /// One connection pool per registry.
     http: Mutex<HashMap<String, reqwest::Client>>,
@@ -75,6 +79,7 @@ impl Puller {
     pub fn new(cfg: PullConfig) -> Result<Self, PullError> {
         let cache = BlobCache::open(&cfg.cache_dir, cfg.cache_max_bytes)?;
         Ok(Puller {
+            policy: cfg.address_policy(),
             cfg,
             cache,
             http: Mutex::new(HashMap::new()),
@@ -86,13 +91,19 @@ impl Puller {
     }
 
     fn client(&self, r: &DockerRef, opts: &PullOptions) -> Result<RepoClient, PullError> {
+        if !self.cfg.allows(&r.registry) {
+            return Err(RegistryError::NotAllowed {
+                registry: r.registry.clone(),
+            }
+            .into());
+        }
         let rc = self.cfg.registry(&r.registry);
         let http = {
             let mut pools = self.http.lock().unwrap_or_else(|e| e.into_inner());
             match pools.get(&r.registry) {
                 Some(c) => c.clone(),
                 None => {
-                    let c = http_client(&r.registry, &rc, self.cfg.stall_timeout)?;
+                    let c = http_client(&r.registry, &rc, self.cfg.stall_timeout, &self.policy)?;
                     pools.insert(r.registry.clone(), c.clone());
                     c
                 }
@@ -100,6 +111,7 @@ impl Puller {
         };
         Ok(RepoClient::new(
             http,
+            self.policy.clone(),
             &r.registry,
             &r.repository,
             &rc,
@@ -612,6 +624,7 @@ mod tests {
             addr.to_owned(),
             RegistryConfig {
                 plain_http: true,
+                internal: true,
                 ..Default::default()
             },
         );
@@ -769,6 +782,7 @@ mod tests {
             addr.clone(),
             RegistryConfig {
                 plain_http: true,
+                internal: true,
                 ..Default::default()
             },
         );

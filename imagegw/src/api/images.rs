@@ -30,7 +30,7 @@ pub(super) async fn lookup(
         let id = ImageId::parse(&tag)?;
         let rows: Vec<StoredImage> = state
             .store
-            .list(&system)
+            .with_id(&system, id.as_str())
             .await?
             .into_iter()
             .filter(|r| r.id == id.as_str() && r.is_published())

@@ -103,6 +103,8 @@ pub trait Store: Send + Sync {
     /// Removes the row; false when there was none.
     async fn delete(&self, key: &ImageKey) -> Result<bool, StoreError>;
     async fn list(&self, system: &str) -> Result<Vec<StoredImage>, StoreError>;
+    /// The rows of `system` whose published or last id is `id`, by index.
+    async fn with_id(&self, system: &str, id: &str) -> Result<Vec<StoredImage>, StoreError>;
     /// Marks every job of gateway instance `replica` that is not final as
     /// FAILURE with `message` (after a restart nothing of it is running any
     /// more) and returns their keys.
@@ -303,6 +305,14 @@ pub(crate) mod contract {
 
         let list = store.list("sys").await.unwrap();
         assert_eq!(list.len(), 3, "list is per system: {list:?}");
+        let by_id = store.with_id("sys", &"f".repeat(64)).await.unwrap();
+        assert_eq!(by_id.len(), 1, "{by_id:?}");
+        assert_eq!(by_id[0].key, key("a"));
+        assert!(store
+            .with_id("elsewhere", &"f".repeat(64))
+            .await
+            .unwrap()
+            .is_empty());
 
         let failed = store.fail_in_flight("interrupted", "me").await.unwrap();
         assert_eq!(failed.len(), 2, "b and c were in flight: {failed:?}");

@@ -36,7 +36,9 @@ CREATE TABLE IF NOT EXISTS registry_logins (
     username TEXT NOT NULL,
     password TEXT NOT NULL,
     PRIMARY KEY (system, uid, registry)
-);";
+);
+-- Lookups by id (`id:<hex>`, and every node pinned to one) without a scan.
+CREATE INDEX IF NOT EXISTS images_by_id ON images (system, id);";
 
 const COLUMNS: &str =
     "system, itype, tag, id, status, status_message, acl, meta, last_pull, updated, owner, owner_uid";
@@ -185,6 +187,19 @@ impl super::Store for PostgresStore {
             .query(
                 &format!("SELECT {COLUMNS} FROM images WHERE system=$1 ORDER BY itype, tag"),
                 &[&system],
+            )
+            .await?;
+        rows.iter().map(|r| read_row(r).into_image()).collect()
+    }
+
+    async fn with_id(&self, system: &str, id: &str) -> Result<Vec<StoredImage>, StoreError> {
+        let rows = self
+            .client
+            .query(
+                &format!(
+                    "SELECT {COLUMNS} FROM images WHERE system=$1 AND id=$2 ORDER BY itype, tag"
+                ),
+                &[&system, &id],
             )
             .await?;
         rows.iter().map(|r| read_row(r).into_image()).collect()

@@ -38,7 +38,9 @@ CREATE TABLE IF NOT EXISTS registry_logins (
     username TEXT NOT NULL,
     password TEXT NOT NULL,
     PRIMARY KEY (system, uid, registry)
-);";
+);
+-- Lookups by id (`id:<hex>`, and every node pinned to one) without a scan.
+CREATE INDEX IF NOT EXISTS images_by_id ON images (system, id);";
 
 const COLUMNS: &str =
     "system, itype, tag, id, status, status_message, acl, meta, last_pull, updated, owner, owner_uid";
@@ -213,6 +215,19 @@ impl super::Store for SqliteStore {
                 "SELECT {COLUMNS} FROM images WHERE system=?1 ORDER BY itype, tag"
             ))?;
             let rows = stmt.query_map(params![system], read_row)?;
+            rows.map(|r| r.map_err(StoreError::from).and_then(Row::into_image))
+                .collect()
+        })
+        .await
+    }
+
+    async fn with_id(&self, system: &str, id: &str) -> Result<Vec<StoredImage>, StoreError> {
+        let (system, id) = (system.to_owned(), id.to_owned());
+        self.with(move |c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {COLUMNS} FROM images WHERE system=?1 AND id=?2 ORDER BY itype, tag"
+            ))?;
+            let rows = stmt.query_map(params![system, id], read_row)?;
             rows.map(|r| r.map_err(StoreError::from).and_then(Row::into_image))
                 .collect()
         })

@@ -66,8 +66,11 @@ os = "linux"
 arch = "amd64"
 compression = "${SHIFTER_GW_COMPRESSION:-gzip}"
 
+# The allow-list: the only registry this gateway pulls from. It is on
+# loopback, which the gateway refuses unless told (internal = true).
 [registries."127.0.0.1:$REGISTRY_PORT"]
 plain_http = true
+internal = true
 CONF
 chmod 0644 "$SHIFTER_TB/etc/imagegw.toml"
 if [ "$gw_conf" != "$SHIFTER_TB/etc/imagegw.toml" ]; then

@@ -2,8 +2,10 @@
 //! API: manifests with the right `Accept`, blobs streamed to the cache and verified,
 //! bearer-token and basic authentication driven by `WWW-Authenticate`, retries with
 //! exponential backoff. Redirects (blob storage on another host) are followed by
-//! reqwest, which drops `Authorization` when the host changes.
+//! reqwest, which drops `Authorization` when the host changes, each one checked
+//! by the [`AddressPolicy`], which also sits in the client's DNS resolver.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, WWW_AUTHENTICATE};
@@ -14,6 +16,7 @@ use tracing::{debug, warn};
 
 use super::challenge::{self, Challenge};
 use super::error::RegistryError;
+use super::policy::{AddressPolicy, GuardedResolver};
 use crate::cache::{BlobCache, CachedBlob};
 use crate::config::{Credentials, RegistryConfig};
 use crate::digest::Sha256Digest;
@@ -29,19 +32,31 @@ pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
 /// The longest `Retry-After` we sit out; the overall pull timeout still applies.
 const MAX_RETRY_AFTER_SECS: u64 = 60;
 
+/// How much of an error reply we read, only to log it: enough for a registry's
+/// `{"errors":[…]}`, never a whole hostile stream.
+const MAX_ERROR_BODY_BYTES: usize = 4 << 10;
+
 /// Builds the HTTP client for one registry's transport settings. `stall` bounds
 /// each read, so a registry that goes quiet mid-blob fails that attempt instead of
-/// holding the pull until its overall timeout.
+/// holding the pull until its overall timeout. `policy` decides every address
+/// connected to (the resolver) and every redirect.
 pub fn http_client(
     registry: &str,
     cfg: &RegistryConfig,
     stall: Duration,
+    policy: &AddressPolicy,
 ) -> Result<reqwest::Client, RegistryError> {
     let mut b = reqwest::Client::builder()
         .user_agent(concat!("shifter-pull/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(30))
         .read_timeout(stall)
-        .redirect(reqwest::redirect::Policy::limited(5));
+        .redirect(policy.redirect_policy())
+        .dns_resolver(Arc::new(GuardedResolver {
+            policy: policy.clone(),
+        }))
+        // A proxy from the environment would make the connections instead of
+        // us, past the resolver's checks: the gateway connects directly.
+        .no_proxy();
     if cfg.insecure {
         b = b.danger_accept_invalid_certs(true);
     }
@@ -82,6 +97,7 @@ enum Auth {
 
 pub struct RepoClient {
     http: reqwest::Client,
+    policy: AddressPolicy,
     base: String,
     registry: String,
     repository: String,
@@ -113,8 +129,10 @@ pub struct Retry {
 }
 
 impl RepoClient {
+    /// `http` must come from [`http_client`] with the same `policy`.
     pub fn new(
         http: reqwest::Client,
+        policy: AddressPolicy,
         registry: &str,
         repository: &str,
         cfg: &RegistryConfig,
@@ -124,6 +142,7 @@ impl RepoClient {
         let scheme = if cfg.plain_http { "http" } else { "https" };
         RepoClient {
             http,
+            policy,
             base: format!("{scheme}://{}/v2/{repository}", api_host(registry)),
             registry: registry.to_owned(),
             repository: repository.to_owned(),
@@ -212,7 +231,7 @@ impl RepoClient {
             attempt += 1;
             let resp = self.get(url, accept, what).await?;
             let headers = resp.headers().clone();
-            match read_capped(resp, url, max, what).await {
+            match self.read_capped(resp, url, max, what).await {
                 Err(RegistryError::Http { source, .. }) if attempt < self.attempts => {
                     warn!(%url, error = %source, attempt, "download broke off; retrying");
                     tokio::time::sleep(self.backoff * 2u32.saturating_pow(attempt - 1)).await;
@@ -224,7 +243,8 @@ impl RepoClient {
                         attempts: attempt,
                     })
                 }
-                other => return other.map(|bytes| (headers, bytes)),
+                Err(e) => return Err(self.logged(e)),
+                Ok(bytes) => return Ok((headers, bytes)),
             }
         }
     }
@@ -285,7 +305,13 @@ impl RepoClient {
                         attempts: attempt,
                     })
                 }
-                Some(source) => return Err(RegistryError::Http { url, source }),
+                Some(source) => {
+                    return Err(self.logged(RegistryError::Http {
+                        registry: self.registry.clone(),
+                        url,
+                        source,
+                    }))
+                }
                 None => {}
             }
             if got != size {
@@ -315,6 +341,14 @@ impl RepoClient {
         accept: Option<&str>,
         what: &str,
     ) -> Result<Response, RegistryError> {
+        let parsed = reqwest::Url::parse(url).map_err(|e| RegistryError::Malformed {
+            what: what.to_owned(),
+            why: format!("bad URL: {e}"),
+        })?;
+        // IP literals never reach the resolver: judged here.
+        self.policy
+            .check_url(&parsed)
+            .map_err(|why| self.refused(why))?;
         let mut authenticated = false;
         let mut attempt = 0;
         loop {
@@ -340,12 +374,20 @@ impl RepoClient {
                     continue;
                 }
                 Err(source) => {
-                    return Err(RegistryError::Http {
+                    return Err(self.logged(RegistryError::Http {
+                        registry: self.registry.clone(),
                         url: url.to_owned(),
                         source,
-                    })
+                    }))
                 }
             };
+            // The resolver already chose the address; this checks that what
+            // answered is where the policy let us go, whatever the path.
+            if let Some(peer) = resp.remote_addr() {
+                self.policy
+                    .check_peer(resp.url(), peer)
+                    .map_err(|why| self.refused(why))?;
+            }
             let status = resp.status();
             if status == StatusCode::UNAUTHORIZED && !authenticated {
                 authenticated = true;
@@ -378,7 +420,8 @@ impl RepoClient {
             if status.is_success() {
                 return Ok(resp);
             }
-            let message = error_message(resp).await;
+            let message = error_body(resp).await;
+            warn!(registry = %self.registry, %url, %status, %message, "registry error reply");
             return Err(match status {
                 StatusCode::NOT_FOUND => RegistryError::NotFound {
                     registry: self.registry.clone(),
@@ -388,18 +431,33 @@ impl RepoClient {
                     registry: self.registry.clone(),
                     repository: self.repository.clone(),
                     why: if self.credentials.is_some() {
-                        format!("the credentials were refused ({message})")
+                        "the credentials were refused".to_owned()
                     } else {
-                        format!("log in first with `shifterimg login` ({message})")
+                        "log in first with `shifterimg login`".to_owned()
                     },
                 },
                 _ => RegistryError::Status {
-                    url: url.to_owned(),
+                    registry: self.registry.clone(),
+                    what: what.to_owned(),
                     status: status.as_u16(),
-                    message,
                 },
             });
         }
+    }
+
+    fn refused(&self, why: super::policy::Refusal) -> RegistryError {
+        self.logged(RegistryError::Refused {
+            registry: self.registry.clone(),
+            why,
+        })
+    }
+
+    /// Logs what the user's message leaves out, once, where it is known.
+    fn logged(&self, e: RegistryError) -> RegistryError {
+        if let Some(detail) = e.log_detail() {
+            warn!(registry = %self.registry, repository = %self.repository, %detail, "registry unreachable or refused");
+        }
+        e
     }
 
     async fn authenticate(&self, header: &str) -> Result<(), RegistryError> {
@@ -444,6 +502,12 @@ impl RepoClient {
         if !(realm.starts_with("https://") || realm.starts_with("http://")) {
             return Err(fail("the realm is not an http(s) URL".into()));
         }
+        // The registry names the token server: as much input as a redirect.
+        let realm_url =
+            reqwest::Url::parse(&realm).map_err(|e| fail(format!("bad realm URL: {e}")))?;
+        self.policy
+            .check_url(&realm_url)
+            .map_err(|why| self.refused(why))?;
         // Credentials never leave TLS because a registry said so.
         if realm.starts_with("http://") && self.base.starts_with("https://") {
             return Err(fail(
@@ -460,25 +524,40 @@ impl RepoClient {
             req = req.basic_auth(&c.username, Some(&c.password));
         }
         debug!(%realm, %scope, "fetching registry token");
-        let resp = req.send().await.map_err(|e| fail(e.to_string()))?;
+        let resp = req.send().await.map_err(|source| {
+            self.logged(RegistryError::Http {
+                registry: self.registry.clone(),
+                url: realm.clone(),
+                source,
+            })
+        })?;
+        if let Some(peer) = resp.remote_addr() {
+            self.policy
+                .check_peer(resp.url(), peer)
+                .map_err(|why| self.refused(why))?;
+        }
         let status = resp.status();
         if !status.is_success() {
-            let msg = error_message(resp).await;
+            let msg = error_body(resp).await;
+            warn!(registry = %self.registry, %realm, %status, message = %msg, "token server error reply");
             if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
                 return Err(RegistryError::Unauthorized {
                     registry: self.registry.clone(),
                     repository: self.repository.clone(),
-                    why: format!("the token server refused the credentials ({msg})"),
+                    why: "the token server refused the credentials".into(),
                 });
             }
-            return Err(fail(format!("{status}: {msg}")));
+            return Err(fail(format!("it answered {status}")));
         }
         #[derive(serde::Deserialize)]
         struct TokenReply {
             token: Option<String>,
             access_token: Option<String>,
         }
-        let body = read_capped(resp, &realm, 1 << 20, "token reply").await?;
+        let body = self
+            .read_capped(resp, &realm, 1 << 20, "token reply")
+            .await
+            .map_err(|e| self.logged(e))?;
         let reply: TokenReply =
             serde_json::from_slice(&body).map_err(|e| fail(format!("bad JSON: {e}")))?;
         let token = reply
@@ -494,40 +573,52 @@ impl RepoClient {
     }
 }
 
-/// Reads a whole body, refusing more than `max` bytes (a lying Content-Length or an
-/// endless stream cannot make us buffer more).
-async fn read_capped(
-    mut resp: Response,
-    url: &str,
-    max: u64,
-    what: &str,
-) -> Result<Vec<u8>, RegistryError> {
-    if resp.content_length().is_some_and(|l| l > max) {
-        return Err(RegistryError::TooLarge {
-            what: what.to_owned(),
-            max,
-        });
-    }
-    let mut out = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|source| RegistryError::Http {
-        url: url.to_owned(),
-        source,
-    })? {
-        if (out.len() + chunk.len()) as u64 > max {
+impl RepoClient {
+    /// Reads a whole body, refusing more than `max` bytes (a lying Content-Length
+    /// or an endless stream cannot make us buffer more).
+    async fn read_capped(
+        &self,
+        mut resp: Response,
+        url: &str,
+        max: u64,
+        what: &str,
+    ) -> Result<Vec<u8>, RegistryError> {
+        if resp.content_length().is_some_and(|l| l > max) {
             return Err(RegistryError::TooLarge {
                 what: what.to_owned(),
                 max,
             });
         }
-        out.extend_from_slice(&chunk);
+        let mut out = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|source| RegistryError::Http {
+            registry: self.registry.clone(),
+            url: url.to_owned(),
+            source,
+        })? {
+            if (out.len() + chunk.len()) as u64 > max {
+                return Err(RegistryError::TooLarge {
+                    what: what.to_owned(),
+                    max,
+                });
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
     }
-    Ok(out)
 }
 
-/// The registry's error text (`{"errors":[{"message":…}]}`), short and printable.
-async fn error_message(resp: Response) -> String {
+/// The error text of a reply (`{"errors":[{"message":…}]}`), short and
+/// printable, for the log only. At most [`MAX_ERROR_BODY_BYTES`] are read.
+async fn error_body(mut resp: Response) -> String {
     let status = resp.status();
-    let body = resp.bytes().await.unwrap_or_default();
+    let mut body = Vec::new();
+    while body.len() < MAX_ERROR_BODY_BYTES {
+        match resp.chunk().await {
+            Ok(Some(c)) => body.extend_from_slice(&c),
+            _ => break,
+        }
+    }
+    body.truncate(MAX_ERROR_BODY_BYTES);
     let v: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
     let msg = v
         .as_ref()
@@ -562,6 +653,12 @@ mod tests {
 
     use super::*;
 
+    /// The policy of a site that configured the test server at `addr` (on
+    /// loopback) as an internal registry.
+    fn local_policy(addr: &str) -> AddressPolicy {
+        AddressPolicy::new([super::super::policy::authority(addr, false)])
+    }
+
     /// Answers 503 to the first `fail` requests, then `body` as a manifest.
     #[derive(Clone)]
     struct Flaky {
@@ -593,10 +690,13 @@ mod tests {
         });
         let cfg = RegistryConfig {
             plain_http: true,
+            internal: true,
             ..Default::default()
         };
+        let policy = local_policy(&addr);
         RepoClient::new(
-            http_client(&addr, &cfg, Duration::from_secs(120)).unwrap(),
+            http_client(&addr, &cfg, Duration::from_secs(120), &policy).unwrap(),
+            policy,
             &addr,
             "repo",
             &cfg,
@@ -653,10 +753,13 @@ mod tests {
         tokio::spawn(async move { axum::serve(listener, app).await });
         let cfg = RegistryConfig {
             plain_http: true,
+            internal: true,
             ..Default::default()
         };
+        let policy = local_policy(&addr);
         let c = RepoClient::new(
-            http_client(&addr, &cfg, Duration::from_secs(120)).unwrap(),
+            http_client(&addr, &cfg, Duration::from_secs(120), &policy).unwrap(),
+            policy,
             &addr,
             "repo",
             &cfg,
@@ -678,7 +781,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_registry_that_keeps_failing_is_given_up_on_with_its_message() {
+    async fn a_registry_that_keeps_failing_is_given_up_on_without_repeating_its_reply() {
         let s = flaky_state(100, Vec::new());
         let c = client_for(s.clone()).await;
         let e = c.manifest("latest").await.unwrap_err();
@@ -686,7 +789,11 @@ mod tests {
             matches!(e, RegistryError::Status { status: 503, .. }),
             "{e}"
         );
-        assert!(e.to_string().contains("try later"), "{e}");
+        assert!(e.to_string().contains("answered 503"), "{e}");
+        assert!(
+            !e.to_string().contains("try later"),
+            "the body is logged only: {e}"
+        );
         assert_eq!(
             s.hits.load(Ordering::SeqCst),
             3,
@@ -771,11 +878,14 @@ mod tests {
     fn stall_client(addr: &str, attempts: u32) -> RepoClient {
         let cfg = RegistryConfig {
             plain_http: true,
+            internal: true,
             ..Default::default()
         };
+        let policy = local_policy(addr);
         let stall = Duration::from_millis(300);
         RepoClient::new(
-            http_client(addr, &cfg, stall).unwrap(),
+            http_client(addr, &cfg, stall, &policy).unwrap(),
+            policy,
             addr,
             "repo",
             &cfg,
@@ -852,5 +962,146 @@ mod tests {
             "{e:?}"
         );
         assert_eq!(hits.load(Ordering::SeqCst), 2);
+    }
+
+    /// Serves `app` on a fresh loopback port.
+    async fn serve(app: Router) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+
+    /// A loopback port nothing listens on.
+    fn closed_port() -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        drop(l);
+        addr
+    }
+
+    fn client_with(addr: &str, policy: AddressPolicy) -> RepoClient {
+        let cfg = RegistryConfig {
+            plain_http: true,
+            ..Default::default()
+        };
+        RepoClient::new(
+            http_client(addr, &cfg, Duration::from_secs(5), &policy).unwrap(),
+            policy,
+            addr,
+            "repo",
+            &cfg,
+            None,
+            Retry {
+                attempts: 2,
+                backoff: Duration::from_millis(1),
+                stall: Duration::from_secs(5),
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn a_redirect_to_an_internal_service_is_refused_alike_for_open_and_closed_ports() {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::clone(&hits);
+        let secret = serve(Router::new().fallback(move || {
+            seen.fetch_add(1, Ordering::SeqCst);
+            async { "internal secret: redis_version:7.0" }
+        }))
+        .await;
+        let mut said = Vec::new();
+        for target in [secret.clone(), closed_port()] {
+            let to = format!("http://{target}/");
+            let registry = serve(Router::new().fallback(move || {
+                let to = to.clone();
+                async move { axum::response::Redirect::temporary(&to) }
+            }))
+            .await;
+            // The registry itself is vouched for; where it redirects is not.
+            let c = client_with(&registry, local_policy(&registry));
+            let e = c.manifest("latest").await.unwrap_err();
+            let msg = e.to_string().replace(&registry, "REGISTRY");
+            assert!(!msg.contains("secret") && !msg.contains(&target), "{msg}");
+            said.push(msg);
+        }
+        assert_eq!(
+            said[0], said[1],
+            "one message for an open and a closed port"
+        );
+        assert_eq!(said[0], "registry REGISTRY unreachable or refused");
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            0,
+            "the internal service was never asked"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_ip_literal_registry_not_configured_internal_is_never_connected_to() {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::clone(&hits);
+        let open = serve(Router::new().fallback(move || {
+            seen.fetch_add(1, Ordering::SeqCst);
+            async { "SSH-2.0-OpenSSH_9.2" }
+        }))
+        .await;
+        let mut said = Vec::new();
+        for addr in [open, closed_port()] {
+            let e = client_with(&addr, AddressPolicy::default())
+                .manifest("latest")
+                .await
+                .unwrap_err();
+            assert!(matches!(e, RegistryError::Refused { .. }), "{e:?}");
+            said.push(e.to_string().replace(&addr, "ADDR"));
+        }
+        assert_eq!(said[0], said[1]);
+        assert_eq!(hits.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_name_resolving_to_loopback_is_refused_by_the_resolver() {
+        let registry = serve(Router::new().fallback(|| async { "{}" })).await;
+        let port = registry.rsplit_once(':').unwrap().1;
+        let name = format!("localhost:{port}");
+        let e = client_with(&name, AddressPolicy::default())
+            .manifest("latest")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("registry {name} unreachable or refused")
+        );
+        assert!(
+            e.log_detail().is_some_and(|d| d.contains("loopback")),
+            "the log says why: {:?}",
+            e.log_detail()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_endless_error_body_is_read_only_up_to_the_cap() {
+        let endless = Router::new().fallback(|| async {
+            let chunk = bytes_of(64 << 10);
+            let stream =
+                futures_util::stream::repeat_with(move || Ok::<_, std::io::Error>(chunk.clone()));
+            (
+                StatusCode::IM_A_TEAPOT,
+                axum::body::Body::from_stream(stream),
+            )
+        });
+        let addr = serve(endless).await;
+        let c = client_with(&addr, local_policy(&addr));
+        let e = tokio::time::timeout(Duration::from_secs(10), c.manifest("latest"))
+            .await
+            .expect("an endless body does not hold the request")
+            .unwrap_err();
+        assert!(
+            matches!(e, RegistryError::Status { status: 418, .. }),
+            "{e}"
+        );
+    }
+
+    fn bytes_of(n: usize) -> axum::body::Bytes {
+        axum::body::Bytes::from(vec![b'x'; n])
     }
 }

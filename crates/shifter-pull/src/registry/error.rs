@@ -1,25 +1,45 @@
-//! Registry failures, worded for the user who asked for the pull. URLs never carry
-//! credentials, so they are safe to show.
+//! Registry failures, worded for the user who asked for the pull.
+//!
+//! What a registry or a host it redirects to says is never repeated to the user:
+//! no error body, no transport detail. Otherwise a pull becomes a probe of the
+//! gateway's network ("connection refused" against "invalid HTTP response"
+//! tells a closed port from an open one) and a way to read internal services'
+//! replies. Transport failures and refused addresses therefore all read
+//! "registry X unreachable or refused"; the detail goes to the gateway's log.
+
+use super::policy::Refusal;
+
+/// The one message for every way of not getting an HTTP answer.
+const UNREACHABLE: &str = "unreachable or refused";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("cannot reach {url}: {}", chain(.source))]
+    /// Connection, TLS, DNS, redirect or body-transfer failure. `url` and
+    /// `source` are for the log (see [`RegistryError::log_detail`]).
+    #[error("registry {registry} {UNREACHABLE}")]
     Http {
+        registry: String,
         url: String,
-        #[source]
         source: reqwest::Error,
     },
+    /// The address policy refused a URL or an address before or after
+    /// connecting; same message as [`RegistryError::Http`], on purpose.
+    #[error("registry {registry} {UNREACHABLE}")]
+    Refused { registry: String, why: Refusal },
+    #[error("registry {registry} is not one this site pulls from: ask the gateway's administrators to add it to [registries] in imagegw.toml")]
+    NotAllowed { registry: String },
     #[error("{what} stopped arriving: the registry sent nothing for {stall_secs} s, {attempts} times in a row; it is stalled or overloaded, try again later")]
     Stalled {
         what: String,
         stall_secs: u64,
         attempts: u32,
     },
-    #[error("{url} answered {status}: {message}")]
+    /// An HTTP error status; the body is logged, never shown.
+    #[error("registry {registry} answered {status} for {what}")]
     Status {
-        url: String,
+        registry: String,
+        what: String,
         status: u16,
-        message: String,
     },
     #[error("{what} not found in registry {registry}")]
     NotFound { registry: String, what: String },
@@ -69,9 +89,21 @@ pub enum RegistryError {
     Cache(#[from] crate::cache::CacheError),
 }
 
-/// An error with its causes, which for transport errors hold the part a user can act
-/// on ("invalid peer certificate: UnknownIssuer", "connection refused").
-fn chain(e: &dyn std::error::Error) -> String {
+impl RegistryError {
+    /// What the log says beyond the user's message: the URL and the transport
+    /// error with its causes ("invalid peer certificate: UnknownIssuer",
+    /// "connection refused"), or why the policy refused.
+    pub fn log_detail(&self) -> Option<String> {
+        match self {
+            RegistryError::Http { url, source, .. } => Some(format!("{url}: {}", chain(source))),
+            RegistryError::Refused { why, .. } => Some(why.to_string()),
+            _ => None,
+        }
+    }
+}
+
+/// An error with its causes.
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

@@ -8,8 +8,10 @@ mod challenge;
 mod client;
 mod error;
 pub mod manifest;
+pub mod policy;
 
 pub use client::{
     http_client, FetchedManifest, RepoClient, Retry, MANIFEST_ACCEPT, MAX_CONFIG_BYTES,
 };
 pub use error::RegistryError;
+pub use policy::{AddressPolicy, Refusal};
