@@ -313,3 +313,57 @@ fn shifter_command_gives_the_same_cache_and_refuses_the_same_mistakes() {
     );
     assert!(std::fs::read_dir(&dir).unwrap().next().is_none());
 }
+
+#[test]
+fn concurrent_runs_of_one_user_never_hold_more_than_the_per_user_total() {
+    let Some(tb) = Testbed::get() else { return };
+    let _serial = serial();
+    let Some(img) = image(&tb) else { return };
+    // The cluster allows 1G per cache and, by default, 4 × that per user: six
+    // runs of 1G started at once may not all pass the count before any of
+    // them has made its cache. Each holds its cache while it sleeps.
+    const RUNS: usize = 6;
+    const ALLOWED: usize = 4;
+    let vol = cache_volume(&tb, "size=1G");
+    let started = Instant::now();
+    let runs: Vec<Run> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..RUNS)
+            .map(|_| {
+                let (tb, img, vol) = (&tb, &img, &vol);
+                s.spawn(move || shifter(tb, img, &[vol, "sh", "-c", "sleep 8; echo held"]))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let held: Vec<&Run> = runs.iter().filter(|r| r.success()).collect();
+    let refused: Vec<&Run> = runs.iter().filter(|r| !r.success()).collect();
+    eprintln!(
+        "({RUNS} concurrent 1G caches in {:.1?}: {} held, {} refused)",
+        started.elapsed(),
+        held.len(),
+        refused.len()
+    );
+    assert_eq!(
+        held.len(),
+        ALLOWED,
+        "the per-user total (4G) admits exactly {ALLOWED} of {RUNS} concurrent 1G caches: {runs:#?}"
+    );
+    for r in &held {
+        assert_eq!(r.stdout.trim(), "held", "{r}");
+    }
+    for r in &refused {
+        assert!(
+            r.stderr.contains("the site allows 4G per user"),
+            "refused for another reason: {r}"
+        );
+    }
+    let dir = cache_dir(&tb);
+    assert!(
+        Testbed::wait_until(Duration::from_secs(10), || Testbed::loop_devices_backed_by(
+            &dir
+        )
+        .is_empty()),
+        "{:?}",
+        Testbed::loop_devices_backed_by(&dir)
+    );
+}

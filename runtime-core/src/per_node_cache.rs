@@ -283,8 +283,57 @@ pub fn check_totals(
     Ok(())
 }
 
+/// Where the per-user locks of [`lock_user_totals`] live: root's, on the
+/// node's own tmpfs, shared by the plugin and `shifter`.
+pub const LOCK_DIR: &str = "/run/shifter-rs";
+
+/// Holds `uid`'s per-node cache lock on this node: taken before the user's
+/// caches are counted and kept until the new ones are attached, so two steps
+/// (or `shifter` runs) of one user cannot both pass the per-user total
+/// before either has made its caches. Per user, so one user who stops their
+/// own `shifter` holding it delays only themselves.
+pub fn lock_user_totals(
+    sys: &dyn Sys,
+    cfg: &PerNodeCacheConfig,
+    uid: u32,
+    destination: &Path,
+) -> Result<Handle, CacheError> {
+    let dir = Path::new(LOCK_DIR);
+    let dir_fd = sys
+        .open_private_dir(dir, 0o700)
+        .map_err(|cause| match cause.errno {
+            nix::errno::Errno::EPERM | nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR => {
+                CacheError::UnsafeDir {
+                    dir: dir.to_owned(),
+                }
+            }
+            _ => CacheError::Sys {
+                destination: destination.to_owned(),
+                step: "opening the per-user lock directory",
+                cause,
+            },
+        })?;
+    // Long enough for another setup of this user to make all its caches.
+    let waited = Duration::from_secs(
+        cfg.mkfs_timeout_secs
+            .saturating_mul(cfg.max_count.max(1) as u64)
+            .saturating_add(30),
+    );
+    sys.lock_file(&dir_fd, &format!("cache-u{uid}.lock"), waited)
+        .map_err(|cause| match cause.errno {
+            nix::errno::Errno::EWOULDBLOCK => CacheError::Busy { uid, waited },
+            _ => CacheError::Sys {
+                destination: destination.to_owned(),
+                step: "taking the per-user cache lock",
+                cause,
+            },
+        })
+}
+
 #[derive(Debug, Error)]
 pub enum CacheError {
+    #[error("per-node caches: another step or shifter run of uid {uid} on this node held the per-user cache lock for {waited:?} (is one of your shifter processes stopped?); let it finish, then try again")]
+    Busy { uid: u32, waited: Duration },
     #[error("per-node cache for {destination}: {dir} has less free space than the {size} asked for; ask for less, or ask your admin to free space there")]
     NoSpace {
         destination: PathBuf,

@@ -396,7 +396,8 @@ fn assemble(
     for v in req.volumes {
         policy.check_volume(v)?;
     }
-    check_cache_totals(cfg, user, req.volumes)?;
+    // Held until the caches are attached (end of this function).
+    let _cache_lock = reserve_cache_totals(sys, cfg, user, req.volumes)?;
     let l = Layout::new(&cfg.mount_root);
 
     a.step("new mount namespace", sys.unshare_mount_ns())?;
@@ -639,8 +640,14 @@ fn volume_step(v: &Volume) -> String {
 }
 
 /// The per-step count and the per-user node total of per-node caches,
-/// before anything is made.
-fn check_cache_totals(cfg: &Config, user: &UserInfo, volumes: &[Volume]) -> Result<(), SetupError> {
+/// before anything is made, under the user's cache lock (returned: keep it
+/// until the caches are attached).
+fn reserve_cache_totals(
+    sys: &dyn Sys,
+    cfg: &Config,
+    user: &UserInfo,
+    volumes: &[Volume],
+) -> Result<Option<Handle>, SetupError> {
     let sizes: Vec<u64> = volumes
         .iter()
         .filter_map(|v| v.cache.as_ref().map(|c| c.size))
@@ -649,8 +656,10 @@ fn check_cache_totals(cfg: &Config, user: &UserInfo, volumes: &[Volume]) -> Resu
         cfg.per_node_cache.as_ref(),
         volumes.iter().find(|v| v.cache.is_some()),
     ) else {
-        return Ok(());
+        return Ok(None);
     };
+    let lock =
+        crate::per_node_cache::lock_user_totals(sys, cache_cfg, user.uid, &first.destination)?;
     let attached =
         crate::per_node_cache::attached_bytes(user.uid, crate::per_node_cache::loop_devices());
     crate::per_node_cache::check_totals(cache_cfg, user.uid, &sizes, attached).map_err(|why| {
@@ -658,8 +667,8 @@ fn check_cache_totals(cfg: &Config, user: &UserInfo, volumes: &[Volume]) -> Resu
             destination: first.destination.clone(),
             why,
         }
-        .into()
-    })
+    })?;
+    Ok(Some(lock))
 }
 
 /// `/etc/passwd`, `/etc/group`, `/etc/nsswitch.conf` generated for the user,
@@ -1558,6 +1567,39 @@ mod tests {
             8,
             "nothing after the cache is attached: {tail:#?}"
         );
+    }
+
+    #[test]
+    fn the_users_cache_lock_is_taken_before_anything_is_counted_or_made() {
+        let sys = FakeSys::new();
+        prepare_cache(&sys, CACHE_SPEC).unwrap();
+        let calls = sys.calls();
+        // The lock comes first: the count of attached caches that follows it
+        // (from sysfs) must not be overtaken by another setup of this user.
+        assert_eq!(
+            calls[..2],
+            [
+                Call::OpenPrivateDir(crate::per_node_cache::LOCK_DIR.into()),
+                Call::LockFile(Path::new(crate::per_node_cache::LOCK_DIR).join("cache-u1001.lock")),
+            ]
+        );
+        // No lock for a request without caches.
+        let sys = FakeSys::new();
+        prepare_cache(&sys, "/home/alice:/data").unwrap();
+        assert!(!sys.calls().iter().any(|c| matches!(c, Call::LockFile(_))));
+    }
+
+    #[test]
+    fn a_cache_lock_held_too_long_is_refused_naming_what_to_do() {
+        let sys = FakeSys::new();
+        sys.fail_when(Errno::EWOULDBLOCK, |c| matches!(c, Call::LockFile(_)));
+        let err = prepare_cache(&sys, CACHE_SPEC).unwrap_err().to_string();
+        assert!(err.contains("held the per-user cache lock"), "{err}");
+        assert!(err.contains("let it finish"), "{err}");
+        assert!(!sys
+            .calls()
+            .iter()
+            .any(|c| matches!(c, Call::CreateSparse { .. } | Call::UnshareMountNs)));
     }
 
     #[test]

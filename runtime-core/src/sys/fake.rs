@@ -63,6 +63,7 @@ pub enum Call {
         size: u64,
     },
     AttachLoopRw(PathBuf),
+    LockFile(PathBuf),
     Unlink(PathBuf),
     RunTool(Vec<String>),
     ChownDir {
@@ -350,6 +351,12 @@ impl Sys for FakeSys {
             &path,
             "create",
         )?;
+        Ok(Self::handle(path))
+    }
+
+    fn lock_file(&self, dir: &Handle, name: &str, _wait: Duration) -> SysResult<Handle> {
+        let path = dir.host_path().join(name);
+        self.record(Call::LockFile(path.clone()), &path, "flock")?;
         Ok(Self::handle(path))
     }
 

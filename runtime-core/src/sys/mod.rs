@@ -267,6 +267,11 @@ pub trait Sys {
     fn attach_loop_rw(&self, file: &Handle) -> SysResult<LoopDev>;
     /// `unlinkat(2)` of `name` in the directory `dir`.
     fn unlink_at(&self, dir: &Handle, name: &str) -> SysResult<()>;
+    /// Opens (creating, `O_NOFOLLOW`, mode 0600) the regular file `name` in
+    /// the directory `dir` (from [`Sys::open_private_dir`]), which must be
+    /// root's alone, and takes an exclusive `flock(2)` on it, waiting at most
+    /// `wait` (`EWOULDBLOCK` then). The lock goes with the returned handle.
+    fn lock_file(&self, dir: &Handle, name: &str, wait: Duration) -> SysResult<Handle>;
     /// Runs `argv[0]` (an absolute path) with an empty environment and
     /// stdin/stdout on `/dev/null`, killing it after `timeout` (`ETIMEDOUT`).
     fn run_tool(&self, argv: &[&OsStr], timeout: Duration) -> SysResult<ToolOutput>;

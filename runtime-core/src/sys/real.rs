@@ -8,7 +8,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Component, Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
@@ -309,6 +309,10 @@ impl Sys for RealSys {
         }
         let proc = proc_fd_path(fd.as_raw_fd());
         Ok(Handle::new(Some(fd), proc, shown))
+    }
+
+    fn lock_file(&self, dir: &Handle, name: &str, wait: Duration) -> SysResult<Handle> {
+        lock_file(dir, name, wait)
     }
 
     fn attach_loop_rw(&self, file: &Handle) -> SysResult<LoopDev> {
@@ -674,6 +678,59 @@ fn resolve(
         return Err(SysError::new("openat2", &shown, Errno::ENOENT));
     };
     create_in_root(&rootfd, root, &comps, create, &shown)
+}
+
+/// See [`Sys::lock_file`].
+fn lock_file(dir: &Handle, name: &str, wait: Duration) -> SysResult<Handle> {
+    let shown = dir.host_path().join(name);
+    let dirfd = dir
+        .fd()
+        .ok_or_else(|| SysError::new("lock", &shown, Errno::EBADF))?;
+    let st = nix::sys::stat::fstat(dirfd.as_raw_fd())
+        .map_err(|e| SysError::new("stat", dir.host_path(), e))?;
+    // Nobody else may create, replace or hold open the lock files in it.
+    if st.st_uid != 0 || st.st_mode & 0o022 != 0 {
+        return Err(SysError::new(
+            "check owner and mode of",
+            dir.host_path(),
+            Errno::EPERM,
+        ));
+    }
+    if name.contains('/') {
+        return Err(SysError::new("lock", &shown, Errno::EINVAL));
+    }
+    let fd = nix::fcntl::openat(
+        Some(dirfd.as_raw_fd()),
+        name,
+        OFlag::O_CREAT | OFlag::O_RDWR | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o600),
+    )
+    .map_err(|e| SysError::new("open", &shown, e))?;
+    // SAFETY: openat(2) just returned this descriptor and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|e| SysError::new("stat", &shown, e))?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_uid != 0 {
+        return Err(SysError::new(
+            "check owner and type of",
+            &shown,
+            Errno::EPERM,
+        ));
+    }
+    let deadline = Instant::now() + wait;
+    loop {
+        // SAFETY: flock(2) on a descriptor we own; no memory is passed.
+        let rc = unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        match Errno::result(rc) {
+            Ok(_) => break,
+            Err(Errno::EWOULDBLOCK) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(SysError::new("flock", &shown, e)),
+        }
+    }
+    let proc = proc_fd_path(fd.as_raw_fd());
+    Ok(Handle::new(Some(fd), proc, shown))
 }
 
 /// See [`Sys::open_private_dir`].
