@@ -626,56 +626,176 @@ fn volumes_flipped_with_symlinks_at_every_new_mount_keep_their_flags_and_owners(
             assert_clean_refusal(&r);
             continue;
         }
-        let mounts = parse_mountinfo(&r.stdout);
-        assert!(!mounts.is_empty(), "{label}: no mountinfo printed: {r}");
-        let n = assert_mount_flags(
-            &mounts,
+        assert_flip_round_mounts(
+            &label,
+            &r,
             &src_root,
-            &["ro", "nosuid", "nodev"],
-            &format!("{label}: the :ro volume"),
-            &r,
-        );
-        assert!(
-            n >= 1,
-            "{label}: the :ro volume {src_root} is not mounted in the container: {r}"
-        );
-        for (root, name) in victim_roots.iter().zip(["/victim", "/victim2"]) {
-            assert_mount_flags(
-                &mounts,
-                root,
-                &["nosuid", "nodev"],
-                &format!("{label}: the {name} volume"),
-                &r,
-            );
-            // Asked for read-write: another volume's flags must not land on it.
-            for m in mounts.iter().filter(|m| &m.root == root) {
-                assert!(
-                    m.options.iter().all(|o| o != "ro"),
-                    "{label}: the {name} volume got another volume's ro: {}\n{r}",
-                    m.line
-                );
-            }
-        }
-        assert_mount_flags(
-            &mounts,
+            &victim_roots,
             &bind_root_of(&tb, w.path()),
-            &["nosuid", "nodev"],
-            &format!("{label}: the /w volume"),
-            &r,
         );
-        let caches: Vec<&MountLine> = mounts.iter().filter(|m| m.fstype == "xfs").collect();
-        assert_eq!(caches.len(), 1, "{label}: one per-node cache: {r}");
-        for want in ["nosuid", "nodev"] {
-            assert!(
-                caches[0].options.iter().any(|o| o == want),
-                "{label}: the per-node cache is mounted at {} without {want}: {}\n{r}",
-                caches[0].point,
-                caches[0].line
-            );
-        }
     }
     assert!(freezes_total > 0, "shifter was never frozen at a new mount");
     tb.assert_no_cache_left();
+}
+
+/// The same flips through `srun --image`, where root's side runs in
+/// slurmstepd (which the user cannot stop): a thread flips the names as fast
+/// as it can for the whole step, for a bounded number of steps.
+#[test]
+fn volumes_flipped_with_symlinks_during_srun_setup_keep_their_flags_and_owners() {
+    let Some(tb) = Testbed::get() else { return };
+    let _serial = serial();
+    let Some(image) = busybox(&tb) else { return };
+    let victim = Scratch::root_owned(&tb, "sflip-victim", &[("keep", Some("sentinel\n"))]);
+    let victim2 = Scratch::root_owned(&tb, "sflip-victim2", &[("keep", Some("sentinel\n"))]);
+    let before = snapshot(victim.path());
+    let before2 = snapshot(victim2.path());
+    let src = Scratch::user_owned(&tb, "sflip-src", &[]);
+    std::fs::write(src.path().join("marker"), "the ro volume\n").unwrap();
+    let src_root = bind_root_of(&tb, src.path());
+    let victim_roots = [
+        bind_root_of(&tb, victim.path()),
+        bind_root_of(&tb, victim2.path()),
+    ];
+    const ROUNDS: usize = 12;
+    let mut flips_total = 0usize;
+    for round in 0..=ROUNDS {
+        let attack = round > 0;
+        let w = Scratch::user_owned(&tb, &format!("sflip-w{round}"), &["v", "c"]);
+        for (l, target) in [("lv", "/victim2"), ("lc", "/victim")] {
+            symlink(target, w.path().join(l)).unwrap();
+            lchown(
+                w.path().join(l),
+                Some(uid_of(tb.user())),
+                Some(gid_of(tb.user())),
+            )
+            .unwrap();
+        }
+        let volumes = format!(
+            "--volume={}:/victim;{}:/victim2;{}:/w;{}:/w/v:ro;{}:/w/c:perNodeCache=size={CACHE_SIZE}",
+            victim.show(),
+            victim2.show(),
+            w.show(),
+            src.show(),
+            cache_dir(&tb).display()
+        );
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let (r, flips) = std::thread::scope(|s| {
+            let flipper = s.spawn(|| {
+                let mut n = 0usize;
+                while attack && !stop.load(Ordering::Relaxed) {
+                    exchange(w.path(), "v", "lv");
+                    exchange(w.path(), "c", "lc");
+                    n += 1;
+                    std::thread::yield_now();
+                }
+                n
+            });
+            let r = srun(
+                &tb,
+                &[
+                    "-N1",
+                    "-w",
+                    NODE,
+                    &format!("--image={image}"),
+                    &volumes,
+                    "cat",
+                    "/proc/self/mountinfo",
+                ],
+            );
+            stop.store(true, Ordering::Relaxed);
+            (r, flipper.join().unwrap())
+        });
+        flips_total += flips;
+        let label = if attack {
+            format!("srun attack round {round} ({flips} flips)")
+        } else {
+            "srun baseline round (no attack)".to_owned()
+        };
+        eprintln!(
+            "{label}: exit {:?}, {}",
+            r.status,
+            r.stderr.lines().last().unwrap_or("")
+        );
+        assert_unchanged(victim.path(), &before, &format!("{label}: srun {r}"));
+        assert_unchanged(victim2.path(), &before2, &format!("{label}: srun {r}"));
+        if !r.success() {
+            assert!(attack, "{label}: srun failed: {r}");
+            assert!(
+                r.stderr.contains("shifter") && !r.stderr.contains("panicked"),
+                "{label}: not a clean refusal by the plugin: {r}"
+            );
+            continue;
+        }
+        assert_flip_round_mounts(
+            &label,
+            &r,
+            &src_root,
+            &victim_roots,
+            &bind_root_of(&tb, w.path()),
+        );
+    }
+    assert!(flips_total > 0, "the names were never flipped");
+    tb.assert_nothing_left();
+}
+
+/// What the container of one flip round shows in its mountinfo: the `:ro`
+/// volume `ro,nosuid,nodev` on every submount, the other volumes `nosuid,nodev`
+/// and not `ro`, the one per-node cache `nosuid,nodev`.
+fn assert_flip_round_mounts(
+    label: &str,
+    r: &Run,
+    src_root: &str,
+    victim_roots: &[String; 2],
+    w_root: &str,
+) {
+    let mounts = parse_mountinfo(&r.stdout);
+    assert!(!mounts.is_empty(), "{label}: no mountinfo printed: {r}");
+    let n = assert_mount_flags(
+        &mounts,
+        src_root,
+        &["ro", "nosuid", "nodev"],
+        &format!("{label}: the :ro volume"),
+        r,
+    );
+    assert!(
+        n >= 1,
+        "{label}: the :ro volume {src_root} is not mounted in the container: {r}"
+    );
+    for (root, name) in victim_roots.iter().zip(["/victim", "/victim2"]) {
+        assert_mount_flags(
+            &mounts,
+            root,
+            &["nosuid", "nodev"],
+            &format!("{label}: the {name} volume"),
+            r,
+        );
+        // Asked for read-write: another volume's flags must not land on it.
+        for m in mounts.iter().filter(|m| &m.root == root) {
+            assert!(
+                m.options.iter().all(|o| o != "ro"),
+                "{label}: the {name} volume got another volume's ro: {}\n{r}",
+                m.line
+            );
+        }
+    }
+    assert_mount_flags(
+        &mounts,
+        w_root,
+        &["nosuid", "nodev"],
+        &format!("{label}: the /w volume"),
+        r,
+    );
+    let caches: Vec<&MountLine> = mounts.iter().filter(|m| m.fstype == "xfs").collect();
+    assert_eq!(caches.len(), 1, "{label}: one per-node cache: {r}");
+    for want in ["nosuid", "nodev"] {
+        assert!(
+            caches[0].options.iter().any(|o| o == want),
+            "{label}: the per-node cache is mounted at {} without {want}: {}\n{r}",
+            caches[0].point,
+            caches[0].line
+        );
+    }
 }
 
 // ---- 2. the plugin's sshd setup writing through image symlinks -------------

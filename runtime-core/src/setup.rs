@@ -778,9 +778,11 @@ fn mount_dev(
             })?
             .to_string_lossy()
             .into_owned();
-        let (src, _) = a.step(step.clone(), sys.open_host(&d))?;
+        // A module may name a directory of devices (`/dev/dri`): its mount
+        // point must be a directory too, or the bind fails with ENOTDIR.
+        let (src, kind) = a.step(step.clone(), sys.open_host(&d))?;
         let tree = a.detached_bind(&step, &src, node_attrs, false)?;
-        let target = a.system_target(&dev, "/dev", &rel, NodeKind::File)?;
+        let target = a.system_target(&dev, "/dev", &rel, kind)?;
         a.attach(&step, &tree, &target)?;
     }
     a.new_fs_beneath(
@@ -1441,6 +1443,39 @@ mod tests {
             "{}",
             confs[0].1
         );
+    }
+
+    #[test]
+    fn a_module_device_directory_gets_a_directory_mount_point_and_nodes_get_files() {
+        let sys = FakeSys::new();
+        for d in DEVICES {
+            sys.set_kind(format!("/dev/{d}"), NodeKind::File);
+        }
+        sys.set_kind("/dev/nvidia0", NodeKind::File);
+        sys.set_kind("/dev/dri", NodeKind::Dir);
+        let c = cfg("[modules.gpu]\ndevices = [\"/dev/nvidia0\", \"/dev/dri\"]\n");
+        let mods = c.resolve_modules(Some(&["gpu".into()])).unwrap();
+        prepare(
+            &sys,
+            &c,
+            &image(),
+            &user(),
+            &Request {
+                volumes: &[],
+                modules: &mods,
+                sshd: None,
+            },
+        )
+        .unwrap();
+        let created = |rel: &str| {
+            sys.calls().into_iter().find_map(|c| match c {
+                Call::OpenBeneath { rel: r, create, .. } if r == Path::new(rel) => create,
+                _ => None,
+            })
+        };
+        assert_eq!(created("dri"), Create::here(NodeKind::Dir));
+        assert_eq!(created("nvidia0"), Create::here(NodeKind::File));
+        assert_eq!(created("null"), Create::here(NodeKind::File));
     }
 
     #[test]

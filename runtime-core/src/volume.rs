@@ -22,6 +22,10 @@ const BUILTIN_RULES: &[(&str, &str)] = &[
     ("/sys", "/sys is the kernel's system filesystem"),
     ("/dev", "/dev holds the container's device nodes"),
     (
+        "/opt/udiImage",
+        "/opt/udiImage holds the runtime's per-job tools (sshd), as in Shifter",
+    ),
+    (
         "/var",
         "/var holds the image's system state (only /var/tmp may be used)",
     ),
@@ -311,6 +315,9 @@ mod tests {
             "/var",
             "/var/lib",
             "/var/lib/shifter/mnt/x",
+            "/opt/udiImage",
+            "/opt/udiImage/sshd",
+            "/opt",
         ] {
             assert!(p.check(Path::new(d)).is_err(), "{d} should be refused");
         }

@@ -1017,6 +1017,27 @@ fn run_tool(argv: &[&OsStr], timeout: Duration) -> SysResult<ToolOutput> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| SysError::new("exec", prog_path, io_errno(&e)))?;
+    // Drained while the tool runs: a tool that writes more than a pipe
+    // holds would otherwise block until the deadline and be reported as
+    // hung. Only the tail is kept, and a descendant that keeps the pipe open
+    // after the tool exits cannot hold us (see the bounded wait below).
+    let (tail_tx, tail_rx) = std::sync::mpsc::channel();
+    if let Some(mut pipe) = child.stderr.take() {
+        std::thread::spawn(move || {
+            let mut tail: Vec<u8> = Vec::new();
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                tail.extend_from_slice(&buf[..n]);
+                if tail.len() > 2 * TOOL_STDERR_KEEP {
+                    tail.drain(..tail.len() - TOOL_STDERR_KEEP);
+                }
+            }
+            let _ = tail_tx.send(tail);
+        });
+    }
     let deadline = std::time::Instant::now() + timeout;
     let status = loop {
         match child.try_wait() {
@@ -1030,10 +1051,10 @@ fn run_tool(argv: &[&OsStr], timeout: Duration) -> SysResult<ToolOutput> {
             Err(e) => return Err(SysError::new("wait for", prog_path, io_errno(&e))),
         }
     };
-    let mut stderr = String::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        let _ = pipe.read_to_string(&mut stderr);
-    }
+    let tail = tail_rx
+        .recv_timeout(Duration::from_secs(1))
+        .unwrap_or_default();
+    let mut stderr = String::from_utf8_lossy(&tail).into_owned();
     if stderr.len() > TOOL_STDERR_KEEP {
         let mut cut = stderr.len() - TOOL_STDERR_KEEP;
         while !stderr.is_char_boundary(cut) {
@@ -1611,6 +1632,39 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(5));
         let err = run_tool(&[OsStr::new("sleep")], Duration::from_secs(1)).unwrap_err();
         assert_eq!(err.errno, Errno::EINVAL, "a relative program is refused");
+    }
+
+    #[test]
+    fn helper_program_that_floods_stderr_or_leaves_a_child_holding_it_is_not_taken_for_hung() {
+        // 1 MiB is far more than a pipe holds: the tool only exits if its
+        // stderr is read while it runs.
+        let argv = [
+            OsStr::new("/bin/sh"),
+            OsStr::new("-c"),
+            OsStr::new("head -c 1048576 /dev/zero | tr '\\0' x >&2; echo last >&2; exit 4"),
+        ];
+        let out = run_tool(&argv, Duration::from_secs(20)).unwrap();
+        assert_eq!(out.status, 4);
+        assert!(
+            out.stderr.ends_with("xlast"),
+            "{:?}",
+            &out.stderr[out.stderr.len() - 40..]
+        );
+        assert!(out.stderr.len() <= TOOL_STDERR_KEEP);
+        // A background child keeps the pipe open after the tool has exited.
+        let started = std::time::Instant::now();
+        let argv = [
+            OsStr::new("/bin/sh"),
+            OsStr::new("-c"),
+            OsStr::new("sleep 30 & echo bye >&2; exit 0"),
+        ];
+        let out = run_tool(&argv, Duration::from_secs(20)).unwrap();
+        assert_eq!(out.status, 0);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]
