@@ -562,15 +562,24 @@ fn assemble(
         }
     }
     if let Some(plan) = req.sshd {
-        let job_dir = l.base.join("sshd");
-        sshd::write_job_dir(&job_dir, user, plan)?;
-        for (source, dest, attrs) in sshd::tool_binds(cfg, &job_dir) {
+        let job_dir = sshd::write_job_dir(sys, &base_fs, user, plan)?;
+        for (source, dest, attrs) in sshd::tool_binds(cfg) {
             let step = format!("sshd: binding {} at {dest}", source.display());
             let (src, kind) = a.step(step.clone(), sys.open_host(&source))?;
             let tree = a.detached_bind(&step, &src, attrs, false)?;
             let target = a.admin_target("sshd path", root, Path::new(&dest), kind, true)?;
             a.attach(&step, &tree, &target)?;
         }
+        let step = format!("sshd: binding the job directory at {}", sshd::JOB_DIR);
+        let tree = a.detached_bind(&step, &job_dir, MountAttrs::NOSUID_NODEV_NOEXEC, false)?;
+        let target = a.admin_target(
+            "sshd path",
+            root,
+            Path::new(sshd::JOB_DIR),
+            NodeKind::Dir,
+            true,
+        )?;
+        a.attach(&step, &tree, &target)?;
     }
 
     // User volumes last: from here on, directories the user controls are
@@ -1138,6 +1147,45 @@ mod tests {
         let tools = moved_onto(&calls, "opt/udiImage/sshd");
         let data = moved_onto(&calls, "data");
         assert!(tools < data);
+        // The job directory: made beneath the step's own tmpfs (no symlink,
+        // no other mount), its files created new through that descriptor and
+        // owned by the user, the directory given to the user by descriptor,
+        // and the clone bound from that same descriptor.
+        let job_dir = position(&calls, "sshd job dir", |c| {
+            *c == Call::OpenBeneath {
+                dir: "fs:tmpfs:shifter-upper".into(),
+                rel: "sshd".into(),
+                create: Create::here(NodeKind::Dir),
+            }
+        });
+        type Owner = Option<(u32, u32)>;
+        let job_files: Vec<(String, u32, Owner)> = calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::WriteAt {
+                    path, mode, owner, ..
+                } => Some((path.display().to_string(), *mode, *owner)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(job_files.len(), 8, "{job_files:?}");
+        for (path, mode, owner) in &job_files {
+            assert!(path.starts_with("fs:tmpfs:shifter-upper/sshd/"), "{path}");
+            assert_eq!(*owner, Some((me.uid, me.gid)), "{path}");
+            let private = path.ends_with("_key") || path.ends_with("id_ed25519");
+            assert_eq!(*mode, if private { 0o600 } else { 0o644 }, "{path}");
+        }
+        assert!(calls.contains(&Call::ChownDir {
+            path: "fs:tmpfs:shifter-upper/sshd".into(),
+            uid: me.uid,
+            gid: me.gid,
+            mode: 0o700
+        }));
+        assert!(job_dir < tools);
+        assert!(calls.contains(&Call::OpenTree {
+            source: "fs:tmpfs:shifter-upper/sshd".into(),
+            recursive: false
+        }));
     }
 
     #[test]

@@ -25,9 +25,8 @@
 //! by path would miss the loader). The child is slurmstepd's, so the step's
 //! process tracking sees it and its sessions; [`Running::stop`] ends it.
 
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -37,7 +36,7 @@ use thiserror::Error;
 use crate::config::Config;
 use crate::entry::{drop_to_user, enter, EntryError};
 use crate::prepared::PreparedRoot;
-use crate::sys::{MountAttrs, Sys, SysError};
+use crate::sys::{Create, Handle, MountAttrs, NodeKind, Sys, SysError};
 use crate::user::UserInfo;
 
 /// Where the host's tools and the job's ssh files appear in the container
@@ -192,14 +191,6 @@ pub enum SshdError {
 fn sys_step<T>(step: impl Into<String>, r: Result<T, SysError>) -> Result<T, SshdError> {
     r.map_err(|cause| SshdError::Sys {
         step: step.into(),
-        cause,
-    })
-}
-
-fn io<T>(what: &'static str, path: &Path, r: std::io::Result<T>) -> Result<T, SshdError> {
-    r.map_err(|cause| SshdError::Io {
-        what,
-        path: path.to_owned(),
         cause,
     })
 }
@@ -525,18 +516,26 @@ pub fn write_root_files(
     Ok(())
 }
 
-/// Writes the job's keys and configs into `dir`, a new directory on the
-/// step's own tmpfs beside the root (`mount_root/sshd`: not in the image,
-/// where a symlink could redirect our writes), owned by the user because
-/// sshd and ssh refuse keys that others can read.
-pub fn write_job_dir(dir: &Path, user: &UserInfo, plan: &Plan) -> Result<(), SshdError> {
-    let _ = std::fs::remove_dir_all(dir);
-    io("creating", dir, std::fs::create_dir(dir))?;
+/// Writes the job's keys and configs into a new directory `sshd` made in
+/// `base`, the step's own tmpfs beside the root (`mount_root`: not in the
+/// image, where a symlink could redirect our writes), by descriptor only;
+/// owned by the user because sshd and ssh refuse keys that others can read.
+/// Returns the directory (bound at [`JOB_DIR`] in the container).
+pub fn write_job_dir(
+    sys: &dyn Sys,
+    base: &Handle,
+    user: &UserInfo,
+    plan: &Plan,
+) -> Result<Handle, SshdError> {
+    let dir = sys_step(
+        "creating the sshd job directory",
+        sys.open_beneath(base, Path::new("sshd"), Create::here(NodeKind::Dir)),
+    )?;
     let job = plan.job;
     let keys = &plan.keys;
     let comment = format!("shifter job {job}");
     let alias = host_alias(job);
-    let files: [(&str, String, u32); 7] = [
+    let files: [(&str, String, u32); 8] = [
         (
             "ssh_host_ed25519_key",
             keys.host.private_pem(&comment),
@@ -564,55 +563,40 @@ pub fn write_job_dir(dir: &Path, user: &UserInfo, plan: &Plan) -> Result<(), Ssh
             sshd_config(plan.listen, &user.name, job),
             0o644,
         ),
+        ("sshd.log", String::new(), 0o644),
     ];
     for (name, text, mode) in &files {
-        let p = dir.join(name);
-        let mut f = io("creating", &p, std::fs::File::create(&p))?;
-        io("writing", &p, f.write_all(text.as_bytes()))?;
-        io(
-            "chmod",
-            &p,
-            f.set_permissions(std::fs::Permissions::from_mode(*mode)),
-        )?;
-        io(
-            "chown",
-            &p,
-            std::os::unix::fs::fchown(&f, Some(user.uid), Some(user.gid)),
+        sys_step(
+            format!("writing {UDI}/sshd/{name}"),
+            sys.write_at(
+                &dir,
+                name,
+                text.as_bytes(),
+                *mode,
+                Some((user.uid, user.gid)),
+            ),
         )?;
     }
-    let log = dir.join("sshd.log");
-    let f = io("creating", &log, std::fs::File::create(&log))?;
-    io(
-        "chown",
-        &log,
-        std::os::unix::fs::fchown(&f, Some(user.uid), Some(user.gid)),
+    sys_step(
+        "giving the sshd job directory to the user",
+        sys.chown_dir(&dir, user.uid, user.gid, 0o700),
     )?;
-    io(
-        "chmod",
-        dir,
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)),
-    )?;
-    io(
-        "chown",
-        dir,
-        std::os::unix::fs::chown(dir, Some(user.uid), Some(user.gid)),
-    )
+    Ok(dir)
 }
 
-/// The host paths bound into the container for sshd (source, destination,
-/// attributes): the tools read-only, the job directory writable but noexec.
-pub fn tool_binds(cfg: &Config, job_dir: &Path) -> Vec<(PathBuf, String, MountAttrs)> {
+/// Where the job directory of [`write_job_dir`] is bound: writable by the
+/// user (sshd's log) but `noexec`.
+pub const JOB_DIR: &str = "/opt/udiImage/sshd";
+
+/// The host tools bound read-only into the container for sshd (source,
+/// destination, attributes).
+pub fn tool_binds(cfg: &Config) -> Vec<(PathBuf, String, MountAttrs)> {
     let s = &cfg.sshd;
     let ro = MountAttrs::NOSUID_NODEV.with_rdonly(true);
     vec![
         (s.lib_dir.clone(), format!("{UDI}/lib"), ro),
         (s.sshd.clone(), format!("{UDI}/sbin/sshd"), ro),
         (s.ssh.clone(), format!("{UDI}/bin/ssh"), ro),
-        (
-            job_dir.to_owned(),
-            format!("{UDI}/sshd"),
-            MountAttrs::NOSUID_NODEV_NOEXEC,
-        ),
     ]
 }
 
@@ -684,35 +668,10 @@ pub fn start(
         .map(|a| c(a))
         .collect::<Result<_, _>>()?;
     let env = [c("PATH=/usr/local/bin:/usr/bin:/bin")?];
-    let devnull = c("/dev/null")?;
-    let parent = nix::unistd::getpid();
+    let prepare = || enter(sys, root).is_ok() && drop_to_user(sys, user).is_ok();
     let pid = sys_step(
-        "forking",
-        crate::sys::real::spawn_child(|| {
-            if enter(sys, root).is_err() || drop_to_user(sys, user).is_err() {
-                return 120;
-            }
-            // After the uid change, which clears it: sshd dies with slurmstepd.
-            if nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).is_err() {
-                return 121;
-            }
-            // slurmstepd died before the signal was armed: it will never come.
-            if nix::unistd::getppid() != parent {
-                return 123;
-            }
-            // Not slurmstepd's stdio: sshd logs to its file.
-            if let Ok(fd) = nix::fcntl::open(
-                devnull.as_c_str(),
-                nix::fcntl::OFlag::O_RDWR,
-                nix::sys::stat::Mode::empty(),
-            ) {
-                for target in 0..3 {
-                    let _ = nix::unistd::dup2(fd, target);
-                }
-            }
-            let _ = nix::unistd::execve(&program, &argv, &env);
-            122
-        }),
+        "starting sshd",
+        sys.spawn_daemon(&prepare, &program, &argv, &env),
     )?;
     let running = Running {
         pid,
@@ -779,6 +738,39 @@ impl Running {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn sshd_is_started_through_sys_inside_the_container_as_the_user() {
+        use crate::sys::fake::{Call, FakeSys};
+        let sys = FakeSys::new();
+        let root = PreparedRoot {
+            root: "/run/shifter/root".into(),
+            loop_device: "/dev/loop0".into(),
+            mounts: vec![],
+        };
+        let user = UserInfo::from_ids("alice", 1001, 1001, &[], "/home/alice");
+        // A port nothing listens on: the wait gives up at once.
+        let listen: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let installed = Installed {
+            listen,
+            program: "/opt/udiImage/lib/ld.so".into(),
+            argv: vec!["sshd".into(), "-D".into()],
+        };
+        start(&sys, &root, &user, &installed, Duration::ZERO).unwrap();
+        let calls = sys.calls();
+        assert_eq!(
+            calls[0],
+            Call::SpawnDaemon(vec![
+                "/opt/udiImage/lib/ld.so".into(),
+                "sshd".into(),
+                "-D".into()
+            ])
+        );
+        // The child's side: into the root, then the user's ids, nothing else.
+        assert_eq!(calls[1], Call::Chroot("/run/shifter/root".into()));
+        assert_eq!(calls.last(), Some(&Call::Setresuid(1001)));
+    }
 
     #[test]
     fn base64_matches_rfc4648_vectors() {

@@ -66,6 +66,8 @@ pub enum Call {
     LockFile(PathBuf),
     Unlink(PathBuf),
     RunTool(Vec<String>),
+    /// The daemon's program and argv; the calls its `prepare` made follow.
+    SpawnDaemon(Vec<String>),
     ChownDir {
         path: PathBuf,
         uid: u32,
@@ -86,6 +88,12 @@ pub enum Call {
         path: PathBuf,
         contents: String,
         mode: u32,
+    },
+    WriteAt {
+        path: PathBuf,
+        contents: String,
+        mode: u32,
+        owner: Option<(u32, u32)>,
     },
     Symlink {
         path: PathBuf,
@@ -374,6 +382,21 @@ impl Sys for FakeSys {
         self.record(Call::Unlink(path.clone()), &path, "unlink")
     }
 
+    fn spawn_daemon(
+        &self,
+        prepare: &dyn Fn() -> bool,
+        program: &std::ffi::CStr,
+        argv: &[std::ffi::CString],
+        _env: &[std::ffi::CString],
+    ) -> SysResult<nix::unistd::Pid> {
+        let mut all = vec![program.to_string_lossy().into_owned()];
+        all.extend(argv.iter().map(|a| a.to_string_lossy().into_owned()));
+        self.record(Call::SpawnDaemon(all), Path::new(""), "fork")?;
+        // The child's side, in-process: what it does is recorded after.
+        prepare();
+        Ok(nix::unistd::Pid::from_raw(4242))
+    }
+
     fn run_tool(&self, argv: &[&OsStr], _timeout: Duration) -> SysResult<ToolOutput> {
         let shown = Path::new(argv.first().copied().unwrap_or_default());
         self.record(
@@ -446,6 +469,27 @@ impl Sys for FakeSys {
             },
             &full,
             "symlink",
+        )
+    }
+
+    fn write_at(
+        &self,
+        dir: &Handle,
+        name: &str,
+        contents: &[u8],
+        mode: u32,
+        owner: Option<(u32, u32)>,
+    ) -> SysResult<()> {
+        let full = dir.path().join(name);
+        self.record(
+            Call::WriteAt {
+                path: full.clone(),
+                contents: String::from_utf8_lossy(contents).into_owned(),
+                mode,
+                owner,
+            },
+            &full,
+            "create",
         )
     }
 

@@ -275,6 +275,19 @@ pub trait Sys {
     /// Runs `argv[0]` (an absolute path) with an empty environment and
     /// stdin/stdout on `/dev/null`, killing it after `timeout` (`ETIMEDOUT`).
     fn run_tool(&self, argv: &[&OsStr], timeout: Duration) -> SysResult<ToolOutput>;
+    /// Forks a daemon child (returns its pid): the child runs `prepare` (for
+    /// sshd: enter the container and become the user; false ends it with
+    /// 120), then arms `PR_SET_PDEATHSIG(SIGKILL)` after that uid change
+    /// (which clears it), exits unless the caller is still its parent, puts
+    /// stdin/stdout/stderr on `/dev/null` and execs `program` with `argv`
+    /// and `env` (exit 122 when that fails).
+    fn spawn_daemon(
+        &self,
+        prepare: &dyn Fn() -> bool,
+        program: &std::ffi::CStr,
+        argv: &[std::ffi::CString],
+        env: &[std::ffi::CString],
+    ) -> SysResult<nix::unistd::Pid>;
     /// Gives the directory `target` refers to this owner and mode, through
     /// that descriptor (never a path).
     fn chown_dir(&self, target: &Handle, uid: u32, gid: u32, mode: u32) -> SysResult<()>;
@@ -306,6 +319,18 @@ pub trait Sys {
     fn open_beneath(&self, dir: &Handle, rel: &Path, create: Option<Create>) -> SysResult<Handle>;
     /// Replaces `name` in the directory `dir` with a symlink to `target`.
     fn symlink_at(&self, dir: &Handle, name: &str, target: &Path) -> SysResult<()>;
+    /// Creates the new regular file `name` in the directory `dir`
+    /// (`O_CREAT|O_EXCL|O_NOFOLLOW`: never an existing entry or a symlink)
+    /// with `contents`, then sets `mode` and, when given, `owner` (uid, gid)
+    /// on that descriptor.
+    fn write_at(
+        &self,
+        dir: &Handle,
+        name: &str,
+        contents: &[u8],
+        mode: u32,
+        owner: Option<(u32, u32)>,
+    ) -> SysResult<()>;
     /// Replaces `path` inside `root` with a new regular file (never writing
     /// through a symlink of the image, and only on the root's own mount:
     /// a parent leading into another mount is refused with `EXDEV`).

@@ -339,6 +339,37 @@ impl Sys for RealSys {
         run_tool(argv, timeout)
     }
 
+    fn spawn_daemon(
+        &self,
+        prepare: &dyn Fn() -> bool,
+        program: &std::ffi::CStr,
+        argv: &[CString],
+        env: &[CString],
+    ) -> SysResult<Pid> {
+        let parent = nix::unistd::getpid();
+        spawn_child(|| {
+            if !prepare() {
+                return 120;
+            }
+            // After the uid change, which clears it: the daemon dies with us.
+            if nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).is_err() {
+                return 121;
+            }
+            // We died before the signal was armed: it will never come.
+            if nix::unistd::getppid() != parent {
+                return 123;
+            }
+            // Not our stdio: a daemon logs to its own file.
+            if let Ok(fd) = nix::fcntl::open(c"/dev/null", OFlag::O_RDWR, Mode::empty()) {
+                for target in 0..3 {
+                    let _ = nix::unistd::dup2(fd, target);
+                }
+            }
+            let _ = nix::unistd::execve(program, argv, env);
+            122
+        })
+    }
+
     fn chown_dir(&self, target: &Handle, uid: u32, gid: u32, mode: u32) -> SysResult<()> {
         let shown = target.host_path();
         let dirfd = target
@@ -453,6 +484,44 @@ impl Sys for RealSys {
         Self::unlink_if_present("unlink", &owned, OsStr::new(name), &shown)?;
         nix::unistd::symlinkat(target, Some(owned.as_raw_fd()), name)
             .map_err(|e| SysError::new("symlink", &shown, e))
+    }
+
+    fn write_at(
+        &self,
+        dir: &Handle,
+        name: &str,
+        contents: &[u8],
+        mode: u32,
+        owner: Option<(u32, u32)>,
+    ) -> SysResult<()> {
+        let shown = dir.host_path().join(name);
+        let dirfd = dir
+            .fd()
+            .ok_or_else(|| SysError::new("create", &shown, Errno::EBADF))?;
+        if name.contains('/') || name.is_empty() || name == "." || name == ".." {
+            return Err(SysError::new("create", &shown, Errno::EINVAL));
+        }
+        let fd = nix::fcntl::openat(
+            Some(dirfd.as_raw_fd()),
+            name,
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        )
+        .map_err(|e| SysError::new("create", &shown, e))?;
+        // SAFETY: openat(2) just returned this descriptor and nothing else owns it.
+        let mut file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        file.write_all(contents)
+            .map_err(|e| SysError::new("write", &shown, io_errno(&e)))?;
+        if let Some((uid, gid)) = owner {
+            nix::unistd::fchown(
+                file.as_raw_fd(),
+                Some(Uid::from_raw(uid)),
+                Some(Gid::from_raw(gid)),
+            )
+            .map_err(|e| SysError::new("chown", &shown, e))?;
+        }
+        nix::sys::stat::fchmod(file.as_raw_fd(), Mode::from_bits_truncate(mode))
+            .map_err(|e| SysError::new("chmod", &shown, e))
     }
 
     fn open_tree(&self, source: &Handle, recursive: bool) -> SysResult<Handle> {
