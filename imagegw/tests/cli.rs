@@ -10,7 +10,10 @@ fn gw() -> Command {
 #[test]
 fn refuses_to_run_as_root_without_allow_root() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("\n!!!! SKIPPED root refusal test: not running as root\n");
+        test_skip::skip(
+            "refuses_to_run_as_root_without_allow_root",
+            "not running as root",
+        );
         return;
     }
     let out = gw()

@@ -76,8 +76,9 @@ impl Testbed {
                 if std::env::var("SHIFTER_E2E_REQUIRED").as_deref() == Ok("1") {
                     panic!("end-to-end tier required but the cluster is not usable: {why}");
                 }
-                eprintln!(
-                    "\n!!!! SKIPPED end-to-end test: {why}\n!!!! run `make cluster-up` (or set SHIFTER_TB to a running cluster), or use `make test`\n"
+                test_skip::skip(
+                    "end-to-end test",
+                    &format!("{why}; run `make cluster-up` (or set SHIFTER_TB to a running cluster), or use `make test`"),
                 );
                 None
             }

@@ -47,7 +47,10 @@ impl Testbed {
                 if std::env::var("SHIFTER_E2E_REQUIRED").as_deref() == Ok("1") {
                     panic!("SHIFTER_GATEWAY missing from the cluster env: the gateway hook did not run");
                 }
-                eprintln!("\n!!!! SKIPPED image test: no image gateway in this cluster (SHIFTER_GATEWAY unset)\n");
+                test_skip::skip(
+                    "image test",
+                    "no image gateway in this cluster (SHIFTER_GATEWAY unset)",
+                );
                 None
             }
         }

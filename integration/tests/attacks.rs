@@ -63,7 +63,7 @@ fn attack_image(tb: &Testbed, name: &str) -> Option<String> {
     if !listed {
         let why = format!("{want} is not in SHIFTER_ATTACK_IMAGES: the cluster was started by an older integration/images/build.sh");
         assert!(!required(), "{why}");
-        eprintln!("\n!!!! SKIPPED attack test: {why}\n");
+        test_skip::skip("attack test", &why);
         return None;
     }
     Some(tb.pulled(&want))
@@ -809,8 +809,9 @@ fn sshd_enabled(tb: &Testbed) -> Option<()> {
         !required(),
         "SHIFTER_SSHD_PORT missing from the cluster env: up.d/70-sshd.sh did not enable sshd (is openssh-server installed?)"
     );
-    eprintln!(
-        "\n!!!! SKIPPED sshd attack test: the cluster has no sshd (SHIFTER_SSHD_PORT unset)\n"
+    test_skip::skip(
+        "sshd attack test",
+        "the cluster has no sshd (SHIFTER_SSHD_PORT unset)",
     );
     None
 }
@@ -938,7 +939,7 @@ fn module_destinations_do_not_follow_an_image_symlink_into_the_nodes_spool_dir()
                 !required(),
                 "the site config has no [modules.{m}]: up.d/25-modules.sh did not run"
             );
-            eprintln!("\n!!!! SKIPPED module attack test: no [modules.{m}]\n");
+            test_skip::skip("module attack test", &format!("no [modules.{m}]"));
             return;
         }
     }

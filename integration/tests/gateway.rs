@@ -428,7 +428,10 @@ impl Postgres {
                 .find(|b| b.join("initdb").exists())
         });
         let Some(bin) = bin else {
-            eprintln!("\n!!!! SKIPPED postgres gateway test: PostgreSQL is not installed (Debian package postgresql)\n");
+            test_skip::skip(
+                "postgres gateway test",
+                "PostgreSQL is not installed (Debian package postgresql)",
+            );
             return None;
         };
         let _ = std::fs::remove_dir_all(dir);

@@ -47,7 +47,7 @@ fn ready() -> Option<Testbed> {
     match why {
         Some(why) if required() => panic!("modules e2e: {why}"),
         Some(why) => {
-            eprintln!("\n!!!! SKIPPED modules e2e test: {why}\n");
+            test_skip::skip("modules e2e test", why);
             None
         }
         None => Some(tb),
@@ -252,7 +252,7 @@ fn mpi_image(tb: &Testbed, module: &str) -> Option<String> {
         Some(img) => return Some(tb.pulled(img)),
     };
     assert!(!required(), "{module} module test: {why}");
-    eprintln!("\n!!!! SKIPPED {module} module test: {why}\n");
+    test_skip::skip(&format!("{module} module test"), &why);
     None
 }
 

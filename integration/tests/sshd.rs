@@ -27,7 +27,10 @@ fn sshd_of(tb: &Testbed) -> Option<(u16, Vec<(String, SocketAddr)>)> {
         if std::env::var("SHIFTER_E2E_REQUIRED").as_deref() == Ok("1") {
             panic!("SHIFTER_SSHD_PORT missing from the cluster env: up.d/70-sshd.sh did not enable sshd (is openssh-server installed?)");
         }
-        eprintln!("\n!!!! SKIPPED sshd test: the cluster has no sshd (SHIFTER_SSHD_PORT unset)\n");
+        test_skip::skip(
+            "sshd test",
+            "the cluster has no sshd (SHIFTER_SSHD_PORT unset)",
+        );
         return None;
     };
     let port: u16 = port.parse().expect("SHIFTER_SSHD_PORT is a port");

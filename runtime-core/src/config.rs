@@ -1180,7 +1180,10 @@ gid = 101
     #[test]
     fn load_accepts_a_root_owned_config() {
         if !nix::unistd::geteuid().is_root() {
-            eprintln!("!!!! SKIPPED load_accepts_a_root_owned_config: needs root to own the file");
+            test_skip::skip(
+                "load_accepts_a_root_owned_config",
+                "needs root to own the file",
+            );
             return;
         }
         use std::os::unix::fs::PermissionsExt;

@@ -209,7 +209,7 @@ mod tests {
         if nix::unistd::geteuid().is_root() {
             return true;
         }
-        eprintln!("!!!! SKIPPED {name}: needs root (the temp store must be root-owned)");
+        test_skip::skip(name, "needs root (the temp store must be root-owned)");
         false
     }
 

@@ -181,7 +181,10 @@ mod tests {
     #[test]
     fn writable_directory_between_file_and_top_is_refused() {
         if !running_as_root() {
-            eprintln!("!!!! SKIPPED writable_directory_between_file_and_top_is_refused: needs root (tempdirs must be root-owned)");
+            test_skip::skip(
+                "writable_directory_between_file_and_top_is_refused",
+                "needs root (tempdirs must be root-owned)",
+            );
             return;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -200,8 +203,9 @@ mod tests {
     #[test]
     fn sticky_tmp_above_the_top_is_accepted_but_not_below_it() {
         if !running_as_root() {
-            eprintln!(
-                "!!!! SKIPPED sticky_tmp_above_the_top_is_accepted_but_not_below_it: needs root"
+            test_skip::skip(
+                "sticky_tmp_above_the_top_is_accepted_but_not_below_it",
+                "needs root",
             );
             return;
         }

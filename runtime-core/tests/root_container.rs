@@ -45,7 +45,7 @@ struct ImageFiles {
 }
 
 fn skip(name: &str, why: &str) -> bool {
-    eprintln!("\n!!!! SKIPPED {name}: {why}\n");
+    test_skip::skip(name, why);
     true
 }
 

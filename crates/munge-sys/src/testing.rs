@@ -30,8 +30,9 @@ pub fn munged() -> Option<&'static Path> {
         match start_private() {
             Ok(p) => Some(p),
             Err(why) => {
-                eprintln!(
-                    "\n!!!! SKIPPED Munge test: munged is not running at {DEFAULT_SOCKET} and a private one could not be started: {why}\n"
+                test_skip::skip(
+                    "Munge test",
+                    &format!("munged is not running at {DEFAULT_SOCKET} and a private one could not be started: {why}"),
                 );
                 None
             }

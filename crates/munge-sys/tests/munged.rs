@@ -155,7 +155,10 @@ fn credential_restricted_to_a_uid_is_refused_to_other_users() {
         .lines()
         .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
     if !is_root {
-        eprintln!("\n!!!! SKIPPED: needs root to decode as other users\n");
+        test_skip::skip(
+            "munged.rs uid-restricted decode",
+            "needs root to decode as other users",
+        );
         return;
     }
     // nobody (65534) and daemon (1) exist on every Debian system.

@@ -42,11 +42,17 @@ impl TestPostgres {
     /// Starts a server, or prints why not and returns None (not root, no server installed).
     pub fn start() -> Option<TestPostgres> {
         if !nix::unistd::geteuid().is_root() {
-            eprintln!("\n!!!! SKIPPED postgres store test: needs root to start a server as the postgres account\n");
+            test_skip::skip(
+                "postgres store test",
+                "needs root to start a server as the postgres account",
+            );
             return None;
         }
         let Some(bin) = find_bin() else {
-            eprintln!("\n!!!! SKIPPED postgres store test: no /usr/lib/postgresql/*/bin/initdb (apt-get install postgresql)\n");
+            test_skip::skip(
+                "postgres store test",
+                "no /usr/lib/postgresql/*/bin/initdb (apt-get install postgresql)",
+            );
             return None;
         };
         if nix::unistd::User::from_name("postgres")
@@ -54,7 +60,7 @@ impl TestPostgres {
             .flatten()
             .is_none()
         {
-            eprintln!("\n!!!! SKIPPED postgres store test: no postgres account\n");
+            test_skip::skip("postgres store test", "no postgres account");
             return None;
         }
         let base = std::env::var_os("SHIFTER_TB")

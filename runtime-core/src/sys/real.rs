@@ -1561,7 +1561,10 @@ mod tests {
     #[test]
     fn unreadable_file_cannot_be_opened_as_another_user() {
         if !nix::unistd::geteuid().is_root() {
-            eprintln!("!!!! SKIPPED unreadable_file_cannot_be_opened_as_another_user: needs root");
+            test_skip::skip(
+                "unreadable_file_cannot_be_opened_as_another_user",
+                "needs root",
+            );
             return;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -1591,8 +1594,9 @@ mod tests {
     #[test]
     fn open_as_user_gives_up_on_a_filesystem_that_never_answers() {
         if !nix::unistd::geteuid().is_root() {
-            eprintln!(
-                "!!!! SKIPPED open_as_user_gives_up_on_a_filesystem_that_never_answers: needs root"
+            test_skip::skip(
+                "open_as_user_gives_up_on_a_filesystem_that_never_answers",
+                "needs root",
             );
             return;
         }
@@ -1739,7 +1743,10 @@ mod tests {
     #[test]
     fn cache_backing_file_is_sparse_private_and_only_made_in_a_root_only_dir() {
         if !nix::unistd::geteuid().is_root() {
-            eprintln!("!!!! SKIPPED cache_backing_file_is_sparse_private_and_only_made_in_a_root_only_dir: needs root");
+            test_skip::skip(
+                "cache_backing_file_is_sparse_private_and_only_made_in_a_root_only_dir",
+                "needs root",
+            );
             return;
         }
         use std::os::unix::fs::{MetadataExt, PermissionsExt};

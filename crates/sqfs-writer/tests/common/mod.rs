@@ -268,7 +268,10 @@ pub fn unsquashfs_available() -> bool {
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("unsquashfs version"));
     if !ok {
-        eprintln!("SKIPPED: unsquashfs (squashfs-tools) is not installed");
+        test_skip::skip(
+            "sqfs-writer unsquashfs checks",
+            "unsquashfs is not installed (apt-get install squashfs-tools)",
+        );
     }
     ok
 }
@@ -280,7 +283,10 @@ pub fn can_extract() -> bool {
         return false;
     }
     if !is_root() {
-        eprintln!("SKIPPED: unsquashfs -d needs root to restore owners and modes");
+        test_skip::skip(
+            "sqfs-writer unsquashfs -d",
+            "needs root to restore owners and modes",
+        );
         return false;
     }
     true
@@ -292,7 +298,10 @@ pub fn mksquashfs_available() -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
-        eprintln!("SKIPPED: mksquashfs (squashfs-tools) is not installed");
+        test_skip::skip(
+            "sqfs-writer mksquashfs comparison",
+            "mksquashfs is not installed (apt-get install squashfs-tools)",
+        );
     }
     ok
 }
@@ -362,7 +371,7 @@ static MOUNTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// message) when not root.
 pub fn with_kernel_mount(image: &Path, script: &str) -> Option<Vec<u8>> {
     if !is_root() {
-        eprintln!("SKIPPED: kernel mount tests need root");
+        test_skip::skip("sqfs-writer kernel mount", "needs root");
         return None;
     }
     let tmp = tempfile::tempdir().unwrap();
