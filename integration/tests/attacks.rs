@@ -513,6 +513,37 @@ fn exchange(dir: &Path, a: &str, b: &str) {
     });
 }
 
+/// One flip round's user directory `w` (with `v` and `c`, and the user's
+/// symlinks `lv -> /victim2` and `lc -> /victim` to flip them with) and the
+/// `--volume` that binds the two root-owned victims, `w`, the `:ro` source at
+/// `w/v` and a per-node cache at `w/c`.
+fn flip_round_dir(
+    tb: &Testbed,
+    name: &str,
+    [victim, victim2]: [&Scratch; 2],
+    src: &Scratch,
+) -> (Scratch, String) {
+    let w = Scratch::user_owned(tb, name, &["v", "c"]);
+    for (l, target) in [("lv", "/victim2"), ("lc", "/victim")] {
+        symlink(target, w.path().join(l)).unwrap();
+        lchown(
+            w.path().join(l),
+            Some(uid_of(tb.user())),
+            Some(gid_of(tb.user())),
+        )
+        .unwrap();
+    }
+    let volumes = format!(
+        "--volume={}:/victim;{}:/victim2;{}:/w;{}:/w/v:ro;{}:/w/c:perNodeCache=size={CACHE_SIZE}",
+        victim.show(),
+        victim2.show(),
+        w.show(),
+        src.show(),
+        cache_dir(tb).display()
+    );
+    (w, volumes)
+}
+
 /// While `pid` is `shifter` (until it execs the command): flips `v`/`lv` and
 /// `c`/`lc` in `w` as fast as it can, and at each mount that appears in its
 /// mountinfo freezes it, flips once more and lets it go on (at most
@@ -574,24 +605,8 @@ fn volumes_flipped_with_symlinks_at_every_new_mount_keep_their_flags_and_owners(
     let mut freezes_total = 0;
     for round in 0..=ROUNDS {
         let attack = round > 0;
-        let w = Scratch::user_owned(&tb, &format!("flip-w{round}"), &["v", "c"]);
-        for (l, target) in [("lv", "/victim2"), ("lc", "/victim")] {
-            symlink(target, w.path().join(l)).unwrap();
-            lchown(
-                w.path().join(l),
-                Some(uid_of(tb.user())),
-                Some(gid_of(tb.user())),
-            )
-            .unwrap();
-        }
-        let volumes = format!(
-            "--volume={}:/victim;{}:/victim2;{}:/w;{}:/w/v:ro;{}:/w/c:perNodeCache=size={CACHE_SIZE}",
-            victim.show(),
-            victim2.show(),
-            w.show(),
-            src.show(),
-            cache_dir(&tb).display()
-        );
+        let (w, volumes) =
+            flip_round_dir(&tb, &format!("flip-w{round}"), [&victim, &victim2], &src);
         let started = Instant::now();
         let (child, out) = spawn_shifter(
             &tb,
@@ -661,24 +676,8 @@ fn volumes_flipped_with_symlinks_during_srun_setup_keep_their_flags_and_owners()
     let mut flips_total = 0usize;
     for round in 0..=ROUNDS {
         let attack = round > 0;
-        let w = Scratch::user_owned(&tb, &format!("sflip-w{round}"), &["v", "c"]);
-        for (l, target) in [("lv", "/victim2"), ("lc", "/victim")] {
-            symlink(target, w.path().join(l)).unwrap();
-            lchown(
-                w.path().join(l),
-                Some(uid_of(tb.user())),
-                Some(gid_of(tb.user())),
-            )
-            .unwrap();
-        }
-        let volumes = format!(
-            "--volume={}:/victim;{}:/victim2;{}:/w;{}:/w/v:ro;{}:/w/c:perNodeCache=size={CACHE_SIZE}",
-            victim.show(),
-            victim2.show(),
-            w.show(),
-            src.show(),
-            cache_dir(&tb).display()
-        );
+        let (w, volumes) =
+            flip_round_dir(&tb, &format!("sflip-w{round}"), [&victim, &victim2], &src);
         let stop = std::sync::atomic::AtomicBool::new(false);
         let (r, flips) = std::thread::scope(|s| {
             let flipper = s.spawn(|| {

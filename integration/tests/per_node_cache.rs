@@ -357,13 +357,5 @@ fn concurrent_runs_of_one_user_never_hold_more_than_the_per_user_total() {
             "refused for another reason: {r}"
         );
     }
-    let dir = cache_dir(&tb);
-    assert!(
-        Testbed::wait_until(Duration::from_secs(10), || Testbed::loop_devices_backed_by(
-            &dir
-        )
-        .is_empty()),
-        "{:?}",
-        Testbed::loop_devices_backed_by(&dir)
-    );
+    tb.assert_no_cache_left();
 }

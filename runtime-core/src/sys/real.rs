@@ -264,22 +264,7 @@ impl Sys for RealSys {
 
     fn create_sparse_file(&self, dir: &Handle, name: &str, size: u64) -> SysResult<Handle> {
         let shown = dir.host_path().join(name);
-        let dirfd = dir
-            .fd()
-            .ok_or_else(|| SysError::new("create", &shown, Errno::EBADF))?;
-        let st = nix::sys::stat::fstat(dirfd.as_raw_fd())
-            .map_err(|e| SysError::new("stat", dir.host_path(), e))?;
-        // Checked again on the descriptor we create through.
-        if st.st_uid != 0 || st.st_mode & 0o022 != 0 {
-            return Err(SysError::new(
-                "check owner and mode of",
-                dir.host_path(),
-                Errno::EPERM,
-            ));
-        }
-        if name.contains('/') {
-            return Err(SysError::new("create", &shown, Errno::EINVAL));
-        }
+        let dirfd = root_only_dir(dir, name, "create")?;
         // A sparse file promises space it does not take: refuse to promise
         // more than the filesystem has free for unprivileged use now.
         let vfs =
@@ -749,15 +734,20 @@ fn resolve(
     create_in_root(&rootfd, root, &comps, create, &shown)
 }
 
-/// See [`Sys::lock_file`].
-fn lock_file(dir: &Handle, name: &str, wait: Duration) -> SysResult<Handle> {
+/// The descriptor of `dir` to make `name` in: `dir` must be root's and
+/// writable by nobody else, checked again on the very descriptor we create
+/// through, and `name` a single component.
+fn root_only_dir<'a>(
+    dir: &'a Handle,
+    name: &str,
+    op: &'static str,
+) -> SysResult<std::os::fd::BorrowedFd<'a>> {
     let shown = dir.host_path().join(name);
     let dirfd = dir
         .fd()
-        .ok_or_else(|| SysError::new("lock", &shown, Errno::EBADF))?;
+        .ok_or_else(|| SysError::new(op, &shown, Errno::EBADF))?;
     let st = nix::sys::stat::fstat(dirfd.as_raw_fd())
         .map_err(|e| SysError::new("stat", dir.host_path(), e))?;
-    // Nobody else may create, replace or hold open the lock files in it.
     if st.st_uid != 0 || st.st_mode & 0o022 != 0 {
         return Err(SysError::new(
             "check owner and mode of",
@@ -766,8 +756,16 @@ fn lock_file(dir: &Handle, name: &str, wait: Duration) -> SysResult<Handle> {
         ));
     }
     if name.contains('/') {
-        return Err(SysError::new("lock", &shown, Errno::EINVAL));
+        return Err(SysError::new(op, &shown, Errno::EINVAL));
     }
+    Ok(dirfd)
+}
+
+/// See [`Sys::lock_file`].
+fn lock_file(dir: &Handle, name: &str, wait: Duration) -> SysResult<Handle> {
+    let shown = dir.host_path().join(name);
+    // Nobody else may create, replace or hold open the lock files in it.
+    let dirfd = root_only_dir(dir, name, "lock")?;
     let fd = nix::fcntl::openat(
         Some(dirfd.as_raw_fd()),
         name,
